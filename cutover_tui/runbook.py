@@ -1,0 +1,185 @@
+"""`runbook.toml`: the runbook as data, validated at start, written back with comments kept.
+
+Structure (stage ids, their order, the rollback paths) is checked here so that the
+promotion matrix can trust it; the values (flag rows, gates, paths) are the team's.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import tomlkit
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from tomlkit.exceptions import TOMLKitError
+
+from .errors import RunbookError
+from .flags import Flags
+
+StageId = Literal["A", "0", "B", "G", "C", "D", "E", "E'", "F"]
+STAGE_ORDER: tuple[StageId, ...] = ("A", "0", "B", "G", "C", "D", "E", "E'", "F")
+PROMOTABLE: tuple[StageId, ...] = ("C", "D", "E", "E'")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(_Strict):
+    env_file: Path
+    report_dir: Path
+    sql_dir: Path
+
+
+class Database(_Strict):
+    url: str = ""
+
+
+class Api(_Strict):
+    base: str = "http://localhost:3000"
+
+    @field_validator("base")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class Gates(_Strict):
+    confidence_period_hours: float = Field(ge=0)
+    passing_verifies_before_archive: int = Field(ge=1)
+
+
+class FlagRow(_Strict):
+    reads: bool
+    writes: bool
+    dual_write: bool
+
+    def flags(self) -> Flags:
+        return Flags(reads=self.reads, writes=self.writes, dual_write=self.dual_write)
+
+
+class FlagSet(_Strict):
+    reads: bool | None = None
+    writes: bool | None = None
+    dual_write: bool | None = None
+
+
+class Stage(_Strict):
+    id: StageId
+    title: str
+    flags: FlagRow | None = None
+
+
+class RollbackPath(_Strict):
+    path: Literal["before-write-cutover", "after-write-cutover"]
+    from_: list[StageId] = Field(alias="from", min_length=1)
+    set: FlagSet
+    dual_write_kept: Literal["unchanged"] | bool
+
+
+class Runbook(_Strict):
+    paths: Paths
+    database: Database = Database()
+    api: Api = Api()
+    gates: Gates
+    stages: list[Stage]
+    rollback: list[RollbackPath]
+    source: Path | None = None
+
+    @model_validator(mode="after")
+    def _structure(self) -> Runbook:
+        ids = tuple(stage.id for stage in self.stages)
+        if ids != STAGE_ORDER:
+            raise ValueError(f"stages must be, in this order: {', '.join(STAGE_ORDER)} (found {', '.join(ids)})")
+        for stage in self.stages:
+            if (stage.flags is None) != (stage.id == "F"):
+                raise ValueError(f"stage {stage.id}: every stage but F needs a flag row, F has none")
+        if sorted(r.path for r in self.rollback) != ["after-write-cutover", "before-write-cutover"]:
+            raise ValueError("rollback must list the two paths before-write-cutover and after-write-cutover")
+        return self
+
+    def stage(self, stage_id: StageId) -> Stage:
+        return next(stage for stage in self.stages if stage.id == stage_id)
+
+    def row(self, stage_id: StageId) -> Flags:
+        flags = self.stage(stage_id).flags
+        return flags.flags() if flags else self.row("E'")
+
+    def rollback_path(self, stage_id: StageId) -> RollbackPath | None:
+        return next((r for r in self.rollback if stage_id in r.from_), None)
+
+    def legal_flags(self) -> list[Flags]:
+        """Every stage row, and every row a rollback can produce (dual-write either way)."""
+        legal = {self.row(s.id) for s in self.stages if s.flags}
+        for path in self.rollback:
+            for origin in path.from_:
+                after = self.row(origin).model_copy(update=path.set.model_dump(exclude_none=True))
+                legal |= {after.model_copy(update={"dual_write": d}) for d in (True, False)}
+        return sorted(legal, key=lambda f: (f.writes, f.reads, f.dual_write))
+
+
+def _location(error: dict) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"
+
+
+def parse_runbook(text: str, source: Path) -> Runbook:
+    try:
+        data = tomlkit.parse(text).unwrap()
+    except TOMLKitError as exc:
+        raise RunbookError(f"{source}: not valid TOML ({exc}); fix the file and start again.") from None
+    try:
+        runbook = Runbook.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        got = "" if first["type"] == "missing" else f" (got {first.get('input')!r})"
+        raise RunbookError(
+            f"{source}: key `{_location(first)}`: {first['msg']}{got}; fix the file and start again."
+        ) from None
+    base = source.resolve().parent
+    paths = runbook.paths.model_copy(update={
+        name: (base / value) for name, value in runbook.paths.model_dump().items()
+    })
+    return runbook.model_copy(update={"paths": paths, "source": source})
+
+
+def load_runbook(path: Path) -> Runbook:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunbookError(f"Runbook file {path} does not exist; pass --runbook PATH or create it.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunbookError(f"Cannot read runbook file {path} ({exc.__class__.__name__}); check the path.") from None
+    return parse_runbook(text, path)
+
+
+def save_setting(path: Path, key: str, value: object) -> Runbook:
+    """Set dotted `key` (e.g. `gates.confidence_period_hours`) keeping comments; validate first."""
+    document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    *parents, leaf = key.split(".")
+    table = document
+    for part in parents:
+        if part not in table:
+            raise RunbookError(f"{path}: there is no table `{part}` for key `{key}`.")
+        table = table[part]
+    if leaf not in table:
+        raise RunbookError(f"{path}: unknown key `{key}`.")
+    table[leaf] = value
+    text = tomlkit.dumps(document)
+    runbook = parse_runbook(text, path)
+    folder = path.resolve().parent
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path.resolve())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return runbook

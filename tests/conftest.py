@@ -1,0 +1,71 @@
+"""One embedded Postgres per test session; a fresh database for each test."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cutover_tui.demo.embedded import create_database, embedded_postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    with embedded_postgres(prefix="cutover-test-pg-") as url:
+        yield url
+
+
+@pytest.fixture
+def empty_db_url(pg_server_url) -> str:
+    """URL of a new, empty database."""
+    return create_database(pg_server_url, f"t{next(_counter)}_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def legacy_db_url(empty_db_url) -> str:
+    """A database holding the legacy schema (0001..0004 recorded), seeded small."""
+    import psycopg
+
+    from cutover_tui.demo.seed import seed_legacy
+    from cutover_tui.migrate import apply_legacy_baseline
+
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        apply_legacy_baseline(conn, ROOT / "sql")
+        seed_legacy(conn, workspaces=20)
+    return empty_db_url
+
+
+@pytest.fixture
+def env_file(tmp_path) -> Path:
+    """The demo's deploy env file, flags all at their pre-cutover values."""
+    from cutover_tui.demo.envfile_text import DEMO_ENV
+
+    path = tmp_path / "deploy.env"
+    path.write_text(DEMO_ENV, encoding="utf-8")
+    return path
+
+
+class CliRun:
+    """Runs `cutover` in-process against one database and env file."""
+
+    def __init__(self, capsys, database_url: str, env_file: Path, operator: str = "alice"):
+        self.capsys, self.database_url, self.env_file, self.operator = capsys, database_url, env_file, operator
+
+    def __call__(self, *args: str, operator: str | None = None) -> tuple[int, str, str]:
+        from cutover_tui.cli import main
+
+        self.capsys.readouterr()
+        code = main(["--runbook", str(ROOT / "runbook.toml"), "--database-url", self.database_url,
+                     "--env-file", str(self.env_file), "--operator", operator or self.operator, *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def cutover(capsys, legacy_db_url, env_file) -> CliRun:
+    return CliRun(capsys, legacy_db_url, env_file)

@@ -1,0 +1,33 @@
+"""Small helpers the database tests share: recording reports and moving the clock back."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+
+from cutover_tui import reports
+from cutover_tui.db import ensure_console_schema
+
+
+def record_report(url: str, kind: reports.ReportKind, *, ok: bool, stage: str | None = None,
+                  at: datetime | None = None) -> reports.StoredReport:
+    """A report in the §4 shape, stored as the console stores its own."""
+    at = at or datetime.now(timezone.utc)
+    body = {"ok": ok, "generatedAt": at.isoformat()}
+    if kind == "backfill":
+        body |= {"stages": [], "errors": [] if ok else [{"stage": "pixbooks", "error": "x", "rows": []}],
+                 "warnings": []}
+    else:
+        body |= {"checks": [{"type": "count", "ok": ok, "table": "accounts", "oldTable": "platform_workspaces",
+                             "oldCount": 1, "newCount": 1 if ok else 0}]}
+    with psycopg.connect(url, autocommit=True) as conn:
+        ensure_console_schema(conn)
+        return reports.store(conn, kind, body, generated_at=at, stage=stage, path=None)
+
+
+def age_journal(url: str, hours: float) -> None:
+    """Pretend every journal entry happened `hours` earlier (for the confidence period)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE cutover.journal SET at = at - %s", (timedelta(hours=hours),))
+        conn.execute("UPDATE cutover.reports SET generated_at = generated_at - %s", (timedelta(hours=hours),))

@@ -1,0 +1,205 @@
+"""The command line end to end on a real database: the runbook, its gates and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+from helpers import age_journal, record_report
+
+from cutover_tui.demo.envfile_text import DEMO_ENV
+
+FLAG_LINES = ("ACCOUNT_SCHEMA_V2_READS", "ACCOUNT_SCHEMA_V2_WRITES", "ACCOUNT_SCHEMA_V2_DUAL_WRITE")
+
+
+def declared(env_file) -> tuple[str, str, str]:
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line.startswith(FLAG_LINES))
+    return tuple(values[name] for name in FLAG_LINES)
+
+
+def journal_actions(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT action, operator, flags_before, flags_after FROM cutover.journal ORDER BY id").fetchall()
+
+
+def non_flag_lines(env_file) -> list[str]:
+    return [line for line in env_file.read_text().splitlines(keepends=True) if not line.startswith(FLAG_LINES)]
+
+
+def to_stage_g(cutover) -> None:
+    assert cutover("migrate")[0] == 0
+    record_report(cutover.database_url, "backfill", ok=True)
+    record_report(cutover.database_url, "verify", ok=True, stage="B")
+
+
+def status_json(cutover) -> dict:
+    code, out, _ = cutover("status", "--json")
+    assert code == 0
+    return json.loads(out)
+
+
+def test_status_on_a_fresh_database(cutover):
+    code, out, err = cutover("status")
+    assert (code, err) == (0, "")
+    assert "not started" in out and "[A]" not in out
+    assert "ok  migrate" in out
+    assert "no  promote C" in out and "Stage A is not applied: run migrate first." in out
+    data = status_json(cutover)
+    assert data["stage"] is None and data["assessment"]["flags_legal"] is True
+    assert data["database_url"].startswith("postgresql://")
+
+
+def test_happy_path_to_archive(cutover):
+    url, env = cutover.database_url, cutover.env_file
+    before = non_flag_lines(env)
+    to_stage_g(cutover)
+    assert status_json(cutover)["stage"] == "G"
+
+    code, out, _ = cutover("promote", "C", "--yes")
+    assert code == 0 and "-ACCOUNT_SCHEMA_V2_READS=false" in out and "+ACCOUNT_SCHEMA_V2_READS=true" in out
+    assert declared(env) == ("true", "false", "false")
+    assert cutover("promote", "D", "--yes")[0] == 0
+    assert declared(env) == ("true", "false", "true")
+
+    code, _, err = cutover("promote", "E", "--yes")
+    assert code == 1 and "No verify has run since stage D began" in err
+    assert declared(env) == ("true", "false", "true")
+    record_report(url, "verify", ok=True, stage="D")
+    assert cutover("promote", "E", "--yes")[0] == 0
+    assert declared(env) == ("true", "true", "true")
+
+    record_report(url, "verify", ok=True, stage="E")
+    code, _, err = cutover("promote", "E-steady", "--yes")
+    assert code == 1 and "confidence period" in err
+    age_journal(url, 25)
+    record_report(url, "verify", ok=True, stage="E")
+    assert cutover("promote", "E-steady", "--yes")[0] == 0
+    assert declared(env) == ("true", "true", "false")
+
+    code, _, err = cutover("archive", "--confirm", "whatever")
+    assert code == 1 and "The rollback window is open" in err
+    assert cutover("close-rollback-window")[0] == 0
+    for _ in range(3):
+        record_report(url, "verify", ok=True, stage="E'")
+    dbname = status_json(cutover)["database"]
+    code, _, err = cutover("archive", "--confirm", dbname + "x")
+    assert code == 2 and "not this database's name" in err
+    code, out, _ = cutover("archive", "--confirm", dbname)
+    assert code == 0 and "Archived" in out
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM legacy.platform_workspaces_legacy").fetchone()[0] == 20
+    assert status_json(cutover)["stage"] == "F"
+
+    assert [a for a, *_ in journal_actions(url)] == [
+        "migrate", "promote", "promote", "promote", "promote", "rollback-window-closed", "archive"]
+    promote_rows = [row for row in journal_actions(url) if row[0] == "promote"]
+    assert promote_rows[0][2:] == ({"reads": False, "writes": False, "dual_write": False},
+                                   {"reads": True, "writes": False, "dual_write": False})
+    assert all(row[1] == "alice" for row in journal_actions(url))
+    assert non_flag_lines(env) == before
+
+
+def test_c_refused_while_the_backfill_has_errors(cutover):
+    assert cutover("migrate")[0] == 0
+    record_report(cutover.database_url, "backfill", ok=False)
+    record_report(cutover.database_url, "verify", ok=True, stage="B")
+    code, _, err = cutover("promote", "C", "--yes")
+    assert code == 1 and "The latest backfill report has errors" in err
+    assert declared(cutover.env_file) == ("false", "false", "false")
+
+
+@pytest.mark.parametrize("keep, dual", [((), "true"), (("--no-dual-write",), "false")])
+def test_rollback_before_write_cutover(cutover, keep, dual):
+    to_stage_g(cutover)
+    cutover("promote", "C", "--yes")
+    cutover("promote", "D", "--yes")
+    code, out, _ = cutover("rollback", *keep, "--yes")
+    assert code == 0 and "Roll back" in out
+    assert declared(cutover.env_file) == ("false", "false", dual)
+    data = status_json(cutover)
+    assert data["assessment"]["rollback_open"] is True
+    # Leaving the rollback means passing the gates again: a verify after the rollback.
+    code, _, err = cutover("promote", "C", "--yes")
+    assert code == 1 and "since the rollback was opened" in err
+    record_report(cutover.database_url, "verify", ok=True, stage="G")
+    assert cutover("promote", "C", "--yes")[0] == 0
+    assert [a for a, *_ in journal_actions(cutover.database_url)][-2:] == ["rollback-closed", "promote"]
+
+
+def test_rollback_after_write_cutover_keeps_dual_write_and_locks_archive(cutover):
+    to_stage_g(cutover)
+    cutover("promote", "C", "--yes")
+    cutover("promote", "D", "--yes")
+    record_report(cutover.database_url, "verify", ok=True, stage="D")
+    assert cutover("promote", "E", "--yes")[0] == 0
+    assert cutover("rollback", "--yes")[0] == 0
+    assert declared(cutover.env_file) == ("true", "false", "true")
+    code, _, err = cutover("archive", "--confirm", status_json(cutover)["database"])
+    assert code == 1 and "A rollback is open" in err
+    with psycopg.connect(cutover.database_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.platform_workspaces')").fetchone()[0] is not None
+
+
+def test_illegal_flags_are_shown_and_restored(cutover):
+    to_stage_g(cutover)
+    cutover.env_file.write_text(DEMO_ENV.replace("ACCOUNT_SCHEMA_V2_WRITES=false", "ACCOUNT_SCHEMA_V2_WRITES=true"))
+    code, out, _ = cutover("status")
+    assert "ILLEGAL: nearest legal is READS=false WRITES=false DUAL_WRITE=false" in out
+    code, _, err = cutover("promote", "C", "--yes")
+    assert code == 1 and "not a legal row" in err
+    assert cutover("restore-flags", "--yes")[0] == 0
+    assert declared(cutover.env_file) == ("false", "false", "false")
+    assert status_json(cutover)["assessment"]["flags_legal"] is True
+
+
+def test_odd_flag_value_reads_as_false_and_is_flagged(cutover):
+    cutover.env_file.write_text(DEMO_ENV.replace("ACCOUNT_SCHEMA_V2_READS=false", "ACCOUNT_SCHEMA_V2_READS=maybe"))
+    code, out, _ = cutover("status")
+    assert code == 0
+    assert "ACCOUNT_SCHEMA_V2_READS='maybe' is not a boolean the API knows; it reads as false" in out
+    assert "READS=false WRITES=false DUAL_WRITE=false  legal" in out
+
+
+def test_unknown_stage_and_unconfirmed_promotion_change_nothing(cutover):
+    to_stage_g(cutover)
+    code, _, err = cutover("promote", "Z", "--yes")
+    assert code == 2 and "Unknown stage 'Z'" in err
+    code, _, err = cutover("promote", "C")  # no terminal under pytest, no --yes
+    assert code == 2 and "pass --yes" in err
+    assert declared(cutover.env_file) == ("false", "false", "false")
+    assert [a for a, *_ in journal_actions(cutover.database_url)] == ["migrate"]
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: p.unlink(), "does not exist"),
+    (lambda p: (p.unlink(), p.mkdir()), "is a directory"),
+])
+def test_bad_env_file_is_a_clear_error(cutover, make, says):
+    make(cutover.env_file)
+    code, out, err = cutover("status")
+    assert code == 2 and says in err and str(cutover.env_file) in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_bad_runbook_is_a_clear_error(capsys, tmp_path, legacy_db_url, env_file):
+    from conftest import ROOT
+
+    from cutover_tui.cli import main
+
+    runbook = tmp_path / "runbook.toml"
+    runbook.write_text((ROOT / "runbook.toml").read_text() + "\n[surprise]\nkey = 1\n")
+    code = main(["--runbook", str(runbook), "--database-url", legacy_db_url, "status"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(runbook) in err and "surprise" in err
+
+
+def test_journal_lists_every_action(cutover):
+    to_stage_g(cutover)
+    cutover("promote", "C", "--yes", operator="bob")
+    code, out, _ = cutover("journal")
+    assert code == 0 and "migrate" in out and "bob" in out
+    assert "READS=false WRITES=false DUAL_WRITE=false -> READS=true WRITES=false DUAL_WRITE=false" in out
+    rows = json.loads(cutover("journal", "--json")[1])
+    assert [(r["action"], r["operator"]) for r in rows] == [("migrate", "alice"), ("promote", "bob")]

@@ -1,0 +1,65 @@
+"""Connections: clear errors and never a password in any output."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from conftest import ROOT
+
+from cutover_tui.cli import main
+from cutover_tui.db import connect, redact, redact_url
+from cutover_tui.errors import DatabaseUnreachable
+
+SECRET = "s3cr3t-Pa55"
+
+
+def test_redact_url_forms():
+    assert redact_url(f"postgresql://bob:{SECRET}@db.internal:5432/prod") == "postgresql://bob:***@db.internal:5432/prod"
+    assert redact_url("postgresql://bob@db/prod") == "postgresql://bob@db/prod"
+    assert SECRET not in redact_url(f"host=db password={SECRET} dbname=prod")
+    assert redact(f"failed for {SECRET}", f"postgresql://bob:{SECRET}@db/prod") == "failed for ***"
+
+
+def test_unreachable_database_exit_3_without_password(capsys, tmp_path, env_file):
+    url = f"postgresql://bob:{SECRET}@/prod?host={tmp_path}"  # a socket folder with no server
+    code = main(["--runbook", str(ROOT / "runbook.toml"), "--database-url", url,
+                 "--env-file", str(env_file), "status"])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert err.startswith("cutover: Cannot connect to postgresql://bob:***@/prod")
+    assert SECRET not in out + err and "Traceback" not in err
+
+
+@pytest.fixture
+def password_role(pg_server_url, empty_db_url):
+    """A role that must log in with a password over the socket (pgserver trusts by default)."""
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE pw_user LOGIN PASSWORD '{SECRET}'")
+        hba = conn.execute("SHOW hba_file").fetchone()[0]
+        original = conn.execute("SELECT pg_read_file(%s)", (hba,)).fetchone()[0]
+        conn.execute("SELECT pg_catalog.pg_reload_conf()")
+    import pathlib
+    path = pathlib.Path(hba)
+    path.write_text("local all pw_user scram-sha-256\n" + original)
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield empty_db_url.replace("postgres:@", "pw_user:{}@")
+    finally:
+        path.write_text(original)
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute("DROP ROLE pw_user")
+
+
+def test_wrong_password_is_unreachable_and_redacted(capsys, password_role, env_file):
+    assert connect(password_role.format(SECRET)).close() is None  # the right one works
+    wrong = password_role.format(SECRET + "x")
+    with pytest.raises(DatabaseUnreachable) as caught:
+        connect(wrong)
+    assert "password authentication failed" in caught.value.message
+    code = main(["--runbook", str(ROOT / "runbook.toml"), "--database-url", wrong,
+                 "--env-file", str(env_file), "status"])
+    out, err = capsys.readouterr()
+    assert code == 3 and "password authentication failed" in err
+    assert SECRET not in out + err and "pw_user:***@" in err

@@ -1,0 +1,132 @@
+"""Stage A: compatible with the API's migration history, once, and never manual/."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import psycopg
+import pytest
+from conftest import ROOT
+
+from cutover_tui import migrate
+from cutover_tui.errors import MigrationError
+
+V2 = migrate.V2_MIGRATION
+
+
+def _history(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        return migrate.history(conn)
+
+
+def test_legacy_baseline_is_recorded_like_the_api_migrator(legacy_db_url):
+    recorded = _history(legacy_db_url)
+    assert sorted(recorded) == sorted(p.name for p in (ROOT / "sql" / "legacy").glob("*.sql"))
+    for name, checksum in recorded.items():
+        text = (ROOT / "sql" / "legacy" / name).read_text(encoding="utf-8")
+        assert checksum == migrate.checksum(text)
+        assert len(checksum) == 64 and checksum == checksum.lower()
+
+
+def test_migrate_applies_0005_once_and_journals_it(cutover):
+    code, out, err = cutover("migrate")
+    assert (code, err) == (0, "")
+    assert f"Applied {V2}." in out
+    assert V2 in _history(cutover.database_url)
+    with psycopg.connect(cutover.database_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.pixbooks')").fetchone()[0] == "pixbooks"
+        actions = conn.execute("SELECT action, operator, detail FROM cutover.journal").fetchall()
+    assert actions == [("migrate", "alice", {"applied": [V2]})]
+
+    code, out, _ = cutover("migrate")
+    assert code == 0 and out.startswith("Nothing to apply:") and V2 in out
+    with psycopg.connect(cutover.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM cutover.journal").fetchone()[0] == 1
+
+
+def test_dry_run_prints_the_sql_and_changes_nothing(cutover):
+    code, out, _ = cutover("migrate", "--dry-run")
+    assert code == 0
+    assert "CREATE TABLE IF NOT EXISTS accounts" in out and "dry run" in out
+    assert V2 not in _history(cutover.database_url)
+    with psycopg.connect(cutover.database_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.accounts')").fetchone()[0] is None
+
+
+def test_refuses_naming_missing_legacy_migrations(cutover):
+    with psycopg.connect(cutover.database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM platform_schema_migrations WHERE id LIKE '0002%%' OR id LIKE '0004%%'")
+    code, _, err = cutover("migrate")
+    assert code == 1
+    assert "Migrations 0002, 0004 are not recorded" in err
+    assert V2 not in _history(cutover.database_url)
+
+
+def test_database_without_legacy_tables_is_refused(capsys, empty_db_url, env_file):
+    from conftest import CliRun
+
+    code, _, err = CliRun(capsys, empty_db_url, env_file)("migrate")
+    assert code == 1
+    assert "no platform_schema_migrations table" in err
+
+
+def test_changed_checksum_stops_naming_file_and_both_checksums(cutover):
+    assert cutover("migrate")[0] == 0
+    with psycopg.connect(cutover.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE platform_schema_migrations SET checksum = %s WHERE id = %s", ("ab" * 32, V2))
+    code, _, err = cutover("migrate")
+    assert code == 1
+    file_sum = migrate.checksum((ROOT / "sql" / V2).read_text(encoding="utf-8"))
+    assert V2 in err and "ab" * 32 in err and file_sum in err
+
+
+def test_manual_folder_is_never_applied(tmp_path, legacy_db_url):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sql_dir)
+    files = [f.id for f in migrate.migration_files(sql_dir)]
+    assert files == [V2]
+    with psycopg.connect(legacy_db_url, autocommit=True) as conn:
+        applied = migrate.apply_plan(conn, migrate.plan(conn, sql_dir))
+        assert applied == [V2]
+        assert conn.execute("SELECT to_regclass('legacy.platform_workspaces_legacy')").fetchone()[0] is None
+        assert conn.execute("SELECT to_regclass('public.platform_workspaces')").fetchone()[0] is not None
+
+
+def test_failed_file_leaves_no_trace(tmp_path, legacy_db_url):
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    (sql_dir / "0005_broken.sql").write_text("CREATE TABLE half_done (id text);\nSELECT 1/0;\n")
+    with psycopg.connect(legacy_db_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            migrate.apply_plan(conn, migrate.plan(conn, sql_dir))
+        assert conn.execute("SELECT to_regclass('public.half_done')").fetchone()[0] is None
+        assert "0005_broken.sql" not in migrate.history(conn)
+
+
+def test_two_migrators_racing_apply_once(cutover, capsys):
+    """Two consoles migrate at the same moment: one applies, the other is refused or finds nothing."""
+    from cutover_tui.cli import main
+
+    barrier = threading.Barrier(2)
+    codes = []
+
+    def run(name):
+        barrier.wait()
+        codes.append(main(["--runbook", str(ROOT / "runbook.toml"), "--database-url", cutover.database_url,
+                           "--env-file", str(cutover.env_file), "--operator", name, "migrate"]))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("alice", "bob")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) in ([0, 0], [0, 1])
+    with psycopg.connect(cutover.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM cutover.journal WHERE action = 'migrate'").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM platform_schema_migrations WHERE id = %s", (V2,)).fetchone()[0] == 1
+
+
+def test_missing_migration_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(MigrationError, match="does not exist"):
+        migrate.migration_files(tmp_path / "nope")
