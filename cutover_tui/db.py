@@ -38,6 +38,30 @@ CREATE TABLE IF NOT EXISTS cutover.reports (
     body jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reports_kind_generated_at ON cutover.reports (kind, generated_at DESC);
+CREATE TABLE IF NOT EXISTS cutover.backfill_runs (
+    id bigserial PRIMARY KEY,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    state text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done', 'cancelled', 'failed', 'abandoned')),
+    operator text NOT NULL,
+    tables text[] NOT NULL,
+    before_counts jsonb NOT NULL DEFAULT '{}'
+);
+-- One row per table part per pass; written in the same transaction as each batch,
+-- so after a crash the checkpoint and the v2 rows always agree.
+CREATE TABLE IF NOT EXISTS cutover.backfill_parts (
+    run_id bigint NOT NULL REFERENCES cutover.backfill_runs(id) ON DELETE CASCADE,
+    pass integer NOT NULL,
+    table_name text NOT NULL,
+    part integer NOT NULL,
+    lo text,
+    hi text,
+    last_key text,
+    finished boolean NOT NULL DEFAULT false,
+    counters jsonb NOT NULL DEFAULT '{}',
+    issues jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, pass, table_name, part)
+);
 CREATE TABLE IF NOT EXISTS cutover.operator_lock (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     operator text NOT NULL,

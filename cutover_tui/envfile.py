@@ -19,7 +19,9 @@ import os
 import re
 import stat
 import tempfile
+from collections import Counter
 from collections.abc import Mapping
+from itertools import accumulate
 from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
@@ -79,10 +81,14 @@ class EnvFileChanged(Refused):
 
 def parse_flag(raw: str | None, default: bool) -> bool:
     """The API's rule: 1/true/yes/on (trimmed, any case) is true, empty is the default."""
-    word = (raw or "").strip(_JS_SPACE).lower()
+    word = _normal_word(raw)
     if not word:
         return default
     return word in _TRUE_WORDS
+
+
+def _normal_word(raw: str | None) -> str:
+    return (raw or "").strip(_JS_SPACE).lower()
 
 
 class FlagValue(BaseModel):
@@ -102,10 +108,11 @@ class EnvFile(BaseModel):
     flags: dict[str, FlagValue]
     sha256: str
     mode: int
-    text: str = Field(repr=False)
+    text: str = Field(repr=False, exclude=True)  # secrets: kept out of reprs and dumps
 
     @classmethod
     def from_bytes(cls, path: Path, data: bytes, mode: int) -> EnvFile:
+        """The flags in `data`, the content of the file at `path`."""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -133,7 +140,7 @@ class EnvFile(BaseModel):
 def _flag_value(name: str, assignment: _Assignment | None) -> FlagValue:
     if assignment is None:
         return FlagValue(name=name, raw=None, value=DEFAULTS[name], line=None, odd=False)
-    word = assignment.value.strip(_JS_SPACE).lower()
+    word = _normal_word(assignment.value)
     return FlagValue(
         name=name,
         raw=assignment.value,
@@ -155,55 +162,295 @@ class _Assignment(NamedTuple):
 class _Scan:
     """Physical lines of a text and dotenv's assignments in it.
 
-    dotenv matches on text with every CRLF or lone CR turned into LF; offsets found
-    there are mapped back to the original text through the physical lines, which both
-    share.
+    dotenv matches on the text with every CRLF or lone CR turned into LF; offsets found
+    there map back to the original text through the physical lines, which both share.
     """
 
     def __init__(self, text: str) -> None:
-        self.lines = _LINE.findall(text)
-        self.starts = _running_starts(len(line) for line in self.lines)
-        normal_starts = _running_starts(len(line.rstrip("\r\n")) + 1 for line in self.lines)
+        self.lines: list[str] = _LINE.findall(text)
+        self.starts = list(accumulate((len(line) for line in self.lines), initial=0))
+        self._normal_starts = list(
+            accumulate((len(line.rstrip("\r\n")) + 1 for line in self.lines), initial=0)
+        )
         normal = re.sub(r"\r\n?", "\n", text)
-
-        def locate(offset: int) -> tuple[int, int]:
-            """(line, offset in the original text) of an offset in `normal`."""
-            line = bisect.bisect_right(normal_starts, offset) - 1
-            return line, self.starts[line] + offset - normal_starts[line]
-
-        self.assignments = [_assignment(match, locate) for match in _ASSIGNMENT.finditer(normal)]
+        self.assignments = [self._assignment(match) for match in _ASSIGNMENT.finditer(normal)]
 
     def ending(self, index: int) -> str:
         line = self.lines[index]
         return line[len(line.rstrip("\r\n")) :]
 
+    def _locate(self, offset: int) -> tuple[int, int]:
+        """(line index, offset in the original text) of an offset in the LF-only text."""
+        line = bisect.bisect_right(self._normal_starts, offset) - 1
+        return line, self.starts[line] + offset - self._normal_starts[line]
 
-def _running_starts(lengths) -> list[int]:
-    starts = [0]
-    for length in lengths:
-        starts.append(starts[-1] + length)
-    return starts[:-1] or [0]
+    def _assignment(self, match: re.Match[str]) -> _Assignment:
+        raw = match["value"]
+        value = raw.strip(_JS_SPACE)
+        if value:
+            start = match.start("value") + len(raw) - len(raw.lstrip(_JS_SPACE))
+            last_line, _ = self._locate(start + len(value) - 1)
+        else:  # written right after the "=" (or ": "), which is where it ends
+            start = match.start("value")
+            last_line, _ = self._locate(start - 1)
+        end = start + len(value)
+        if len(value) >= 2 and value[0] in _QUOTES and value[-1] == value[0]:
+            start, end = start + 1, end - 1  # keep the quotes, replace what is inside
+        quote = value[:1]
+        value = _SURROUNDING_QUOTES.sub(r"\2", value)
+        if quote == '"':
+            value = value.replace("\\n", "\n").replace("\\r", "\r")
+        return _Assignment(
+            key=match["key"],
+            value=value,
+            first_line=self._locate(match.start("key"))[0],
+            last_line=last_line,
+            edit_start=self._locate(start)[1],
+            edit_end=self._locate(end)[1],
+        )
 
 
-def _assignment(match: re.Match[str], locate) -> _Assignment:
-    raw = match["value"]
-    value = raw.strip(_JS_SPACE)
-    start = match.start("value") + len(raw) - len(raw.lstrip(_JS_SPACE))
-    end = start + len(value)
-    if len(value) >= 2 and value[0] in _QUOTES and value[-1] == value[0]:
-        start, end = start + 1, end - 1  # keep the quotes, replace what is inside
-    last_char = max(end, match.end("value")) - 1 if value else match.start("value") - 1
-    first_line, _ = locate(match.start("key"))
-    last_line, _ = locate(last_char)
-    quote = value[:1]
-    value = _SURROUNDING_QUOTES.sub(r"\2", value)
-    if quote == '"':
-        value = value.replace("\\n", "\n").replace("\\r", "\r")
-    return _Assignment(
-        key=match["key"],
-        value=value,
-        first_line=first_line,
-        last_line=last_line,
-        edit_start=locate(start)[1],
-        edit_end=locate(end)[1],
+def _flag_text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def plan_flag_change(env: EnvFile, changes: Mapping[str, bool]) -> bytes:
+    """The file's bytes with `changes` applied; the same bytes when nothing changes.
+
+    Every occurrence of a changed flag is rewritten so no stale line remains; a flag
+    already declared with the wanted value is left exactly as it is.
+    """
+    unknown = sorted(set(changes) - set(FLAG_NAMES))
+    if unknown:
+        raise EnvFileError(
+            f"{', '.join(unknown)} is not a flag the console manages; "
+            f"use one of {', '.join(FLAG_NAMES)}."
+        )
+    wanted = {
+        name: value
+        for name, value in changes.items()
+        if env.flags[name].raw is None or env.flags[name].value != value
+    }
+    scan = _Scan(env.text)
+    edits = [
+        (a.edit_start, a.edit_end, _flag_text(wanted[a.key]))
+        for a in scan.assignments
+        if a.key in wanted
+    ]
+    missing = [
+        f"{name}={_flag_text(wanted[name])}"
+        for name in FLAG_NAMES
+        if name in wanted and env.flags[name].raw is None
+    ]
+    if missing:
+        edits.append(_addition(scan, missing))  # last: it follows a value edit at the same offset
+    text = _apply(env.text, edits)
+    _check_reads_as_intended(env, scan, text, wanted)
+    return text.encode("utf-8")
+
+
+def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:
+    pieces, cursor = [], 0
+    for start, end, new in sorted(edits, key=lambda edit: edit[0]):  # stable sort
+        pieces += [text[cursor:start], new]
+        cursor = end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
+def _check_reads_as_intended(
+    env: EnvFile, old: _Scan, new_text: str, wanted: dict[str, bool]
+) -> None:
+    """Refuse an edit that dotenv would read otherwise than intended.
+
+    A new line can be swallowed by the line before it: dotenv reads `KEY:` followed by
+    a line break as KEY set to the whole next line.
+    """
+    before = {a.key: a.value for a in old.assignments}
+    after = {a.key: a.value for a in _Scan(new_text).assignments}
+    flags = {name: parse_flag(after.get(name), DEFAULTS[name]) for name in FLAG_NAMES}
+    others_kept = {k: v for k, v in before.items() if k not in FLAG_NAMES} == {
+        k: v for k, v in after.items() if k not in FLAG_NAMES
+    }
+    if flags != {**env.declared, **wanted} or not others_kept:
+        raise EnvFileError(
+            f"The deploy env file {env.path} cannot be changed safely: dotenv would read "
+            "the edited file differently than intended (for example, a line ending in a "
+            "bare ':' takes the next line as its value); make this change by hand."
+        )
+
+
+def _addition(scan: _Scan, new_lines: list[str]) -> tuple[int, int, str]:
+    """Insert lines for absent flags after the flag group, or at the end of the file."""
+    eol = _dominant_ending(scan)
+    after = _group_end(scan)
+    if after is None:
+        after = len(scan.lines) - 1
+    offset = scan.starts[after + 1]
+    if after < 0 or scan.ending(after):
+        return offset, offset, "".join(line + eol for line in new_lines)
+    # The anchor is a last line without a line ending: keep the final newline missing.
+    return offset, offset, "".join(eol + line for line in new_lines)
+
+
+def _group_end(scan: _Scan) -> int | None:
+    """Index of the last line of the group under GROUP_COMMENT, None without one.
+
+    A value spanning several lines counts as one item, so the group never ends (and
+    the comment is never found) inside a quoted value.
+    """
+    item_end: dict[int, int] = {}
+    for a in scan.assignments:
+        item_end[a.first_line] = max(item_end.get(a.first_line, a.last_line), a.last_line)
+    inside_values = {i for first, last in item_end.items() for i in range(first + 1, last + 1)}
+    comment = next(
+        (
+            i
+            for i, line in enumerate(scan.lines)
+            if line.strip() == GROUP_COMMENT and i not in inside_values
+        ),
+        None,
     )
+    if comment is None:
+        return None
+    last = comment
+    while last + 1 < len(scan.lines) and scan.lines[last + 1].strip():
+        last = item_end.get(last + 1, last + 1)
+    return last
+
+
+def _dominant_ending(scan: _Scan) -> str:
+    counts = Counter(scan.ending(i) for i in range(len(scan.lines)))
+    return max(("\n", "\r\n", "\r"), key=counts.__getitem__)  # a tie (or none) gives LF
+
+
+def env_diff(env: EnvFile, changes: Mapping[str, bool]) -> str:
+    """A unified diff of the file now against after `changes`; empty when nothing changes."""
+    after = plan_flag_change(env, changes).decode("utf-8")
+    return "\n".join(
+        difflib.unified_diff(
+            [line.rstrip("\r\n") for line in _LINE.findall(env.text)],
+            [line.rstrip("\r\n") for line in _LINE.findall(after)],
+            f"{env.path} (now)",
+            f"{env.path} (after)",
+            n=0,  # no context: neighbouring lines of a deploy env file hold secrets
+            lineterm="",
+        )
+    )
+
+
+def read_env_file(path: str | os.PathLike[str]) -> EnvFile:
+    """Read the env file at `path` (a symlink is followed; `EnvFile.path` keeps the link)."""
+    path = Path(path)
+    data, mode = _read_bytes(path)
+    return EnvFile.from_bytes(path, data, mode)
+
+
+def _read_bytes(path: Path) -> tuple[bytes, int]:
+    """The file's bytes and permission bits, or an EnvFileError saying what to do."""
+    try:
+        # O_NONBLOCK: a FIFO must fail the regular-file check below, not hang the console.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError as exc:
+        if path.is_symlink():
+            raise EnvFileError(
+                f"The deploy env file {path} links to {os.readlink(path)}, which does not "
+                "exist; fix the link or give the real path."
+            ) from exc
+        raise EnvFileError(
+            f"The deploy env file {path} does not exist; check the path given to the console."
+        ) from exc
+    except PermissionError as exc:
+        raise EnvFileError(
+            f"The deploy env file {path} cannot be read by this user (permission denied); "
+            "run the console as a user that can read it, or fix its permissions."
+        ) from exc
+    except OSError as exc:
+        raise EnvFileError(
+            f"The deploy env file {path} cannot be opened ({exc.strerror}); "
+            "check the path and try again."
+        ) from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise EnvFileError(
+                f"{path} is a folder, not a deploy env file; give the path of the env file in it."
+            )
+        if not stat.S_ISREG(info.st_mode):
+            raise EnvFileError(
+                f"{path} is not a regular file; give the path of the deploy env file itself."
+            )
+        with open(fd, "rb", closefd=False) as file:
+            data = file.read()
+    except OSError as exc:
+        raise EnvFileError(
+            f"The deploy env file {path} could not be read ({exc.strerror}); try again."
+        ) from exc
+    finally:
+        os.close(fd)
+    return data, stat.S_IMODE(info.st_mode)
+
+
+def write_flags(env: EnvFile, changes: Mapping[str, bool]) -> EnvFile:
+    """Apply `changes` atomically and return the file as re-read.
+
+    Refuses, writing nothing, when the file is no longer the one `env` was read from.
+    """
+    content = plan_flag_change(env, changes)
+    target = Path(os.path.realpath(env.path))  # write through a symlink: the link stays
+    mode = _ensure_unchanged(env, target)
+    if content != env.text.encode("utf-8"):
+        _replace(env, target, content, mode)
+    return read_env_file(env.path)
+
+
+def _ensure_unchanged(env: EnvFile, target: Path) -> int:
+    """The target's mode, after checking it still holds the bytes `env` was read from."""
+    data, mode = _read_bytes(target)
+    if hashlib.sha256(data).hexdigest() != env.sha256:
+        raise EnvFileChanged(
+            f"The deploy env file {env.path} changed on disk since it was read; "
+            "nothing was written; re-read it and try again."
+        )
+    return mode
+
+
+def _replace(env: EnvFile, target: Path, content: bytes, mode: int) -> None:
+    """Write `content` to a temp file beside `target`, then move it over `target`."""
+    temp = None
+    replaced = False
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_INFIX}", dir=target.parent)
+        with open(fd, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        _ensure_unchanged(env, target)  # as late as possible, to catch another writer
+        os.replace(temp, target)
+        replaced = True
+        _fsync_folder(target.parent)
+    except OSError as exc:
+        outcome = (
+            "the new content is in place but may not survive a power cut"
+            if replaced
+            else "the file was left as it was"
+        )
+        raise EnvFileError(
+            f"Could not write the deploy env file {env.path} ({exc.strerror or exc}); "
+            f"{outcome}. Check that {target.parent} is writable and has free space, "
+            "then try again."
+        ) from exc
+    finally:
+        if temp is not None and not replaced:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,17 +1,28 @@
 """Where reports live: JSON files in the §4 shapes and rows in `cutover.reports`.
 
 The stored row keeps what the promotion matrix needs (when, passed, in which stage)
-beside the whole body, so gates never have to re-read files.
+beside the whole body, so gates never have to re-read files. The models read reports
+from either producer (the API's scripts or this console) and keep every field they do
+not know, so a report loaded and written back says exactly what it said.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import json
+import os
+import secrets
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel
+from pydantic import (AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, SerializationInfo,
+                      SerializerFunctionWrapHandler, StrictBool, StrictInt, ValidationError,
+                      field_serializer, field_validator, model_serializer, model_validator)
+
+from .errors import BadInput, CutoverError
 
 ReportKind = Literal["recon", "backfill", "verify", "verify-reads"]
 FILE_PREFIX: dict[str, str] = {
@@ -20,6 +31,8 @@ FILE_PREFIX: dict[str, str] = {
     "verify": "accounts-v2-verify-report",
     "verify-reads": "accounts-v2-verify-reads-report",
 }
+# Real reports are kilobytes to a few megabytes; anything this big is the wrong file.
+MAX_REPORT_BYTES = 256 * 1024 * 1024
 
 
 class StoredReport(BaseModel):
@@ -40,14 +53,17 @@ def file_name(kind: ReportKind, generated_at: datetime) -> str:
 
 
 def store(conn: psycopg.Connection, kind: ReportKind, body: dict[str, Any], *,
-          generated_at: datetime, stage: str | None, path: str | None) -> StoredReport:
+          generated_at: datetime, stage: str | None, path: str | None,
+          ok: bool | None = None) -> StoredReport:
+    """Insert the row; `ok` defaults to the body's own `ok`."""
     report_id = file_name(kind, generated_at).removesuffix(".json")
     row = conn.execute(
         f"""
         INSERT INTO cutover.reports (id, kind, generated_at, ok, stage, path, body)
         VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}
         """,
-        (report_id, kind, generated_at, bool(body.get("ok")), stage, path, Jsonb(body)),
+        (report_id, kind, generated_at, bool(body.get("ok")) if ok is None else ok, stage, path,
+         Jsonb(body)),
     ).fetchone()
     return StoredReport(**dict(zip(_COLUMNS.split(", "), row)))
 
@@ -65,3 +81,419 @@ def recent(conn: psycopg.Connection, kind: ReportKind, limit: int) -> list[Store
 def latest(conn: psycopg.Connection, kind: ReportKind) -> StoredReport | None:
     found = recent(conn, kind, 1)
     return found[0] if found else None
+
+
+# --- The §4 shapes -------------------------------------------------------------------
+
+
+class _Open(BaseModel):
+    """A §4 object: known fields typed, unknown ones kept and written back as they came."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    _source_keys: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_key_order(cls, data: Any, handler: Any) -> Any:
+        model = handler(data)
+        if isinstance(data, dict):
+            model._source_keys = tuple(data)
+        return model
+
+    @model_serializer(mode="wrap")
+    def _as_read(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        data = handler(self)
+        for name, field in type(self).model_fields.items():
+            # An optional field the source did not have must not come back as `null`.
+            if getattr(self, name) is None and name not in self.model_fields_set:
+                data.pop(field.alias if info.by_alias and field.alias else name, None)
+        if info.by_alias:
+            # The source's key order, so a file written back is the same file, not a reshuffle.
+            data = {**{key: data[key] for key in self._source_keys if key in data}, **data}
+        return data
+
+
+def _js_iso(value: datetime) -> str:
+    """A timestamp as JavaScript's `toISOString()` writes it: UTC, milliseconds, `Z`."""
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Report(_Open):
+    KIND: ClassVar[Literal["recon", "backfill", "verify"]]
+
+    ok: StrictBool
+    generated_at: AwareDatetime = Field(alias="generatedAt")
+    _stamp: tuple[str, datetime] | None = PrivateAttr(default=None)
+
+    @field_validator("generated_at", mode="before")
+    @classmethod
+    def _stamp_is_text(cls, value: Any) -> Any:
+        # Pydantic would take a number for epoch seconds; reports always hold ISO text.
+        if not isinstance(value, (str, datetime)):
+            raise ValueError("should be an ISO 8601 timestamp such as 2026-02-23T10:11:12.345Z")
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_stamp_text(cls, data: Any, handler: Any) -> Any:
+        report = handler(data)
+        if isinstance(data, dict):
+            text = data.get("generatedAt", data.get("generated_at"))
+            if isinstance(text, str):
+                report._stamp = (text, report.generated_at)
+        return report
+
+    @field_serializer("generated_at", when_used="json")
+    def _write_stamp(self, value: datetime) -> str:
+        # The text as read while the value is unchanged, so a file round-trips byte for byte.
+        if self._stamp is not None and self._stamp[1] == value:
+            return self._stamp[0]
+        return _js_iso(value)
+
+    @property
+    def clean(self) -> bool:
+        """What the body itself says, whatever `ok` claims."""
+        return True
+
+    @property
+    def passed(self) -> bool:
+        # Gates read this, so a hand-edited `ok: true` over errors or failed checks does not pass.
+        return self.ok and self.clean
+
+
+class ReconColumn(_Open):
+    column_name: str
+    data_type: str
+    is_nullable: str
+    column_default: str | None
+
+
+class ReconConstraint(_Open):
+    constraint_name: str
+    constraint_type: str
+    columns: str | None  # null for constraints without key columns (CHECK, NOT NULL)
+
+
+class ReconReport(_Report):
+    KIND: ClassVar[Literal["recon"]] = "recon"
+
+    auth_user_id_type: str = Field(alias="authUserIdType")
+    discovered_better_auth_tables: list[str] = Field(alias="discoveredBetterAuthTables")
+    target_tables: list[str] = Field(alias="targetTables")
+    schemas: dict[str, list[ReconColumn]]
+    constraints: dict[str, list[ReconConstraint]]
+    mapping: dict[str, str]
+
+
+class BackfillStage(_Open):
+    stage: str
+    old_count: StrictInt = Field(alias="oldCount")
+    before_count: StrictInt = Field(alias="beforeCount")
+    after_count: StrictInt = Field(alias="afterCount")
+    affected_rows: StrictInt = Field(alias="affectedRows")
+
+
+class BackfillIssue(_Open):
+    """An error or warning group: what went wrong in a stage, with example rows."""
+
+    stage: str
+    rows: list[Any]
+
+    @property
+    def row_count(self) -> int:
+        # Upstream caps example rows at 100; a `count`/`rowCount` beside them is the true figure.
+        extra = self.model_extra or {}
+        for name in ("count", "rowCount"):
+            value = extra.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return len(self.rows)
+
+
+class BackfillError(BackfillIssue):
+    error: str
+
+    @property
+    def message(self) -> str:
+        return self.error
+
+
+class BackfillWarning(BackfillIssue):
+    warning: str
+
+    @property
+    def message(self) -> str:
+        return self.warning
+
+
+def _unique(keys: list[str], what: str) -> None:
+    # Diffs and summaries go item by item; two items with one identity would be ambiguous.
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            raise ValueError(f"two {what} are both named {key!r}")
+        seen.add(key)
+
+
+class BackfillReport(_Report):
+    KIND: ClassVar[Literal["backfill"]] = "backfill"
+
+    stages: list[BackfillStage]
+    errors: list[BackfillError]
+    warnings: list[BackfillWarning]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_ok(cls, data: Any) -> Any:
+        # §4 defines ok as `errors.length == 0`; a file without `ok` gets exactly that.
+        if isinstance(data, dict) and "ok" not in data and isinstance(data.get("errors"), list):
+            return {**data, "ok": not data["errors"]}
+        return data
+
+    @model_validator(mode="after")
+    def _stages_unique(self) -> BackfillReport:
+        _unique([stage.stage for stage in self.stages], "stages")
+        return self
+
+    @property
+    def clean(self) -> bool:
+        return not self.errors
+
+
+class VerifyCheck(_Open):
+    """One check; `type` is count, integrity, sample or reconcile upstream, the console adds more."""
+
+    type: str
+    ok: StrictBool
+    table: str | None = None
+    old_table: str | None = Field(default=None, alias="oldTable")
+    old_count: StrictInt | None = Field(default=None, alias="oldCount")
+    new_count: StrictInt | None = Field(default=None, alias="newCount")
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _identified(self) -> VerifyCheck:
+        if not (self.name or self.table):
+            raise ValueError("a check needs a name or a table")
+        return self
+
+    @property
+    def key(self) -> str:
+        # Upstream's own label (`PASS name`), so both tools name a check the same way.
+        return self.name or f"{self.type}:{self.table}"
+
+
+class VerifyReport(_Report):
+    KIND: ClassVar[Literal["verify"]] = "verify"
+
+    checks: list[VerifyCheck]
+
+    @model_validator(mode="after")
+    def _checks_unique(self) -> VerifyReport:
+        _unique([check.key for check in self.checks], "checks")
+        return self
+
+    @property
+    def clean(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+
+Report = ReconReport | BackfillReport | VerifyReport
+_MODELS: dict[str, type[_Report]] = {
+    "recon": ReconReport, "backfill": BackfillReport, "verify": VerifyReport,
+    "verify-reads": VerifyReport,
+}
+
+
+def report_kind(report: Report) -> Literal["recon", "backfill", "verify"]:
+    return report.KIND
+
+
+def dump_report(report: Report) -> str:
+    """The report as upstream writes it: JSON by field alias, indented 2, a final newline."""
+    body = report.model_dump(mode="json", by_alias=True)
+    return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+
+
+# --- Reading -------------------------------------------------------------------------
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+
+
+def _first_problem(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    where = _where(first["loc"])
+    if first["type"] == "missing":
+        text = f"field {where} is missing"
+    else:
+        text = first["msg"].removeprefix("Value error, ")
+        if isinstance(first["input"], (str, int, float, bool)):
+            text += f" (got {json.dumps(first['input'])[:40]})"
+        text = f"field {where}: {text}" if where else text
+    return text + (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else "")
+
+
+def _detect(data: dict[str, Any]) -> type[_Report] | None:
+    if "checks" in data:
+        return VerifyReport
+    if "stages" in data:
+        return BackfillReport
+    if "schemas" in data or "mapping" in data:
+        return ReconReport
+    return None
+
+
+def _parse(data: Any, source: str, model: type[_Report] | None = None) -> Report:
+    """`data` (decoded JSON) as its report model, or one BadInput sentence naming `source`."""
+    if not isinstance(data, dict):
+        raise BadInput(f"{source} is JSON but not an object, so it is not a report.")
+    model = model or _detect(data)
+    if model is None:
+        raise BadInput(f"{source} is not a recon, backfill or verify report: it has none of "
+                       "`checks`, `stages`, `schemas` or `mapping`.")
+    try:
+        return model.model_validate(data)  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise BadInput(f"{source} is not a valid {model.KIND} report: {_first_problem(exc)}.") from None
+
+
+def _too_big(path: Path) -> BadInput:
+    return BadInput(f"Report file {path} is over {MAX_REPORT_BYTES // 2**20} MB, far bigger than any "
+                    "report; check that it is the right file.")
+
+
+def load_report(path: str | os.PathLike[str]) -> Report:
+    """The report in a JSON file, its kind told by its shape (checks, stages or schemas)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            # Refuse before reading: a wrong file (a dump, a log) must not fill memory.
+            if os.fstat(file.fileno()).st_size > MAX_REPORT_BYTES:
+                raise _too_big(path)
+            # Bounded too: a pipe has no size up front.
+            raw = file.read(MAX_REPORT_BYTES + 1)
+    except FileNotFoundError:
+        raise BadInput(f"Report file {path} does not exist; check the path.") from None
+    except IsADirectoryError:
+        raise BadInput(f"Report path {path} is a folder; give the path of a report file.") from None
+    except OSError as exc:
+        raise BadInput(f"Report file {path} cannot be read ({exc.strerror}).") from None
+    if len(raw) > MAX_REPORT_BYTES:
+        raise _too_big(path)
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise BadInput(f"Report file {path} is not UTF-8 text, so it is not a JSON report.") from None
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"Report file {path} is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                       f"column {exc.colno}); it may be truncated.") from None
+    return _parse(data, f"Report file {path}")
+
+
+def load_stored(conn: psycopg.Connection, report_id: str) -> Report:
+    """The report stored under `report_id`, read from its row's body."""
+    row = conn.execute("SELECT kind, body FROM cutover.reports WHERE id = %s", (report_id,)).fetchone()
+    if row is None:
+        raise BadInput(f"No report {report_id!r} is stored in this database; check the id.")
+    kind, body = row
+    return _parse(body, f"Stored report {report_id}", _MODELS[kind])
+
+
+# --- Writing -------------------------------------------------------------------------
+
+
+def _probe_writable(folder: Path) -> None:
+    try:
+        # Creating a throwaway file is the honest test: permission bits do not bind root,
+        # while read-only mounts, ACLs and root-squashed NFS still do.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise BadInput(f"Report folder {folder} is not writable ({exc.strerror}); fix its "
+                       "permissions or choose another folder.") from None
+
+
+def check_report_path(path: str | os.PathLike[str]) -> Path:
+    """Fail before any work if a report cannot be written at `path` (its folder must exist)."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise BadInput(f"Report path {path} is a folder; give a file name, such as "
+                       f"{path / 'report.json'}.")
+    if not folder.exists():
+        raise BadInput(f"Report folder {folder} does not exist; create it or choose another path.")
+    if not folder.is_dir():
+        raise BadInput(f"Report folder {folder} is a file, not a folder; choose another path.")
+    _probe_writable(folder)
+    return path
+
+
+def check_report_dir(folder: str | os.PathLike[str]) -> Path:
+    """The report folder, created if missing; fails before any work if it cannot take files."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"Report folder {folder} cannot be created ({exc.strerror}); create it "
+                       "or set another report folder in the runbook.") from None
+    _probe_writable(folder)
+    return folder
+
+
+def _write_temp(target: Path, text: str) -> Path:
+    """`text` in a hidden file beside `target`, flushed to disk but not yet in place."""
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 honours the umask like upstream's writeFile (mkstemp would force 0600).
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself survive a crash, not only the file's bytes.
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_report(conn: psycopg.Connection, report: Report, *, kind: ReportKind,
+                report_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None,
+                stage: str | None = None) -> StoredReport:
+    """Write the file atomically (to `path`, else the default name in `report_dir`) and its row."""
+    if not isinstance(report, _MODELS[kind]):
+        raise ValueError(f"a {type(report).__name__} cannot be saved as a {kind} report")
+    target = (Path(path) if path is not None
+              else check_report_dir(report_dir) / file_name(kind, report.generated_at)).absolute()
+    text = dump_report(report)
+    try:
+        temp = _write_temp(target, text)
+    except OSError as exc:
+        raise CutoverError(f"Cannot write report {target} ({exc.strerror}).", title="Report file") from None
+    placed = False
+    try:
+        # The row and the rename commit together: no file without its row, no row without its file.
+        with conn.transaction():
+            stored = store(conn, kind, json.loads(text), generated_at=report.generated_at,
+                           stage=stage, path=str(target), ok=report.passed)
+            os.replace(temp, target)
+            placed = True
+    except BaseException as exc:
+        (target if placed else temp).unlink(missing_ok=True)
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            raise BadInput(f"A {kind} report generated at {_js_iso(report.generated_at)} is already "
+                           "stored; nothing was written.") from None
+        raise
+    _fsync_folder(target.parent)
+    return stored

@@ -174,7 +174,7 @@ def test_unknown_stage_and_unconfirmed_promotion_change_nothing(cutover):
 
 @pytest.mark.parametrize("make, says", [
     (lambda p: p.unlink(), "does not exist"),
-    (lambda p: (p.unlink(), p.mkdir()), "is a directory"),
+    (lambda p: (p.unlink(), p.mkdir()), "is a folder"),
 ])
 def test_bad_env_file_is_a_clear_error(cutover, make, says):
     make(cutover.env_file)

@@ -49,6 +49,7 @@ def test_lock_dies_with_its_console(cutover):
     finally:
         os.kill(child.pid, signal.SIGKILL)  # only the console, never the postmaster
         child.wait()
+        child.stdout.close()
     # The server notices the dead client when its socket closes; wait for the backend to go.
     with psycopg.connect(cutover.database_url, autocommit=True) as conn:
         for _ in range(200):

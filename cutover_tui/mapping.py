@@ -1,0 +1,207 @@
+"""The §3 backfill rules as SQL: for each v2 table, the rows it should hold, from legacy.
+
+One definition serves the backfill (what to write), the verify (what to expect) and
+the recon (what will be reported), so the three can never disagree about a rule.
+A source yields the v2 columns plus `issue_kind` ('error': left out; 'warning': lands
+but is reported), `issue` and `issue_row` (the legacy row's keys), over the key
+range (lo, hi] of the legacy table, aliased `l`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from psycopg import sql
+
+
+def _collection(alias: str) -> str:
+    """A book's collection after the blank-or-whitespace-to-'primary' rule."""
+    return f"CASE WHEN {alias}.collection_id ~ '^[[:space:]]*$' THEN 'primary' ELSE {alias}.collection_id END"
+
+
+@dataclass(frozen=True)
+class Issue:
+    kind: str  # 'error' or 'warning'
+    text: str
+    condition: str
+
+
+@dataclass(frozen=True)
+class TableMap:
+    v2: str
+    legacy: str
+    columns: tuple[str, ...]
+    select: str  # the v2 columns as expressions over `l` and the joins, in `columns` order
+    joins: str
+    issues: tuple[Issue, ...]
+    example: tuple[str, ...]  # legacy columns shown for a row with an issue
+    depends_on: tuple[str, ...] = ()
+    # How a re-run sets a column (SQL over {v2} and EXCLUDED; None leaves it); others take the source.
+    on_rerun: tuple[tuple[str, str | None], ...] = ()
+
+    def rerun_expression(self, column: str) -> str | None:
+        return dict(self.on_rerun).get(column, f"EXCLUDED.{column}")
+
+    def _case(self, then: Callable[[Issue], str], empty: str) -> str:
+        whens = " ".join(f"WHEN {i.condition} THEN {then(i)}" for i in self.issues)
+        return f"CASE {whens} END" if self.issues else empty
+
+    def source_sql(self) -> str:
+        """The source SELECT, columns named like the v2 table; `{range}` marks the key filter."""
+        example = "jsonb_build_object(" + ", ".join(f"'{c}', l.{c}" for c in self.example) + ")"
+        names = ", ".join((*self.columns, "issue_kind", "issue", "issue_row"))
+        return (
+            f"SELECT * FROM (SELECT {self.select}, "
+            f"{self._case(lambda i: repr(i.kind), 'NULL::text')}, "
+            f"{self._case(lambda i: repr(i.text), 'NULL::text')}, "
+            f"{self._case(lambda i: example, 'NULL::jsonb')} "
+            f"FROM {self.legacy} l {self.joins} WHERE {{range}}) AS src({names})"
+        )
+
+
+ACCOUNTS = TableMap(
+    v2="accounts", legacy="platform_workspaces",
+    columns=("id", "name", "status", "created_at", "updated_at"),
+    select="l.id, l.name, 'active'::text, l.created_at, l.updated_at",
+    joins="", issues=(), example=("id", "name"),
+    on_rerun=(("status", None), ("updated_at", "GREATEST({v2}.updated_at, EXCLUDED.updated_at)")),
+)
+
+ACCOUNT_MEMBERS = TableMap(
+    v2="account_members", legacy="platform_workspace_members",
+    columns=("id", "account_id", "user_id", "role", "status", "created_at", "updated_at"),
+    select="l.id, l.workspace_id, l.user_id, l.role, l.status, l.created_at, l.updated_at",
+    joins="LEFT JOIN platform_workspaces w ON w.id = l.workspace_id "
+          "LEFT JOIN auth_users u ON u.id = l.user_id",
+    issues=(Issue("error", "workspace missing", "w.id IS NULL"),
+            Issue("error", "user missing", "u.id IS NULL")),
+    example=("id", "workspace_id", "user_id"),
+    depends_on=("accounts",),
+)
+
+# Of the active rows sharing a fingerprint in a workspace, the oldest stays; later ones land deleted.
+IDENTITIES = TableMap(
+    v2="identities", legacy="platform_managed_users",
+    columns=("id", "account_id", "display_name", "avatar_public_id", "user_key", "profile_id",
+             "identity_public_key", "identity_key_fingerprint", "status", "created_at", "updated_at"),
+    select="l.id, l.workspace_id, l.display_name, l.avatar_public_id, l.user_key, l.profile_id, "
+           "l.identity_public_key, l.identity_key_fingerprint, "
+           "CASE WHEN dup.older THEN 'deleted' ELSE l.status END, l.created_at, l.updated_at",
+    joins="""LEFT JOIN platform_workspaces w ON w.id = l.workspace_id
+        CROSS JOIN LATERAL (SELECT l.status <> 'deleted' AND l.identity_key_fingerprint IS NOT NULL AND EXISTS (
+            SELECT 1 FROM platform_managed_users o
+            WHERE o.workspace_id = l.workspace_id
+              AND o.identity_key_fingerprint = l.identity_key_fingerprint
+              AND o.status <> 'deleted' AND (o.created_at, o.id) < (l.created_at, l.id)) AS older) dup""",
+    issues=(Issue("error", "account missing", "w.id IS NULL"),
+            Issue("warning", "duplicate active fingerprint: landed as deleted", "dup.older")),
+    example=("id", "workspace_id", "identity_key_fingerprint", "status", "created_at"),
+    depends_on=("accounts",),
+)
+
+# A book lands when its managed user exists, landed, and is of the same workspace; of the
+# active books of one identity that share a collection after the blank rule, the oldest lands.
+PIXBOOKS = TableMap(
+    v2="pixbooks", legacy="platform_books",
+    columns=("id", "account_id", "identity_id", "collection_id", "name", "status", "current_version",
+             "created_at", "updated_at"),
+    select=f"l.id, l.workspace_id, l.managed_user_id, {_collection('l')}, l.name, l.status, "
+           "l.current_version, l.created_at, l.updated_at",
+    joins=f"""LEFT JOIN platform_managed_users mu ON mu.id = l.managed_user_id
+        LEFT JOIN platform_workspaces w ON w.id = mu.workspace_id
+        CROSS JOIN LATERAL (SELECT l.status <> 'deleted' AND EXISTS (
+            SELECT 1 FROM platform_books o
+            WHERE o.workspace_id = l.workspace_id AND o.managed_user_id = l.managed_user_id
+              AND o.status <> 'deleted' AND {_collection('o')} = {_collection('l')}
+              AND (o.created_at, o.id) < (l.created_at, l.id)) AS older) dup""",
+    issues=(Issue("error", "identity missing", "mu.id IS NULL"),
+            Issue("error", "identity did not land (its account is missing)", "w.id IS NULL"),
+            Issue("error", "identity belongs to another account", "mu.workspace_id <> l.workspace_id"),
+            Issue("error", "another active book of this identity has the same collection", "dup.older")),
+    example=("id", "workspace_id", "managed_user_id", "collection_id", "status", "created_at"),
+    depends_on=("identities",),
+)
+
+# A snapshot follows its book: it lands when the book is among the landed ones.
+PIXBOOK_SNAPSHOTS = TableMap(
+    v2="pixbook_snapshots", legacy="platform_book_snapshots",
+    columns=("id", "pixbook_id", "version", "cipher_object_key", "cipher_sha256", "wrapped_dek",
+             "ledger_head", "payload_json", "created_at"),
+    select="l.id, l.book_id, l.version, l.cipher_object_key, l.cipher_sha256, l.wrapped_dek, "
+           "l.ledger_head, l.payload_json, l.created_at",
+    joins="LEFT JOIN {landed_books} p ON p.id = l.book_id",
+    issues=(Issue("error", "its book did not land", "p.id IS NULL"),),
+    example=("id", "book_id", "version"),
+    depends_on=("pixbooks",),
+)
+
+AUDIT_EVENTS = TableMap(
+    v2="audit_events", legacy="platform_audit_events",
+    columns=("id", "account_id", "actor_user_id", "event_type", "payload", "created_at"),
+    select="l.id, l.workspace_id, l.actor_user_id, l.event_type, l.payload, l.created_at",
+    joins="LEFT JOIN platform_workspaces w ON w.id = l.workspace_id "
+          "LEFT JOIN auth_users u ON u.id = l.actor_user_id",
+    issues=(Issue("error", "account missing", "l.workspace_id IS NOT NULL AND w.id IS NULL"),
+            Issue("error", "actor user missing", "l.actor_user_id IS NOT NULL AND u.id IS NULL")),
+    example=("id", "workspace_id", "actor_user_id"),
+    depends_on=("accounts",),
+)
+
+TABLES: tuple[TableMap, ...] = (ACCOUNTS, ACCOUNT_MEMBERS, IDENTITIES, AUDIT_EVENTS, PIXBOOKS, PIXBOOK_SNAPSHOTS)
+BY_NAME = {t.v2: t for t in TABLES}
+
+
+def range_filter(alias: str, lo: str | None, hi: str | None) -> sql.Composable:
+    """`alias.id` in (lo, hi], bound as %(lo)s and %(hi)s; an open end is left out so
+    that the primary key index serves the range."""
+    column = sql.SQL("{}.id").format(sql.Identifier(alias))
+    parts = []
+    if lo is not None:
+        parts.append(sql.SQL("{} > %(lo)s").format(column))
+    if hi is not None:
+        parts.append(sql.SQL("{} <= %(hi)s").format(column))
+    return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
+
+
+def ids_filter(alias: str) -> sql.Composable:
+    """`alias.id` among the bound list %(ids)s."""
+    return sql.SQL("{}.id = ANY(%(ids)s)").format(sql.Identifier(alias))
+
+
+def source_query(table: TableMap, where: sql.Composable,
+                 landed_books: sql.Composable = sql.Identifier("pixbooks")) -> sql.Composed:
+    """The source rows of `table` whose legacy row (alias `l`) passes `where`;
+    `landed_books` is the relation whose `id`s are the books that landed."""
+    template = table.source_sql().replace("{landed_books}", "{landed}").replace("{range}", "{where}")
+    return sql.SQL(template).format(where=where, landed=landed_books)
+
+
+# A NULL must hash differently from every real value, including ''.
+_NULL_TEXT = "\x01null\x01"
+
+
+def column_types(conn, table: str) -> tuple[tuple[str, str], ...]:
+    """(column, type) of a v2 table from the catalog, in table order."""
+    rows = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (table,)).fetchall()
+    return tuple((name, kind) for name, kind in rows)
+
+
+def row_hash(alias: str, columns: tuple[tuple[str, str], ...]) -> sql.Composable:
+    """A 64-bit hash of a row, chained column by column through typed hash functions
+    (several times faster than hashing the row's text) and NULL-safe."""
+    expr: sql.Composable = sql.SQL("0::bigint")
+    for name, kind in columns:
+        col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
+        if kind in ("bigint", "integer", "smallint"):
+            expr = sql.SQL("hashint8extended(coalesce({}::bigint, -9223372036854775807), {})").format(col, expr)
+        elif kind == "timestamp with time zone":
+            expr = sql.SQL("timestamptz_hash_extended(coalesce({}, '-infinity'), {})").format(col, expr)
+        elif kind == "text":
+            expr = sql.SQL("hashtextextended(coalesce({}, {}), {})").format(col, sql.Literal(_NULL_TEXT), expr)
+        else:  # jsonb and the rest: their text form is canonical
+            expr = sql.SQL("hashtextextended(coalesce({}::text, {}), {})").format(col, sql.Literal(_NULL_TEXT), expr)
+    return expr
