@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,9 +18,14 @@ import psycopg
 
 from . import journal, migrate, transitions
 from .archive import plan_archive, run_archive
+from .backfill import Backfill, BackfillOptions, BackfillProgress, check_ready, parse_tables
 from .db import redact
 from .demo.run import demo_environment
 from .errors import BadInput, CutoverError
+from .jobs import run_job
+from .mapping import BY_NAME
+from .report_diff import diff_reports, render_diff
+from .reports import dump_report, load_report
 from .runbook import load_runbook
 from .session import Session, Settings, resolve_settings
 from .status import Status, gather
@@ -148,6 +155,98 @@ def cmd_journal(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
+class _ProgressLine:
+    """One self-rewriting line on stderr with rows/s and ETA; silent when not a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._last = 0.0
+
+    def __call__(self, p: BackfillProgress) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self._last < 0.2 and p.done < p.total):
+            return
+        self._last = now
+        share = min(p.done / p.total, 1.0) if p.total else 1.0
+        eta = (p.total - p.done) / p.rows_per_second if p.rows_per_second and p.total > p.done else 0
+        bar = "#" * int(share * 30)
+        sys.stderr.write(f"\r\x1b[2K pass {p.pass_no} {p.table:<18} [{bar:<30}] {share:4.0%} "
+                         f"{p.done:>10,}/{p.total:,} {p.rows_per_second:>9,.0f} rows/s ETA {eta:5.0f}s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _run_cancellable(work: Callable[[threading.Event], dict]) -> Callable[[], dict]:
+    """Run `work` in a thread so Ctrl-C becomes a clean cancel with a valid checkpoint."""
+    def runner() -> dict:
+        cancel = threading.Event()
+        outcome: dict = {}
+
+        def target() -> None:
+            try:
+                outcome["body"] = work(cancel)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name="cutover-job")
+        thread.start()
+        while thread.is_alive():
+            try:
+                thread.join(0.2)
+            except KeyboardInterrupt:
+                print("\ncutover: cancelling at the next batch boundary...", file=sys.stderr)
+                cancel.set()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["body"]
+    return runner
+
+
+def _print_report(stored, report, as_json: bool, lines: list[str]) -> int:
+    if as_json:
+        print(dump_report(report), end="")
+    else:
+        print("\n".join(lines))
+        print(f"Report {stored.id} written to {stored.path}.")
+    return 0 if stored.ok else 1
+
+
+def cmd_backfill(session: Session, args: argparse.Namespace) -> int:
+    tables = parse_tables(args.tables) if args.tables else BackfillOptions().tables
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise BadInput(f"--batch-size must be a positive number of rows (got {args.batch_size}).")
+    options = BackfillOptions(tables=tables, **({"batch_size": args.batch_size} if args.batch_size else {}))
+    check_ready(session.conn, tables)
+    progress = _ProgressLine(sys.stderr.isatty() and not args.json)
+    work = _run_cancellable(lambda cancel: Backfill(
+        session.settings.database_url, session.settings.operator, options, progress=progress, cancel=cancel).run())
+    try:
+        stored, report = run_job(session, "backfill", work, report_path=args.report,
+                                 detail={"tables": list(tables)})
+    finally:
+        progress.close()
+    lines = [f"{'stage':<18} {'old':>10} {'before':>10} {'after':>10} {'affected':>10} {'errors':>8} {'rows/s':>10}"]
+    for st in report.stages:
+        extra = st.model_extra or {}
+        lines.append(f"{st.stage:<18} {st.old_count:>10,} {st.before_count:>10,} {st.after_count:>10,} "
+                     f"{st.affected_rows:>10,} {extra.get('errorRows', 0):>8,} {extra.get('rowsPerSecond') or 0:>10,.0f}")
+    lines += [f"ERROR   {e.stage}: {e.message} ({e.row_count} rows)" for e in report.errors]
+    lines += [f"WARNING {w.stage}: {w.message} ({w.row_count} rows)" for w in report.warnings]
+    return _print_report(stored, report, args.json, lines)
+
+
+def cmd_diff(session: Session | None, args: argparse.Namespace) -> int:
+    diff = diff_reports(load_report(args.before), load_report(args.after))
+    if args.json:
+        _print_json(diff.model_dump(mode="json"))
+    else:
+        print(render_diff(diff))
+    return 1 if diff.worse else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if not args.no_tui:
         raise BadInput("This build has no terminal UI yet; run `cutover demo --no-tui` for the demo's status.")
@@ -192,6 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     command("archive", cmd_archive, "Stage F: archive the legacy tables.").add_argument(
         "--confirm", required=True, metavar="DBNAME", help="the database name, typed to confirm")
     command("journal", cmd_journal, "Every action the console took.").add_argument("--json", action="store_true")
+    p = command("backfill", cmd_backfill, "Stage B: copy legacy rows into v2 by the backfill rules.")
+    p.add_argument("--report", type=Path, help="report file (default: the runbook's report folder)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--batch-size", type=int, help="rows in the first batch (it adapts toward 0.4 s)")
+    p.add_argument("--tables", help=f"comma-separated subset of: {', '.join(BY_NAME)}")
+    p = command("diff", cmd_diff, "Compare two reports (either producer), check by check.")
+    p.add_argument("before", type=Path)
+    p.add_argument("after", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(offline=True)
     p = sub.add_parser("demo", help="Start an embedded demo database and open the console on it.")
     p.add_argument("--no-tui", action="store_true", help="print the status instead of opening the console")
     p.set_defaults(run=None)
@@ -208,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return cmd_demo(args)
+        if getattr(args, "offline", False):
+            return args.run(None, args)
         settings: Settings = resolve_settings(runbook_path=args.runbook, env_file=args.env_file,
                                               database_url=args.database_url, operator=args.operator)
         url_hint = settings.database_url

@@ -48,7 +48,9 @@ _COLUMNS = "id, kind, generated_at, ok, stage, path"
 
 
 def file_name(kind: ReportKind, generated_at: datetime) -> str:
-    stamp = generated_at.isoformat(timespec="milliseconds").replace("+00:00", "Z").replace(":", "-")
+    """`accounts-v2-verify-report-2026-02-23T10-11-12-345Z.json`, as the API's scripts name them."""
+    utc = generated_at.astimezone(timezone.utc)
+    stamp = utc.isoformat(timespec="milliseconds").replace("+00:00", "Z").replace(":", "-").replace(".", "-")
     return f"{FILE_PREFIX[kind]}-{stamp}.json"
 
 

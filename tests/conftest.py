@@ -69,3 +69,22 @@ class CliRun:
 @pytest.fixture
 def cutover(capsys, legacy_db_url, env_file) -> CliRun:
     return CliRun(capsys, legacy_db_url, env_file)
+
+
+def apply_v2(url: str) -> str:
+    """Stage A on a legacy database, plus the console's own schema."""
+    import psycopg
+
+    from cutover_tui import migrate
+    from cutover_tui.db import ensure_console_schema
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate.apply_plan(conn, migrate.plan(conn, ROOT / "sql"))
+        ensure_console_schema(conn)
+    return url
+
+
+@pytest.fixture
+def v2_db_url(legacy_db_url) -> str:
+    """A seeded legacy database with the v2 schema applied and empty."""
+    return apply_v2(legacy_db_url)

@@ -284,16 +284,14 @@ def test_an_edit_dotenv_would_misread_is_refused():
         plan_flag_change(env_of("X=1\nFOO:"), {READS: True})
 
 
-def test_env_diff_shows_the_change():
-    env = env_of("A=1\r\nACCOUNT_SCHEMA_V2_READS=false\r\nB=2\r\n")
+def test_env_diff_shows_the_change_and_no_neighbouring_secret():
+    env = env_of("SECRET=hunter2\r\nACCOUNT_SCHEMA_V2_READS=false\r\nB=2\r\n")
     assert env_diff(env, {READS: True}).splitlines() == [
         "--- deploy.env (now)",
         "+++ deploy.env (after)",
-        "@@ -1,3 +1,3 @@",
-        " A=1",
+        "@@ -2 +2 @@",
         "-ACCOUNT_SCHEMA_V2_READS=false",
         "+ACCOUNT_SCHEMA_V2_READS=true",
-        " B=2",
     ]
 
 
