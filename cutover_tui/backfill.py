@@ -91,6 +91,11 @@ class _Result(BaseModel):
     def changed(self) -> int:
         return self.inserted + self.updated
 
+    @property
+    def seen(self) -> int:
+        """Legacy rows this result read: those that landed and those the rules left out."""
+        return self.rows + sum(e["count"] for e in self.issues.values() if e["kind"] == "error")
+
 
 _UPSERT = """
     WITH s AS MATERIALIZED ({source}),
@@ -323,7 +328,7 @@ class Backfill:
                 first = self._range_with_checkpoint(conn, run_id, pass_no, part, mid, False)
                 return first.merge(self._range_with_checkpoint(conn, run_id, pass_no, part, hi, last))
             key = conn.execute(table.key_at(lo, hi), params | {"offset": 0}).fetchone()
-            result = _Result(rows=count)
+            result = _Result()
             result.add_issue("error", f"conflicts with existing v2 rows ({exc.diag.constraint_name or 'constraint'})",
                              [{"id": key[0] if key else None}])
             with conn.transaction():
@@ -378,8 +383,8 @@ class Backfill:
                 pass_no = first
                 while True:
                     passes[pass_no] = self._run_pass(conn, run_id, pass_no)
-                    changed = sum(p.result.changed for parts in passes[pass_no].values() for p in parts)
-                    if self.cancel.is_set() or changed == 0 or pass_no >= self.options.max_passes:
+                    if (self.cancel.is_set() or pass_no >= self.options.max_passes
+                            or not self._legacy_changed(conn, run_id, pass_no, passes[pass_no])):
                         break
                     pass_no += 1
                 for earlier in range(1, first):
@@ -395,6 +400,29 @@ class Backfill:
             finally:
                 if not conn.closed:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (JOB_LOCK_KEY,))
+
+    def _legacy_changed(self, conn, run_id: int, pass_no: int, parts: dict[str, list[_Part]]) -> bool:
+        """Whether legacy may differ from what this pass read, so a catch-up pass is due.
+
+        A row inserted or updated since the pass began carries an xmin at or after the
+        pass's snapshot xmin (one sequential scan per table); a deleted row shows as
+        fewer rows now than the pass read. Rows that conflicted may land on a retry.
+        """
+        span = conn.execute(
+            "SELECT age((min(started_xmin)::text::bigint %% 4294967296)::text::xid) FROM cutover.backfill_parts "
+            "WHERE run_id = %s AND pass = %s", (run_id, pass_no)).fetchone()[0]
+        legacy_tables = {t.legacy for t in TABLES} | {"auth_users"}
+        for name in sorted(legacy_tables):
+            if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE age(xmin) <= %s)").format(
+                    sql.Identifier(name)), (span,)).fetchone()[0]:
+                return True
+        for name, table_parts in parts.items():
+            seen = sum(p.result.seen for p in table_parts)
+            if seen != conn.execute(self.tables[name].count("legacy")).fetchone()[0]:
+                return True
+            if any("conflicts with existing v2 rows" in key for p in table_parts for key in p.result.issues):
+                return True
+        return False
 
     # -- the report ------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -19,7 +20,8 @@ import psycopg
 from . import journal, migrate, transitions
 from .archive import plan_archive, run_archive
 from .backfill import Backfill, BackfillOptions, BackfillProgress, check_ready, parse_tables
-from .db import redact
+from .db import connect, redact
+from .demo.seed import SIZES, seed_legacy
 from .demo.run import demo_environment
 from .errors import BadInput, CutoverError
 from .jobs import run_job
@@ -219,10 +221,14 @@ def cmd_backfill(session: Session, args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size <= 0:
         raise BadInput(f"--batch-size must be a positive number of rows (got {args.batch_size}).")
     options = BackfillOptions(tables=tables, **({"batch_size": args.batch_size} if args.batch_size else {}))
-    check_ready(session.conn, tables)
     progress = _ProgressLine(sys.stderr.isatty() and not args.json)
-    work = _run_cancellable(lambda cancel: Backfill(
-        session.settings.database_url, session.settings.operator, options, progress=progress, cancel=cancel).run())
+
+    def backfill(cancel: threading.Event) -> dict:
+        check_ready(session.conn, tables)
+        return Backfill(session.settings.database_url, session.settings.operator, options,
+                        progress=progress, cancel=cancel).run()
+
+    work = _run_cancellable(backfill)
     try:
         stored, report = run_job(session, "backfill", work, report_path=args.report,
                                  detail={"tables": list(tables)})
@@ -247,7 +253,42 @@ def cmd_diff(session: Session | None, args: argparse.Namespace) -> int:
     return 1 if diff.worse else 0
 
 
+def cmd_demo_seed(args: argparse.Namespace) -> int:
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        raise BadInput("No database to seed: pass --database-url or set DATABASE_URL.")
+    runbook = load_runbook(args.runbook)
+    with connect(url, autocommit=True) as conn:
+        try:
+            if migrate.history(conn) is None:
+                migrate.apply_legacy_baseline(conn, runbook.paths.sql_dir)
+            summary = seed_legacy(conn, SIZES[args.size], seed=args.seed, clean=args.clean,
+                                  progress=_SeedProgress(sys.stderr.isatty()))
+        except psycopg.Error as exc:
+            raise CutoverError(f"Seeding failed ({redact(str(exc).strip(), url)}); nothing was written.") from None
+    if args.json:
+        _print_json(summary.model_dump())
+        return 0
+    print(f"Seeded size {args.size} (seed {args.seed}{', clean' if args.clean else ''}):")
+    print("\n".join(f"  {table:<28} {count:>12,}" for table, count in summary.rows.items()))
+    print("Planted anomalies:")
+    print("\n".join(f"  {name:<40} {count:>8,}" for name, count in summary.anomalies.items()))
+    return 0
+
+
+class _SeedProgress:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, table: str, done: int, total: int) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r\x1b[2K seeding {table:<28} {done:>12,}/{total:,}")
+            sys.stderr.flush()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.demo_command == "seed":
+        return cmd_demo_seed(args)
     if not args.no_tui:
         raise BadInput("This build has no terminal UI yet; run `cutover demo --no-tui` for the demo's status.")
     runbook = load_runbook(args.runbook)
@@ -304,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="Start an embedded demo database and open the console on it.")
     p.add_argument("--no-tui", action="store_true", help="print the status instead of opening the console")
     p.set_defaults(run=None)
+    demo_sub = p.add_subparsers(dest="demo_command", metavar="seed")
+    seed = demo_sub.add_parser("seed", help="Fill a legacy schema with deterministic demo data and anomalies.",
+                               description="Fill a legacy schema with deterministic demo data and anomalies.")
+    seed.add_argument("--size", choices=sorted(SIZES), default="S",
+                      help="S = 10k workspaces, M = 100k, L = 1M (default S)")
+    seed.add_argument("--seed", type=int, default=1, help="the data's random seed (default 1)")
+    seed.add_argument("--clean", action="store_true", help="the same sizes with no anomalies")
+    seed.add_argument("--database-url", default=argparse.SUPPRESS, help="database to seed (else DATABASE_URL)")
+    seed.add_argument("--json", action="store_true")
     return parser
 
 

@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS cutover.backfill_parts (
     hi text,
     last_key text,
     finished boolean NOT NULL DEFAULT false,
+    -- the pass's snapshot xmin: legacy rows written later have an xmin at or after it
+    started_xmin xid8 NOT NULL DEFAULT pg_snapshot_xmin(pg_current_snapshot()),
     counters jsonb NOT NULL DEFAULT '{}',
     issues jsonb NOT NULL DEFAULT '{}',
     PRIMARY KEY (run_id, pass, table_name, part)

@@ -12,13 +12,11 @@ named `.<env file name>.cutover-tmp-<random>` beside it.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import difflib
 import hashlib
 import os
 import re
 import stat
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from itertools import accumulate
@@ -29,6 +27,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import EnvFileError, Refused
+from .fileio import TEMP_INFIX, atomic_write
 
 READS = "ACCOUNT_SCHEMA_V2_READS"
 WRITES = "ACCOUNT_SCHEMA_V2_WRITES"
@@ -39,7 +38,6 @@ DEFAULTS: Mapping[str, bool] = MappingProxyType(
     {READS: False, WRITES: False, DUAL_WRITE: False, ALIAS: True}
 )
 GROUP_COMMENT = "# Accounts v2 migration flags"
-TEMP_INFIX = ".cutover-tmp-"
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _KNOWN_WORDS = _TRUE_WORDS | {"0", "false", "no", "off"}
@@ -416,41 +414,11 @@ def _ensure_unchanged(env: EnvFile, target: Path) -> int:
 
 
 def _replace(env: EnvFile, target: Path, content: bytes, mode: int) -> None:
-    """Write `content` to a temp file beside `target`, then move it over `target`."""
-    temp = None
-    replaced = False
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_INFIX}", dir=target.parent)
-        with open(fd, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        _ensure_unchanged(env, target)  # as late as possible, to catch another writer
-        os.replace(temp, target)
-        replaced = True
-        _fsync_folder(target.parent)
+        # Checked again as late as possible, to catch another writer.
+        atomic_write(target, content, mode=mode, before_replace=lambda: _ensure_unchanged(env, target))
     except OSError as exc:
-        outcome = (
-            "the new content is in place but may not survive a power cut"
-            if replaced
-            else "the file was left as it was"
-        )
         raise EnvFileError(
-            f"Could not write the deploy env file {env.path} ({exc.strerror or exc}); "
-            f"{outcome}. Check that {target.parent} is writable and has free space, "
-            "then try again."
+            f"Could not write the deploy env file {env.path} ({exc.strerror or exc}); the file was "
+            f"left as it was. Check that {target.parent} is writable and has free space, then try again."
         ) from exc
-    finally:
-        if temp is not None and not replaced:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

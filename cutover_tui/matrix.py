@@ -89,13 +89,18 @@ class Assessment(_Frozen):
         return next(s for s in self.steps if s.action == action and s.target == target)
 
 
-def is_legal(flags: Flags, runbook: Runbook) -> bool:
-    return flags in runbook.legal_flags()
+def legal_flags(runbook: Runbook, archived: bool = False) -> list[Flags]:
+    """Every legal row; once the legacy tables are archived, only E' still points at live tables."""
+    return [runbook.row("E'")] if archived else runbook.legal_flags()
 
 
-def nearest_legal(flags: Flags, runbook: Runbook) -> Flags:
+def is_legal(flags: Flags, runbook: Runbook, archived: bool = False) -> bool:
+    return flags in legal_flags(runbook, archived)
+
+
+def nearest_legal(flags: Flags, runbook: Runbook, archived: bool = False) -> Flags:
     """The legal row fewest flips away; ties go to the one that leans least on v2."""
-    return min(runbook.legal_flags(),
+    return min(legal_flags(runbook, archived),
                key=lambda f: (flags.distance(f), f.writes, f.reads, f.dual_write))
 
 
@@ -125,7 +130,7 @@ def current_stage(facts: Facts, runbook: Runbook) -> StageId | None:
 
 def assess(facts: Facts, runbook: Runbook) -> Assessment:
     stage = current_stage(facts, runbook)
-    legal = is_legal(facts.flags, runbook)
+    legal = is_legal(facts.flags, runbook, facts.archived)
     gates = _Gates(facts, runbook, stage, legal)
     steps = [
         gates.migrate(), gates.recon(), gates.backfill(), gates.verify(),
@@ -133,7 +138,7 @@ def assess(facts: Facts, runbook: Runbook) -> Assessment:
         gates.rollback(), gates.close_rollback_window(), gates.archive(),
     ]
     if not legal or facts.hand_edited:
-        restore = nearest_legal(facts.flags, runbook) if not legal else facts.recorded_flags
+        restore = nearest_legal(facts.flags, runbook, facts.archived) if not legal else facts.recorded_flags
         steps.append(Step(action="restore-flags", flags_after=restore, allowed=True))
     if facts.recorded_flags is not None:
         expected = facts.recorded_flags
@@ -143,7 +148,7 @@ def assess(facts: Facts, runbook: Runbook) -> Assessment:
         expected = runbook.row("A")
     return Assessment(
         stage=stage, flags=facts.flags, flags_legal=legal, expected_flags=expected,
-        nearest_legal=None if legal else nearest_legal(facts.flags, runbook),
+        nearest_legal=None if legal else nearest_legal(facts.flags, runbook, facts.archived),
         rollback_open=facts.rollback_open, steps=tuple(steps),
     )
 
@@ -175,7 +180,7 @@ class _Gates:
         if self.legal:
             return []
         return [f"The declared flags ({self.facts.flags.short()}) are not a legal row; restore "
-                f"{nearest_legal(self.facts.flags, self.runbook).short()} first."]
+                f"{nearest_legal(self.facts.flags, self.runbook, self.facts.archived).short()} first."]
 
     def migrate(self) -> Step:
         reasons = self._common(needs_v2=False)
@@ -275,11 +280,17 @@ class _Gates:
                 reasons.append(f"Nothing to roll back: stage {self.stage or 'none'} has not switched reads or writes to v2.")
         return self._step("rollback", reasons, flags_after=flags_after)
 
+    def _steady_on_record(self) -> list[str]:
+        if self.stage != "E'":
+            return ["Steady state E' is not live."]
+        if self.facts.declared_since is None:
+            return ["The journal has no record of the promotion to E': promote through the console."]
+        return []
+
     def close_rollback_window(self) -> Step:
         reasons = self._common() + self._flags_legal()
         if not reasons:
-            if self.stage != "E'":
-                reasons.append("The rollback window closes only in steady state E'.")
+            reasons += self._steady_on_record()
             if self.facts.rollback_open:
                 reasons.append("A rollback is open: promote through the gates again first.")
             if self.facts.rollback_window_closed:
@@ -292,8 +303,7 @@ class _Gates:
         if not reasons:
             if facts.rollback_open:
                 reasons.append("A rollback is open: the archive stays locked until the gates pass again.")
-            if self.stage != "E'":
-                reasons.append("Steady state E' is not live: the archive comes only after it.")
+            reasons += self._steady_on_record()
             if not facts.rollback_window_closed:
                 reasons.append("The rollback window is open: an operator must close it first.")
             last = facts.verifies[-n:]
@@ -311,7 +321,8 @@ def _hours(delta: timedelta) -> str:
 def rollback_flags(facts: Facts, runbook: Runbook, keep_dual_write: bool = True) -> Flags | None:
     """The flags the rollback path of the current stage leads to, or None if there is none."""
     stage = current_stage(facts, runbook)
-    return _Gates(facts, runbook, stage, is_legal(facts.flags, runbook)).rollback_flags(keep_dual_write)
+    legal = is_legal(facts.flags, runbook, facts.archived)
+    return _Gates(facts, runbook, stage, legal).rollback_flags(keep_dual_write)
 
 
 __all__ = ["STAGE_ORDER", "Facts", "ReportFact", "VerifyFact", "Step", "Assessment", "assess",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import (AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, 
                       field_serializer, field_validator, model_serializer, model_validator)
 
 from .errors import BadInput, CutoverError
+from .fileio import place, write_temp
 
 ReportKind = Literal["recon", "backfill", "verify", "verify-reads"]
 FILE_PREFIX: dict[str, str] = {
@@ -445,31 +445,6 @@ def check_report_dir(folder: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def _write_temp(target: Path, text: str) -> Path:
-    """`text` in a hidden file beside `target`, flushed to disk but not yet in place."""
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 honours the umask like upstream's writeFile (mkstemp would force 0600).
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return temp
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself survive a crash, not only the file's bytes.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_report(conn: psycopg.Connection, report: Report, *, kind: ReportKind,
                 report_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None,
                 stage: str | None = None) -> StoredReport:
@@ -480,7 +455,7 @@ def save_report(conn: psycopg.Connection, report: Report, *, kind: ReportKind,
               else check_report_dir(report_dir) / file_name(kind, report.generated_at)).absolute()
     text = dump_report(report)
     try:
-        temp = _write_temp(target, text)
+        temp = write_temp(target, text.encode("utf-8"))
     except OSError as exc:
         raise CutoverError(f"Cannot write report {target} ({exc.strerror}).", title="Report file") from None
     placed = False
@@ -489,7 +464,7 @@ def save_report(conn: psycopg.Connection, report: Report, *, kind: ReportKind,
         with conn.transaction():
             stored = store(conn, kind, json.loads(text), generated_at=report.generated_at,
                            stage=stage, path=str(target), ok=report.passed)
-            os.replace(temp, target)
+            place(temp, target)
             placed = True
     except BaseException as exc:
         (target if placed else temp).unlink(missing_ok=True)
@@ -497,5 +472,4 @@ def save_report(conn: psycopg.Connection, report: Report, *, kind: ReportKind,
             raise BadInput(f"A {kind} report generated at {_js_iso(report.generated_at)} is already "
                            "stored; nothing was written.") from None
         raise
-    _fsync_folder(target.parent)
     return stored

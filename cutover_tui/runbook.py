@@ -6,16 +6,15 @@ promotion matrix can trust it; the values (flag rows, gates, paths) are the team
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import tomlkit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from tomlkit.exceptions import TOMLKitError
 
 from .errors import RunbookError
+from .fileio import atomic_write
 from .flags import Flags
 
 StageId = Literal["A", "0", "B", "G", "C", "D", "E", "E'", "F"]
@@ -90,17 +89,23 @@ class Runbook(_Strict):
     rollback: list[RollbackPath]
     source: Path | None = None
 
-    @model_validator(mode="after")
-    def _structure(self) -> Runbook:
-        ids = tuple(stage.id for stage in self.stages)
+    @field_validator("stages")
+    @classmethod
+    def _stage_order(cls, stages: list[Stage]) -> list[Stage]:
+        ids = tuple(stage.id for stage in stages)
         if ids != STAGE_ORDER:
             raise ValueError(f"stages must be, in this order: {', '.join(STAGE_ORDER)} (found {', '.join(ids)})")
-        for stage in self.stages:
+        for stage in stages:
             if (stage.flags is None) != (stage.id == "F"):
-                raise ValueError(f"stage {stage.id}: every stage but F needs a flag row, F has none")
-        if sorted(r.path for r in self.rollback) != ["after-write-cutover", "before-write-cutover"]:
+                raise ValueError(f"stage {stage.id}: every stage but F needs a flag row, and F has none")
+        return stages
+
+    @field_validator("rollback")
+    @classmethod
+    def _two_paths(cls, paths: list[RollbackPath]) -> list[RollbackPath]:
+        if sorted(r.path for r in paths) != ["after-write-cutover", "before-write-cutover"]:
             raise ValueError("rollback must list the two paths before-write-cutover and after-write-cutover")
-        return self
+        return paths
 
     def stage(self, stage_id: StageId) -> Stage:
         return next(stage for stage in self.stages if stage.id == stage_id)
@@ -126,6 +131,32 @@ def _location(error: dict) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(top level)"
 
 
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys the table holding `loc` allows, found by walking the models along it."""
+    model: type[BaseModel] = Runbook
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None)
+        inner = getattr(field, "annotation", None) if field else None
+        inner = next((a for a in getattr(inner, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     inner)
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return []
+        model = inner
+    return sorted((f.alias or name) for name, f in model.model_fields.items() if name != "source")
+
+
+def _describe(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(error["loc"])
+        return ": not a known key" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+    message = error["msg"].removeprefix("Value error, ")
+    scalar = isinstance(error.get("input"), (str, int, float, bool))
+    return ": " + message + (f" (got {error['input']!r})" if scalar and error["type"] != "missing" else "")
+
+
 def parse_runbook(text: str, source: Path) -> Runbook:
     try:
         data = tomlkit.parse(text).unwrap()
@@ -135,9 +166,8 @@ def parse_runbook(text: str, source: Path) -> Runbook:
         runbook = Runbook.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        got = "" if first["type"] == "missing" else f" (got {first.get('input')!r})"
         raise RunbookError(
-            f"{source}: key `{_location(first)}`: {first['msg']}{got}; fix the file and start again."
+            f"{source}: key `{_location(first)}`{_describe(first)}; fix the file and start again."
         ) from None
     base = source.resolve().parent
     paths = runbook.paths.model_copy(update={
@@ -170,16 +200,9 @@ def save_setting(path: Path, key: str, value: object) -> Runbook:
     table[leaf] = value
     text = tomlkit.dumps(document)
     runbook = parse_runbook(text, path)
-    folder = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    target = path.resolve()
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path.resolve())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(target, text.encode("utf-8"), mode=target.stat().st_mode & 0o7777)
+    except OSError as exc:
+        raise RunbookError(f"Cannot write {path} ({exc.strerror or exc}); the file was left as it was.") from None
     return runbook

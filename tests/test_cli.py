@@ -203,3 +203,73 @@ def test_journal_lists_every_action(cutover):
     assert "READS=false WRITES=false DUAL_WRITE=false -> READS=true WRITES=false DUAL_WRITE=false" in out
     rows = json.loads(cutover("journal", "--json")[1])
     assert [(r["action"], r["operator"]) for r in rows] == [("migrate", "alice"), ("promote", "bob")]
+
+
+def test_demo_seed_fills_and_reports_anomalies(capsys, empty_db_url):
+    from conftest import ROOT
+
+    from cutover_tui.cli import main
+
+    code = main(["--runbook", str(ROOT / "runbook.toml"), "demo", "seed", "--size", "S",
+                 "--database-url", empty_db_url, "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert summary["rows"]["platform_workspaces"] == 10_000
+    assert summary["anomalies"]["duplicate_active_fingerprints"] > 0
+    code = main(["--runbook", str(ROOT / "runbook.toml"), "demo", "seed", "--database-url", empty_db_url])
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds legacy rows" in err
+
+
+def test_backfill_command_writes_report_and_journal(cutover, tmp_path):
+    assert cutover("migrate")[0] == 0
+    code, out, err = cutover("backfill", "--report", str(tmp_path / "b.json"))
+    assert code == 1  # the seeded anomalies are errors: not a clean backfill
+    assert "ERROR   pixbooks: identity belongs to another account" in out and "written to" in out
+    body = json.loads((tmp_path / "b.json").read_text())
+    assert body["ok"] is False and {s["stage"] for s in body["stages"]} >= {"accounts", "pixbook_snapshots"}
+    rows = json.loads(cutover("journal", "--json")[1])
+    assert rows[-1]["action"] == "backfill" and rows[-1]["report_id"].startswith("accounts-v2-backfill-report-")
+    code, out, _ = cutover("backfill", "--json", "--report", str(tmp_path / "again.json"))
+    assert json.loads(out)["stages"][0]["affectedRows"] == 0
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--batch-size", "0"), "--batch-size must be a positive number"),
+    (("--batch-size", "-5"), "--batch-size must be a positive number"),
+    (("--tables", "accounts,nope"), "Unknown table nope"),
+])
+def test_backfill_bad_input_changes_nothing(cutover, args, says):
+    assert cutover("migrate")[0] == 0
+    code, _, err = cutover("backfill", *args)
+    assert code == 2 and says in err
+    with psycopg.connect(cutover.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM accounts").fetchone()[0] == 0
+
+
+def test_backfill_refused_before_migrate_and_with_a_bad_report_folder(cutover, tmp_path):
+    code, _, err = cutover("backfill")
+    assert code == 1 and "Stage A is not applied: run migrate first." in err
+    assert cutover("migrate")[0] == 0
+    code, _, err = cutover("backfill", "--report", str(tmp_path / "missing" / "r.json"))
+    assert code == 2 and "missing" in err
+    with psycopg.connect(cutover.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM accounts").fetchone()[0] == 0
+
+
+def test_backfill_without_a_legacy_table_is_a_clear_error(cutover):
+    assert cutover("migrate")[0] == 0
+    with psycopg.connect(cutover.database_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE platform_audit_events")
+    code, _, err = cutover("backfill")
+    assert code == 1 and "The legacy table platform_audit_events is missing" in err
+
+
+def test_diff_of_two_reports(cutover, tmp_path):
+    from conftest import ROOT
+
+    data = ROOT / "tests" / "data" / "reports"
+    code, out, _ = cutover("diff", str(data / "upstream-verify.json"), str(data / "console-verify.json"))
+    assert code in (0, 1) and out.strip()
+    code, _, err = cutover("diff", str(data / "upstream-verify.json"), str(data / "upstream-backfill.json"))
+    assert code == 2 and "choose two reports of the same kind" in err

@@ -321,7 +321,7 @@ def test_save_writes_default_name_and_row(conn, tmp_path):
     finally:
         os.umask(old_umask)
     target = folder / file_name("verify", report.generated_at)
-    assert target.name == "accounts-v2-verify-report-2026-02-24T08-30-00.000Z.json"
+    assert target.name == "accounts-v2-verify-report-2026-02-24T08-30-00-000Z.json"
     assert target.read_text(encoding="utf-8") == (DATA / "console-verify.json").read_text(encoding="utf-8")
     assert stat.S_IMODE(target.stat().st_mode) == 0o644  # like upstream's writeFile, not mkstemp's 0600
     assert leftovers(folder) == []

