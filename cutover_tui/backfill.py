@@ -119,7 +119,7 @@ _SOURCE_HASH = """
     FROM ({source}) s"""
 
 
-class _Table:
+class TableSQL:
     """The statements for one table, built from its mapping; ranges are bound as parameters."""
 
     def __init__(self, table: TableMap, types: tuple[tuple[str, str], ...]):
@@ -168,7 +168,7 @@ class _Table:
         return sql.SQL("SELECT count(*) FROM {}").format(self.legacy if which == "legacy" else self.v2)
 
 
-def _run_range(conn: psycopg.Connection, table: _Table, lo: str | None, hi: str | None,
+def _run_range(conn: psycopg.Connection, table: TableSQL, lo: str | None, hi: str | None,
                first_pass: bool) -> _Result:
     """One range in the caller's transaction: skip it if v2 already matches, else upsert."""
     params = {"lo": lo, "hi": hi}
@@ -187,7 +187,7 @@ def _run_range(conn: psycopg.Connection, table: _Table, lo: str | None, hi: str 
     return result.merge(_upsert(conn, table, range_filter("l", lo, hi), params))
 
 
-def _upsert(conn: psycopg.Connection, table: _Table, where: sql.Composable, params: dict) -> _Result:
+def _upsert(conn: psycopg.Connection, table: TableSQL, where: sql.Composable, params: dict) -> _Result:
     rows = conn.execute(table.upsert(where), params).fetchall()
     result = _Result(rows=rows[0][4], inserted=rows[0][5], updated=rows[0][6])
     result.unchanged = result.rows - result.inserted - result.updated
@@ -206,7 +206,7 @@ class RepairResult(BaseModel):
 
 def repair_rows(conn: psycopg.Connection, table_name: str, ids: list[str]) -> RepairResult:
     """Re-copy exactly these legacy ids through the backfill rules, in the caller's transaction."""
-    table = _Table(BY_NAME[table_name], column_types(conn, table_name))
+    table = TableSQL(BY_NAME[table_name], column_types(conn, table_name))
     result = _upsert(conn, table, ids_filter("l"), {"ids": ids})
     return RepairResult(table=table_name, requested=len(ids), inserted=result.inserted, updated=result.updated,
                         left_out={e["issue"]: e["count"] for e in result.issues.values() if e["kind"] == "error"})
@@ -244,7 +244,7 @@ class Backfill:
 
     def _open_run(self, conn: psycopg.Connection) -> tuple[int, dict[str, int]]:
         """Resume the unfinished run for the same tables, or start a new one."""
-        self.tables = {name: _Table(BY_NAME[name], column_types(conn, name)) for name in self.options.tables}
+        self.tables = {name: TableSQL(BY_NAME[name], column_types(conn, name)) for name in self.options.tables}
         row = conn.execute(
             "SELECT id, tables, before_counts FROM cutover.backfill_runs "
             "WHERE state IN ('running', 'cancelled', 'failed') ORDER BY id DESC LIMIT 1").fetchone()

@@ -25,6 +25,7 @@ from .demo.seed import SIZES, seed_legacy
 from .demo.run import demo_environment
 from .errors import BadInput, CutoverError
 from .jobs import run_job
+from .recon import run_recon
 from .mapping import BY_NAME
 from .report_diff import diff_reports, render_diff
 from .reports import dump_report, load_report
@@ -244,6 +245,28 @@ def cmd_backfill(session: Session, args: argparse.Namespace) -> int:
     return _print_report(stored, report, args.json, lines)
 
 
+def cmd_recon(session: Session, args: argparse.Namespace) -> int:
+    if args.sample_rows < 0:
+        raise BadInput(f"--sample-rows must be 0 or more (got {args.sample_rows}).")
+    stored, report = run_job(session, "recon", lambda: run_recon(session.settings.database_url,
+                                                                 sample_rows=args.sample_rows),
+                             report_path=args.out)
+    extra = report.model_extra or {}
+    lines = [f"{'legacy table':<28} {'rows':>12} {'size':>10}"]
+    for table, info in extra.get("tables", {}).items():
+        lines.append(f"{table:<28} {info['rows']:>12,} {info['totalBytes'] / 2**20:>8.1f} MB")
+    lines.append("What the backfill will report (true counts):")
+    for table, issues in extra.get("anomalies", {}).items():
+        lines += [f"  {issue['kind'].upper():<8} {table}: {text} ({issue['count']:,} rows)"
+                  for text, issue in issues.items()]
+    estimate = extra.get("estimate") or {}
+    if estimate:
+        lines.append(f"Estimated backfill time: {estimate.get('seconds', 0):,.0f} s "
+                     f"({estimate.get('method', '')})")
+    lines += [f"MISSING  {name}" for name in extra.get("missingTables", [])]
+    return _print_report(stored, report, args.json, lines)
+
+
 def cmd_diff(session: Session | None, args: argparse.Namespace) -> int:
     diff = diff_reports(load_report(args.before), load_report(args.after))
     if args.json:
@@ -337,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--batch-size", type=int, help="rows in the first batch (it adapts toward 0.4 s)")
     p.add_argument("--tables", help=f"comma-separated subset of: {', '.join(BY_NAME)}")
+    p = command("recon", cmd_recon, "Stage 0: describe the legacy schema and what the backfill will meet.")
+    p.add_argument("--out", type=Path, help="report file (default: the runbook's report folder)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--sample-rows", type=int, default=2000,
+                   help="rows per table timed (and rolled back) for the estimate; 0 skips it")
     p = command("diff", cmd_diff, "Compare two reports (either producer), check by check.")
     p.add_argument("before", type=Path)
     p.add_argument("after", type=Path)

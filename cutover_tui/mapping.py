@@ -20,6 +20,11 @@ def _collection(alias: str) -> str:
     return f"CASE WHEN {alias}.collection_id ~ '^[[:space:]]*$' THEN 'primary' ELSE {alias}.collection_id END"
 
 
+def _quote(text: str) -> str:
+    """A fixed rule text as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 @dataclass(frozen=True)
 class Issue:
     kind: str  # 'error' or 'warning'
@@ -53,8 +58,8 @@ class TableMap:
         names = ", ".join((*self.columns, "issue_kind", "issue", "issue_row"))
         return (
             f"SELECT * FROM (SELECT {self.select}, "
-            f"{self._case(lambda i: repr(i.kind), 'NULL::text')}, "
-            f"{self._case(lambda i: repr(i.text), 'NULL::text')}, "
+            f"{self._case(lambda i: _quote(i.kind), 'NULL::text')}, "
+            f"{self._case(lambda i: _quote(i.text), 'NULL::text')}, "
             f"{self._case(lambda i: example, 'NULL::jsonb')} "
             f"FROM {self.legacy} l {self.joins} WHERE {{range}}) AS src({names})"
         )
@@ -173,7 +178,9 @@ def source_query(table: TableMap, where: sql.Composable,
                  landed_books: sql.Composable = sql.Identifier("pixbooks")) -> sql.Composed:
     """The source rows of `table` whose legacy row (alias `l`) passes `where`;
     `landed_books` is the relation whose `id`s are the books that landed."""
-    template = table.source_sql().replace("{landed_books}", "{landed}").replace("{range}", "{where}")
+    # Braces in the rules' SQL are literal; only the two placeholders are ours.
+    template = (table.source_sql().replace("{", "{{").replace("}", "}}")
+                .replace("{{landed_books}}", "{landed}").replace("{{range}}", "{where}"))
     return sql.SQL(template).format(where=where, landed=landed_books)
 
 

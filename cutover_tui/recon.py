@@ -17,13 +17,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .backfill import EXAMPLE_ROWS, JOB_LOCK_KEY, SPLIT_ROWS, BackfillOptions, _Table
+from .backfill import EXAMPLE_ROWS, JOB_LOCK_KEY, SPLIT_ROWS, BackfillOptions, TableSQL
 from .db import connect
 from .mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_filter, source_query
 
 AUTH_USERS = "auth_users"
-# What the backfill reads: the mapped legacy tables and the users its joins check against.
-# Upstream's recon calls these its target tables, in this order.
+# What the backfill reads: the mapped legacy tables and the users its joins check against;
+# upstream's recon lists the same tables as its `targetTables`.
 REQUIRED_TABLES: tuple[str, ...] = (AUTH_USERS, *(t.legacy for t in TABLES))
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -225,7 +225,7 @@ def _land_parents(conn: psycopg.Connection, parents: dict[str, list[tuple[str, s
         if ids:
             parent_map = BY_NAME[parent]
             _land_parents(conn, parents, parent_map, ids_filter("l"), {"ids": ids})
-            conn.execute(_Table(parent_map, column_types(conn, parent)).upsert(ids_filter("l")), {"ids": ids})
+            conn.execute(TableSQL(parent_map, column_types(conn, parent)).upsert(ids_filter("l")), {"ids": ids})
 
 
 def _write_sample(conn: psycopg.Connection, sample_rows: int) -> tuple[Timings, Timings]:
@@ -240,7 +240,7 @@ def _write_sample(conn: psycopg.Connection, sample_rows: int) -> tuple[Timings, 
         if not count:
             first[table.v2] = catch_up[table.v2] = (0, 0.0)
             continue
-        statements = _Table(table, column_types(conn, table.v2))
+        statements = TableSQL(table, column_types(conn, table.v2))
         params = {"lo": None, "hi": last}
         where = range_filter("l", None, last)
         _land_parents(conn, parents, table, where, params)

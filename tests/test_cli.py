@@ -273,3 +273,17 @@ def test_diff_of_two_reports(cutover, tmp_path):
     assert code in (0, 1) and out.strip()
     code, _, err = cutover("diff", str(data / "upstream-verify.json"), str(data / "upstream-backfill.json"))
     assert code == 2 and "choose two reports of the same kind" in err
+
+
+def test_recon_command_prints_counts_anomalies_and_estimate(cutover, tmp_path):
+    assert cutover("migrate")[0] == 0
+    code, out, err = cutover("recon", "--out", str(tmp_path / "recon.json"))
+    assert (code, err) == (0, "")
+    assert "platform_book_snapshots" in out and "ERROR    pixbooks: identity belongs to another account" in out
+    assert "Estimated backfill time" in out
+    body = json.loads((tmp_path / "recon.json").read_text())
+    assert body["mapping"]["platform_workspaces"] == "accounts"
+    assert json.loads(cutover("journal", "--json")[1])[-1]["action"] == "recon"
+    assert status_json(cutover)["stage"] == "0"
+    code, _, err = cutover("recon", "--sample-rows", "-1")
+    assert code == 2 and "--sample-rows" in err

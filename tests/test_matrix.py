@@ -189,8 +189,11 @@ PROPERTIES: dict[str, tuple[str | None, Callable[[Facts, Step], bool]]] = {
     "refusals give reasons, one sentence each": (None, lambda facts, step: (
         step.allowed or bool(step.reasons)) and all(_one_sentence(r) for r in step.reasons)),
     "C only after a clean backfill and a passing verify newer than it": ("promote C", lambda facts, step: (
-        facts.backfill is not None and facts.backfill.ok and _latest_verify_passed(facts, facts.backfill.at))),
-    "nothing after archive": (None, lambda facts, step: not (facts.archived and step.allowed)),
+        facts.backfill is not None and facts.backfill.ok
+        and _latest_verify_passed(facts, facts.backfill.at))),
+    "after archive, nothing but putting E' back in the env file": (None, lambda facts, step: (
+        not (facts.archived and step.allowed)
+        or (step.action == "restore-flags" and step.flags_after == ROW["E'"]))),
 }
 
 
@@ -285,7 +288,8 @@ def materialise(state: Canonical) -> Facts:
     next, an archive over failures). Times are minutes around the latest verify, at T0."""
     if state.archived:
         state = state._replace(recon=True, backfill_ok=False, verify_oks=(False,),
-                               latest_verify=LatestVerify("E'", True, None, None), rollback_window_closed=True)
+                               latest_verify=LatestVerify("E'", True, None, None),
+                               rollback_window_closed=True)
     latest = state.latest_verify or LatestVerify(None, None, None, None)
 
     def around(minutes: int, verify_after_it: bool | None) -> datetime:
@@ -294,14 +298,16 @@ def materialise(state: Canonical) -> Facts:
     since = around(2, latest.after_flags_since)
     older = tuple(VerifyFact(at=T0 - (len(state.verify_oks) - i) * timedelta(seconds=1), ok=ok, stage="E")
                   for i, ok in enumerate(state.verify_oks[:-1], start=1))
-    verifies = older + tuple(VerifyFact(at=T0, ok=ok, stage=latest.stage or "D") for ok in state.verify_oks[-1:])
+    verifies = older + tuple(VerifyFact(at=T0, ok=ok, stage=latest.stage or "D")
+                             for ok in state.verify_oks[-1:])
     if state.flags_since_aged is None:
         now = T0 + 5 * MINUTE
     else:
         now = since + (10 * PERIOD if state.flags_since_aged else PERIOD - HOUR)
     return Facts(
         now=now, flags=_flags(state.flags), v2_applied=state.v2_applied,
-        recon=ReportFact(at=T0 + 4 * MINUTE, ok=True) if state.recon or state.backfill_ok is not None else None,
+        recon=ReportFact(at=T0 + 4 * MINUTE, ok=True)
+        if state.recon or state.backfill_ok is not None else None,
         backfill=None if state.backfill_ok is None else ReportFact(
             at=around(1, latest.after_backfill), ok=state.backfill_ok),
         verifies=verifies, recorded_flags=_flags(state.recorded_flags),
@@ -328,11 +334,13 @@ def stands_in_for(state: Canonical, assessment: Assessment, next_states: dict[st
     changes only the flags, which the canonical form copies; waits only the clock's bucket.)"""
     stand_in = materialise(state)
     stand_in_assessment = assess(stand_in, RUNBOOK)
-    stand_in_next = {label: canonical(after) for label, after in console_moves(stand_in, stand_in_assessment).items()}
+    stand_in_next = {label: canonical(after)
+                     for label, after in console_moves(stand_in, stand_in_assessment).items()}
+    console_next = {label: key for label, key in next_states.items()
+                    if label not in WAITS and label not in HAND_EDITS}
     return (canonical(stand_in) == state
             and observable(stand_in_assessment) == observable(assessment)
-            and stand_in_next == {label: next_states[label] for label in stand_in_next}
-            and stand_in_next.keys() == next_states.keys() - WAITS.keys() - HAND_EDITS.keys())
+            and stand_in_next == console_next)
 
 
 # -- The exhaustive search ------------------------------------------------------------
@@ -521,10 +529,25 @@ def test_hand_edited_env_file_blocks_promotion_and_offers_the_recorded_flags():
     assert assessment.step("promote", "E").reasons == (
         "The env file declares READS=true WRITES=false DUAL_WRITE=true but the console last wrote "
         "READS=true WRITES=false DUAL_WRITE=false: restore them first.",)
-    assert assessment.step("restore-flags") == Step(action="restore-flags", flags_after=ROW["C"], allowed=True)
+    restore = assessment.step("restore-flags")
+    assert restore == Step(action="restore-flags", flags_after=ROW["C"], allowed=True)
 
 
-def test_steady_state_made_by_hand_opens_no_way_to_the_archive():
-    edited = hand_edit(take(START, "migrate", "backfill clean", *["verify passes"] * N), ROW["E'"])
-    closed = console_moves(edited, assess(edited, RUNBOOK)).get("close-rollback-window", edited)
-    assert not assess(closed, RUNBOOK).step("archive").allowed
+@pytest.mark.parametrize("before_the_edit", [
+    pytest.param(("migrate", "backfill clean", "verify passes"), id="console never wrote flags"),
+    pytest.param(TO_C, id="console wrote C"),
+])
+def test_steady_state_made_by_hand_opens_no_way_to_the_archive(before_the_edit):
+    edited = hand_edit(take(START, *before_the_edit, *["verify passes"] * N), ROW["E'"])
+    assessment = assess(edited, RUNBOOK)
+    for label in ("close-rollback-window", "archive"):
+        assert "The journal has no record of the promotion to E': promote through the console." in (
+            assessment.step(label).reasons)
+
+
+def test_after_archive_a_hand_edited_env_file_can_only_go_back_to_e_prime():
+    edited = hand_edit(take(START, *READY_TO_ARCHIVE, "archive"), Flags())
+    assessment = assess(edited, RUNBOOK)
+    assert (assessment.flags_legal, assessment.nearest_legal) == (False, ROW["E'"])
+    assert [step for step in assessment.steps if step.allowed] == [
+        Step(action="restore-flags", flags_after=ROW["E'"], allowed=True)]

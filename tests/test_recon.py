@@ -44,20 +44,15 @@ ONE_TO_ONE = {
 }
 
 
-def _seeded(url: str, *, v2: bool) -> tuple[str, SeedSummary]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate.apply_legacy_baseline(conn, ROOT / "sql")
-        summary = seed_legacy(conn, workspaces=20)
-        if v2:
-            migrate.apply_plan(conn, migrate.plan(conn, ROOT / "sql"))
-    return url, summary
-
-
 @pytest.fixture
 def seeded(empty_db_url) -> tuple[str, SeedSummary]:
     """The legacy_db_url database (20 workspaces, every anomaly planted) with 0005 applied,
     and the seed's own account of what it planted."""
-    return _seeded(empty_db_url, v2=True)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        migrate.apply_legacy_baseline(conn, ROOT / "sql")
+        summary = seed_legacy(conn, workspaces=20)
+        migrate.apply_plan(conn, migrate.plan(conn, ROOT / "sql"))
+    return empty_db_url, summary
 
 
 @pytest.fixture

@@ -51,8 +51,6 @@ def test_relative_paths_are_taken_from_the_file_not_the_working_folder(runbook_f
     assert paths.report_dir == Path("/srv/cutover/reports")
 
 
-
-
 @pytest.mark.parametrize(("edits", "key", "allowed"), [
     pytest.param({'passing_verifies_before_archive = 3': 'passing_verifies_before_archive = "three"'},
                  "gates.passing_verifies_before_archive", ["should be a valid integer"], id="wrong type"),
@@ -95,12 +93,14 @@ def test_missing_file_is_named(tmp_path):
 
 
 @pytest.mark.parametrize(("key", "value", "line_before", "line_after"), [
-    ("gates.confidence_period_hours", 48.5, "confidence_period_hours = 24.0", "confidence_period_hours = 48.5"),
+    ("gates.confidence_period_hours", 48.5,
+     "confidence_period_hours = 24.0", "confidence_period_hours = 48.5"),
     ("gates.passing_verifies_before_archive", 5,
      "passing_verifies_before_archive = 3", "passing_verifies_before_archive = 5"),
     ("api.base", "https://ops.example", 'base = "http://localhost:3000"', 'base = "https://ops.example"'),
 ])
-def test_save_setting_changes_one_value_and_keeps_every_comment(runbook_file, key, value, line_before, line_after):
+def test_save_setting_changes_one_value_and_keeps_every_comment(
+        runbook_file, key, value, line_before, line_after):
     before = runbook_file.read_text(encoding="utf-8")
     saved = save_setting(runbook_file, key, value)
     assert runbook_file.read_text(encoding="utf-8") == before.replace(line_before, line_after)
@@ -116,7 +116,8 @@ def test_save_setting_changes_one_value_and_keeps_every_comment(runbook_file, ke
     ("gates.colour", 1, "unknown key `gates.colour`"),
     ("colours.gates", 1, "there is no table `colours` for key `colours.gates`"),
 ])
-def test_save_setting_refuses_a_bad_key_or_value_and_leaves_the_file_alone(runbook_file, key, value, complaint):
+def test_save_setting_refuses_a_bad_key_or_value_and_leaves_the_file_alone(
+        runbook_file, key, value, complaint):
     before = runbook_file.read_bytes()
     with pytest.raises(RunbookError) as caught:
         save_setting(runbook_file, key, value)
