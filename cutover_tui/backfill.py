@@ -25,6 +25,7 @@ from .mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_
 
 EXAMPLE_ROWS = 100
 SPLIT_ROWS = 50_000  # tables larger than this are cut into one key range per worker
+MAX_BATCH = 50_000  # a cap, so that one slow moment (a checkpoint) cannot make a long transaction
 JOB_LOCK_KEY = 0x6375746F766572 + 2  # one backfill or verify at a time per database
 DELETED_IN_LEGACY = "row deleted in legacy; kept in v2"
 
@@ -306,7 +307,7 @@ class Backfill:
                 self._report_progress(part.table, pass_no, result.rows, total)
                 # Aim each transaction at the target duration; never grow or shrink abruptly.
                 ratio = self.options.target_seconds / max(elapsed, 1e-3)
-                size = max(100, min(int(size * min(max(ratio, 0.5), 1.5)), 200_000))
+                size = max(100, min(int(size * min(max(ratio, 0.5), 1.5)), MAX_BATCH))
         return part
 
     def _range_with_checkpoint(self, conn, run_id, pass_no, part: _Part, hi, last: bool) -> _Result:

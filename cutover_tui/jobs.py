@@ -11,6 +11,7 @@ from typing import Any
 
 from . import journal, reports
 from .errors import CutoverError
+from .matrix import assess, verify_stage
 from .session import Session
 from .transitions import refuse
 
@@ -21,7 +22,8 @@ def run_job(session: Session, kind: reports.ReportKind, work: Callable[[], dict[
             report_path: Path | None = None, detail: dict[str, Any] | None = None,
             ) -> tuple[reports.StoredReport, reports.Report]:
     """Run `work` (which returns a §4 report body) and keep its report; returns both."""
-    assessment = session.assess()
+    facts = session.facts()
+    assessment = assess(facts, session.runbook)
     step = assessment.step(kind)
     if not step.allowed:
         raise refuse(step)
@@ -36,7 +38,7 @@ def run_job(session: Session, kind: reports.ReportKind, work: Callable[[], dict[
         except ValueError as exc:  # our own engine broke the §4 shape: say so, keep nothing
             raise CutoverError(f"The {kind} produced a report that does not fit its shape ({exc}).") from None
         stored = reports.save_report(session.conn, report, kind=kind, report_dir=session.settings.report_dir,
-                                     path=report_path, stage=assessment.stage)
+                                     path=report_path, stage=verify_stage(facts, session.runbook))
         journal.record(session.conn, session.settings.operator, kind, report_id=stored.id,
                        detail={**(detail or {}), "ok": stored.ok, "path": stored.path},
                        flags_before=assessment.flags, flags_after=assessment.flags)

@@ -98,10 +98,14 @@ def is_legal(flags: Flags, runbook: Runbook, archived: bool = False) -> bool:
     return flags in legal_flags(runbook, archived)
 
 
-def nearest_legal(flags: Flags, runbook: Runbook, archived: bool = False) -> Flags:
-    """The legal row fewest flips away; ties go to the one that leans least on v2."""
-    return min(legal_flags(runbook, archived),
-               key=lambda f: (flags.distance(f), f.writes, f.reads, f.dual_write))
+def nearest_legal(flags: Flags, runbook: Runbook, archived: bool = False,
+                  recorded: Flags | None = None) -> Flags:
+    """Where to go back to: the flags the console last wrote when they are legal (the
+    known-good state), else the legal row fewest flips away, leaning least on v2."""
+    rows = legal_flags(runbook, archived)
+    if recorded in rows:
+        return recorded
+    return min(rows, key=lambda f: (flags.distance(f), f.writes, f.reads, f.dual_write))
 
 
 def _flag_stage(flags: Flags, runbook: Runbook) -> StageId | None:
@@ -128,6 +132,14 @@ def current_stage(facts: Facts, runbook: Runbook) -> StageId | None:
     return "0" if facts.recon else "A"
 
 
+def verify_stage(facts: Facts, runbook: Runbook) -> StageId | None:
+    """The stage a verify taken now counts for; none while the flags are illegal or hand-edited,
+    so that such a verify can never open a gate."""
+    if facts.hand_edited or not is_legal(facts.flags, runbook, facts.archived):
+        return None
+    return current_stage(facts, runbook)
+
+
 def assess(facts: Facts, runbook: Runbook) -> Assessment:
     stage = current_stage(facts, runbook)
     legal = is_legal(facts.flags, runbook, facts.archived)
@@ -138,7 +150,7 @@ def assess(facts: Facts, runbook: Runbook) -> Assessment:
         gates.rollback(), gates.close_rollback_window(), gates.archive(),
     ]
     if not legal or facts.hand_edited:
-        restore = nearest_legal(facts.flags, runbook, facts.archived) if not legal else facts.recorded_flags
+        restore = nearest_legal(facts.flags, runbook, facts.archived, facts.recorded_flags) if not legal else facts.recorded_flags
         steps.append(Step(action="restore-flags", flags_after=restore, allowed=True))
     if facts.recorded_flags is not None:
         expected = facts.recorded_flags
@@ -148,7 +160,7 @@ def assess(facts: Facts, runbook: Runbook) -> Assessment:
         expected = runbook.row("A")
     return Assessment(
         stage=stage, flags=facts.flags, flags_legal=legal, expected_flags=expected,
-        nearest_legal=None if legal else nearest_legal(facts.flags, runbook, facts.archived),
+        nearest_legal=None if legal else nearest_legal(facts.flags, runbook, facts.archived, facts.recorded_flags),
         rollback_open=facts.rollback_open, steps=tuple(steps),
     )
 
@@ -180,7 +192,7 @@ class _Gates:
         if self.legal:
             return []
         return [f"The declared flags ({self.facts.flags.short()}) are not a legal row; restore "
-                f"{nearest_legal(self.facts.flags, self.runbook, self.facts.archived).short()} first."]
+                f"{nearest_legal(self.facts.flags, self.runbook, self.facts.archived, self.facts.recorded_flags).short()} first."]
 
     def migrate(self) -> Step:
         reasons = self._common(needs_v2=False)
@@ -306,16 +318,18 @@ class _Gates:
             reasons += self._steady_on_record()
             if not facts.rollback_window_closed:
                 reasons.append("The rollback window is open: an operator must close it first.")
-            last = facts.verifies[-n:]
+            since = facts.declared_since
+            last = [v for v in facts.verifies[-n:] if v.stage == "E'" and since and v.at >= since]
             if len(last) < n or not all(v.ok for v in last):
                 passed = sum(v.ok for v in last)
-                reasons.append(f"The last {n} verifies must all have passed ({passed} of the last {len(last)} did).")
+                reasons.append(f"The last {n} verifies must all have passed in steady state E' "
+                               f"({passed} of the last {n} did).")
         return self._step("archive", reasons)
 
 
 def _hours(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
-    return f"{hours:.1f} h"
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def rollback_flags(facts: Facts, runbook: Runbook, keep_dual_write: bool = True) -> Flags | None:
@@ -326,4 +340,4 @@ def rollback_flags(facts: Facts, runbook: Runbook, keep_dual_write: bool = True)
 
 
 __all__ = ["STAGE_ORDER", "Facts", "ReportFact", "VerifyFact", "Step", "Assessment", "assess",
-           "current_stage", "is_legal", "nearest_legal", "rollback_flags"]
+           "current_stage", "is_legal", "nearest_legal", "rollback_flags", "verify_stage"]

@@ -49,22 +49,22 @@ class Api(_Strict):
 
 class Gates(_Strict):
     confidence_period_hours: float = Field(ge=0)
-    passing_verifies_before_archive: int = Field(ge=1)
+    passing_verifies_before_archive: int = Field(ge=1, strict=True)
 
 
 class FlagRow(_Strict):
-    reads: bool
-    writes: bool
-    dual_write: bool
+    reads: bool = Field(strict=True)
+    writes: bool = Field(strict=True)
+    dual_write: bool = Field(strict=True)
 
     def flags(self) -> Flags:
         return Flags(reads=self.reads, writes=self.writes, dual_write=self.dual_write)
 
 
 class FlagSet(_Strict):
-    reads: bool | None = None
-    writes: bool | None = None
-    dual_write: bool | None = None
+    reads: bool | None = Field(None, strict=True)
+    writes: bool | None = Field(None, strict=True)
+    dual_write: bool | None = Field(None, strict=True)
 
 
 class Stage(_Strict):

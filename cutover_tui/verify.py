@@ -78,6 +78,9 @@ def _connect(url: str, *, read_only: bool) -> psycopg.Connection:
     # Never queue behind DDL or a row lock for long: fail instead.
     conn.execute("SET lock_timeout = '5s'")
     if read_only:
+        # Our own workers are the parallelism (one per core); a range's hash joins fit in memory.
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+        conn.execute("SET work_mem = '64MB'")
         conn.execute("SET temp_buffers = '64MB'")
         # Each range reads both sides in one snapshot; BEGIN carries these.
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -224,7 +227,8 @@ class _Statements:
             t AS MATERIALIZED (SELECT {cols} FROM {v2} t WHERE {range_t}),
             d AS MATERIALIZED (
                 SELECT coalesce(s.id, t.id) AS id,
-                       CASE WHEN t.id IS NULL THEN 'missing' WHEN s.id IS NULL THEN 'extra' ELSE 'different' END AS kind,
+                       CASE WHEN t.id IS NULL THEN 'missing' WHEN s.id IS NULL THEN 'extra'
+                            ELSE 'different' END AS kind,
                        CASE WHEN s.id IS NOT NULL AND t.id IS NOT NULL
                             THEN array_remove(ARRAY[{checks}]::text[], NULL) END AS columns
                 FROM s FULL JOIN t ON t.id = s.id),
@@ -334,7 +338,8 @@ _ORPHANS = {
         FROM identities i WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = i.account_id)
         ORDER BY i.id LIMIT %(examples)s""",
     "pixbook_identity_fk": """
-        SELECT jsonb_build_object('id', p.id, 'account_id', p.account_id, 'identity_id', p.identity_id), count(*) OVER ()
+        SELECT jsonb_build_object('id', p.id, 'account_id', p.account_id, 'identity_id', p.identity_id),
+               count(*) OVER ()
         FROM pixbooks p WHERE NOT EXISTS (SELECT 1 FROM identities i WHERE i.id = p.identity_id)
         ORDER BY p.id LIMIT %(examples)s""",
     "pixbook_account_match": """
@@ -388,18 +393,22 @@ def _duplicate_check(conn: psycopg.Connection, name: str) -> dict[str, Any]:
 
 
 def _deleted_identity_books(conn: psycopg.Connection) -> dict[str, Any]:
-    """Active books whose identity is deleted in v2 (the fingerprint rule lands some so): a warning."""
-    rows = conn.execute("""
-        SELECT jsonb_build_object('id', p.id, 'account_id', p.account_id, 'identity_id', p.identity_id,
-                                  'identityActiveInLegacy', m.status IS DISTINCT FROM 'deleted'),
-               count(*) OVER (), count(*) FILTER (WHERE m.status IS DISTINCT FROM 'deleted') OVER ()
-        FROM pixbooks p JOIN identities i ON i.id = p.identity_id
-        LEFT JOIN platform_managed_users m ON m.id = i.id
-        WHERE p.status <> 'deleted' AND i.status = 'deleted'
-        ORDER BY p.id LIMIT %(examples)s""", {"examples": EXAMPLE_ROWS}).fetchall()
-    count, forced = (rows[0][1], rows[0][2]) if rows else (0, 0)
+    """Active books whose identity was active in legacy but landed deleted (the fingerprint
+    rule): visible before, hidden in v2. A warning; books already hidden in legacy (their
+    identity deleted there) are only counted beside it."""
+    count, total, rows = conn.execute("""
+        WITH b AS MATERIALIZED (
+            SELECT p.id, p.account_id, p.identity_id, coalesce(m.status <> 'deleted', false) AS by_rule
+            FROM pixbooks p JOIN identities i ON i.id = p.identity_id
+            LEFT JOIN platform_managed_users m ON m.id = i.id
+            WHERE p.status <> 'deleted' AND i.status = 'deleted')
+        SELECT (SELECT count(*) FROM b WHERE by_rule), (SELECT count(*) FROM b),
+               (SELECT coalesce(jsonb_agg(jsonb_build_object('id', x.id, 'account_id', x.account_id,
+                                                             'identity_id', x.identity_id) ORDER BY x.id), '[]')
+                FROM (SELECT * FROM b WHERE by_rule ORDER BY id LIMIT %(examples)s) x)""",
+        {"examples": EXAMPLE_ROWS}).fetchone()
     return {"type": "integrity", "name": "pixbook_on_deleted_identity", "ok": True, "warning": count > 0,
-            "count": count, "identityActiveInLegacy": forced, "rows": [r[0] for r in rows]}
+            "count": count, "alsoOnIdentitiesDeletedInLegacy": total - count, "rows": rows}
 
 
 def _sample_check(conn: psycopg.Connection, size: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from cutover_tui.flags import Flags
 from cutover_tui.matrix import (
     Assessment, Facts, ReportFact, Step, VerifyFact, assess, current_stage, rollback_flags,
+    verify_stage,
 )
 from cutover_tui.runbook import Runbook, StageId, load_runbook
 
@@ -56,8 +57,8 @@ START = Facts(now=T0, flags=Flags())  # an empty database, the env file's defaul
 
 # What the search covers with the shipped runbook.toml. A fix to the matrix may prune a
 # little; a regression that shrinks the search loses far more than a tenth.
-EXPLORED_STATES = 22_720
-EXPLORED_TRANSITIONS = 337_632
+EXPLORED_STATES = 11_664
+EXPLORED_TRANSITIONS = 173_173
 FLOOR = 0.9
 
 # -- The world: console actions, taken only when allowed, and environment events ------
@@ -78,7 +79,7 @@ def _effects(facts: Facts, step: Step) -> Iterator[tuple[str, dict]]:
             for ok, outcome in ((True, "clean"), (False, "with errors")):
                 yield f"backfill {outcome}", {"backfill": ReportFact(at=now, ok=ok)}
         case "verify":
-            stage = current_stage(facts, RUNBOOK)
+            stage = verify_stage(facts, RUNBOOK)
             for ok, outcome in ((True, "passes"), (False, "fails")):
                 verify = VerifyFact(at=now, ok=ok, stage=stage)
                 yield f"verify {outcome}", {"verifies": (*facts.verifies, verify)}
@@ -166,6 +167,12 @@ def _latest_verify_passed(facts: Facts, since: datetime, stage: StageId | None =
             and (stage is None or latest.stage == stage))
 
 
+def _counts_for_archive(facts: Facts, verify: VerifyFact) -> bool:
+    """A verify the archive gate may count: passed, in E', since the console wrote E'."""
+    return (verify.ok and verify.stage == "E'" and facts.recorded_flags == ROW["E'"]
+            and facts.flags_since is not None and verify.at >= facts.flags_since)
+
+
 def _one_sentence(text: str) -> bool:
     return text.endswith(".") and not re.search(r"[.!?]\s|\n", text)
 
@@ -177,9 +184,9 @@ PROPERTIES: dict[str, tuple[str | None, Callable[[Facts, Step], bool]]] = {
     "E' only after the confidence period and a passing verify in E": ("promote E'", lambda facts, step: (
         _console_live(facts, "E") and facts.now - facts.flags_since >= PERIOD
         and _latest_verify_passed(facts, facts.flags_since, "E"))),
-    "archive only from E' with the window closed and N passing verifies": ("archive", lambda facts, step: (
-        facts.flags == ROW["E'"] and facts.rollback_window_closed and not facts.rollback_open
-        and len(facts.verifies) >= N and all(v.ok for v in facts.verifies[-N:]))),
+    "archive only from E' with the window closed and N passing verifies in E'": ("archive", lambda facts, step: (
+        _console_live(facts, "E'") and facts.rollback_window_closed and not facts.rollback_open
+        and len(facts.verifies) >= N and all(_counts_for_archive(facts, v) for v in facts.verifies[-N:]))),
     "no archive during a rollback": ("archive", lambda facts, step: not facts.rollback_open),
     "only legal flags are written": (None, lambda facts, step: not step.allowed or all(
         flags is None or flags in LEGAL for flags in (
@@ -236,7 +243,8 @@ class Canonical(NamedTuple):
     v2_applied: bool
     recon: bool
     backfill_ok: bool | None
-    verify_oks: tuple[bool, ...]  # the last N, oldest first: the archive gate counts them
+    verify_oks: tuple[bool, ...]  # the last N, oldest first
+    archive_counts: tuple[bool, ...]  # of the last N, those the archive gate may count
     latest_verify: LatestVerify | None
     flags_since_aged: bool | None  # E written at least the confidence period ago
     rollback_open: bool
@@ -257,7 +265,8 @@ def canonical(facts: Facts) -> Canonical:
     """
     if facts.archived:  # every gate stops at "archived"; only the flags are still read
         return Canonical(_bits(facts.flags), _bits(facts.recorded_flags), facts.v2_applied, recon=False,
-                         backfill_ok=None, verify_oks=(), latest_verify=None, flags_since_aged=None,
+                         backfill_ok=None, verify_oks=(), archive_counts=(), latest_verify=None,
+                         flags_since_aged=None,
                          rollback_open=facts.rollback_open, rollback_window_closed=False, archived=True)
     # Only promote E and E' compare the latest verify with the flags' time, and only while
     # the console's last write is D's or E's row: any other write makes a new, newer time.
@@ -270,6 +279,7 @@ def canonical(facts: Facts) -> Canonical:
         recon=facts.recon is not None and facts.backfill is None,  # a backfill outranks a recon
         backfill_ok=facts.backfill.ok if facts.backfill else None,
         verify_oks=tuple(v.ok for v in facts.verifies[-N:]),
+        archive_counts=tuple(_counts_for_archive(facts, v) for v in facts.verifies[-N:]),
         latest_verify=latest and LatestVerify(
             latest.stage if after_flags_since else None,
             _at_or_after(latest.at, facts.backfill and facts.backfill.at),
@@ -287,7 +297,7 @@ def materialise(state: Canonical) -> Facts:
     be, erased comparisons reversed, the clock late in its bucket but an hour short of the
     next, an archive over failures). Times are minutes around the latest verify, at T0."""
     if state.archived:
-        state = state._replace(recon=True, backfill_ok=False, verify_oks=(False,),
+        state = state._replace(recon=True, backfill_ok=False, verify_oks=(False,), archive_counts=(False,),
                                latest_verify=LatestVerify("E'", True, None, None),
                                rollback_window_closed=True)
     latest = state.latest_verify or LatestVerify(None, None, None, None)
@@ -296,10 +306,13 @@ def materialise(state: Canonical) -> Facts:
         return T0 + (-minutes if verify_after_it is not False else minutes) * MINUTE
 
     since = around(2, latest.after_flags_since)
-    older = tuple(VerifyFact(at=T0 - (len(state.verify_oks) - i) * timedelta(seconds=1), ok=ok, stage="E")
-                  for i, ok in enumerate(state.verify_oks[:-1], start=1))
-    verifies = older + tuple(VerifyFact(at=T0, ok=ok, stage=latest.stage or "D")
-                             for ok in state.verify_oks[-1:])
+    older = tuple(VerifyFact(at=T0 - (len(state.verify_oks) - i) * timedelta(seconds=1), ok=ok,
+                             stage="E'" if counts else "E")
+                  for i, (ok, counts) in enumerate(zip(state.verify_oks[:-1], state.archive_counts), start=1))
+    # A kept stage may be None (a verify under hand-edited flags); a blanked one is filled in.
+    stage = latest.stage if latest.after_flags_since else latest.stage or "D"
+    verifies = older + tuple(VerifyFact(at=T0, ok=ok, stage="E'" if counts else stage)
+                             for ok, counts in zip(state.verify_oks[-1:], state.archive_counts[-1:]))
     if state.flags_since_aged is None:
         now = T0 + 5 * MINUTE
     else:
@@ -317,7 +330,7 @@ def materialise(state: Canonical) -> Facts:
     )
 
 
-_CLOCK_TEXT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC|\d+\.\d h")
+_CLOCK_TEXT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC|\d+ h \d\d min")
 
 
 def observable(assessment: Assessment) -> dict:
@@ -482,7 +495,7 @@ def test_e_prime_waits_out_the_confidence_period():
     began = verified_in_e.flags_since
     hour_short = wait(verified_in_e, began + PERIOD - HOUR - verified_in_e.now)
     assert assess(hour_short, RUNBOOK).step("promote", "E'").reasons == (
-        "E has held for 23.0 h of the 24.0 h confidence period; wait until 2026-03-02 00:06 UTC.",)
+        "E has held for 23 h 00 min of the 24 h 00 min confidence period; wait until 2026-03-02 00:06 UTC.",)
     assert not assess(wait(hour_short, HOUR - MINUTE), RUNBOOK).step("promote", "E'").allowed
     assert assess(wait(hour_short, HOUR), RUNBOOK).step("promote", "E'").allowed
 
@@ -495,9 +508,13 @@ def test_archive_is_refused_while_a_rollback_is_open():
         assert "A rollback is open: the archive stays locked until the gates pass again." in archive.reasons
 
 
-@pytest.mark.parametrize(("dual_write", "nearest"), [(False, Flags()), (True, Flags(dual_write=True))])
-def test_illegal_flags_show_the_nearest_legal_row_and_a_way_back(dual_write, nearest):
-    edited = hand_edit(take(START, *TO_D), Flags(reads=False, writes=True, dual_write=dual_write))
+@pytest.mark.parametrize(("path", "dual_write", "nearest"), [
+    pytest.param(("migrate",), False, Flags(), id="no record: fewest flips"),
+    pytest.param(("migrate",), True, Flags(dual_write=True), id="no record: fewest flips, dual-write kept"),
+    pytest.param(TO_D, False, ROW["D"], id="back to what the console last wrote"),
+])
+def test_illegal_flags_show_the_nearest_legal_row_and_a_way_back(path, dual_write, nearest):
+    edited = hand_edit(take(START, *path), Flags(reads=False, writes=True, dual_write=dual_write))
     assessment = assess(edited, RUNBOOK)
     assert (assessment.flags_legal, assessment.nearest_legal) == (False, nearest)
     assert assessment.step("promote", "E").reasons == (

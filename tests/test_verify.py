@@ -116,7 +116,8 @@ def test_after_a_backfill_with_anomalies_every_check_passes(legacy_db_url):
     assert all(c["count"] == 0 and c["rows"] == [] for n, c in checks.items() if n in INTEGRITY)
     # Books on an identity the fingerprint rule deleted: a warning, never a failure.
     warning = checks["pixbook_on_deleted_identity"]
-    assert warning["ok"] is True and warning["warning"] is True and warning["identityActiveInLegacy"] >= 1
+    assert warning["ok"] is True and warning["warning"] is True and warning["count"] >= 1
+    assert len(warning["rows"]) == warning["count"] and warning["alsoOnIdentitiesDeletedInLegacy"] >= 1
     assert checks["account_identity_pixbook_samples"]["sampled"] == 20
     last = {}
     for p in progress:
@@ -149,7 +150,8 @@ def test_the_report_is_a_verify_report_with_true_counts(filled_url):
 
 def test_each_integrity_check_fails_on_a_planted_defect_with_its_true_count(filled_url):
     url = filled_url
-    execute(url, "DROP INDEX uq_identities_account_fingerprint_active", "DROP INDEX uq_pixbooks_identity_collection_active")
+    execute(url, "DROP INDEX uq_identities_account_fingerprint_active",
+            "DROP INDEX uq_pixbooks_identity_collection_active")
     execute(url,
             # three members and two identities of an account that does not exist
             "INSERT INTO account_members (id, account_id, user_id, role) "
@@ -383,7 +385,8 @@ def test_blank_collection_ids_are_no_mismatch_but_a_wrong_collection_is(filled_u
 def test_samples_are_deterministic_and_find_a_missing_identity(filled_url):
     first = by_key(verify(filled_url, sample_size=5))["account_identity_pixbook_samples"]
     assert first["sampled"] == 5
-    assert by_key(verify(filled_url, sample_size=5))["account_identity_pixbook_samples"]["accounts"] == first["accounts"]
+    again = by_key(verify(filled_url, sample_size=5))["account_identity_pixbook_samples"]
+    assert again["accounts"] == first["accounts"]
     account = first["accounts"][0]
     identity = _one(filled_url, "SELECT id FROM identities WHERE account_id = %s AND status <> 'deleted' "
                                 "ORDER BY id LIMIT 1", (account,))
@@ -405,11 +408,12 @@ def test_reconcile_counts_match_the_planted_anomalies(empty_db_url):
     assert identities["forcedByFingerprintRule"] == planted["duplicate_active_fingerprints"] >= 1
     forced = {w["warning"]: w["count"] for w in report_b["warnings"] if w["stage"] == "identities"}
     assert identities["forcedByFingerprintRule"] == sum(forced.values())
-    landed_deleted_identities = scalar(url, "SELECT count(*) FROM platform_managed_users m "
-                                            "JOIN platform_workspaces w ON w.id = m.workspace_id WHERE m.status = 'deleted'")
+    landed_deleted_identities = scalar(url, "SELECT count(*) FROM platform_managed_users m JOIN platform_workspaces w "
+                                            "ON w.id = m.workspace_id WHERE m.status = 'deleted'")
     assert landed_deleted_identities >= 1 + planted["duplicate_fingerprint_already_deleted"]
     assert identities["legacyDeleted"] == landed_deleted_identities
-    assert identities["expected"] == identities["actual"] == landed_deleted_identities + planted["duplicate_active_fingerprints"]
+    forced_count = planted["duplicate_active_fingerprints"]
+    assert identities["expected"] == identities["actual"] == landed_deleted_identities + forced_count
     landed_deleted_books = scalar(url, """
         SELECT count(*) FROM platform_books b JOIN platform_managed_users m ON m.id = b.managed_user_id
         JOIN platform_workspaces w ON w.id = m.workspace_id
@@ -448,9 +452,32 @@ def test_repair_mends_missing_and_different_rows_and_leaves_extra_ones(filled_ur
     assert again["ok"] is True, failing(again)
 
 
+def test_a_row_repair_cannot_write_is_reported_and_the_others_are_mended(filled_url):
+    """A v2 squatter holds the key of a missing identity: that row (and what hangs on it)
+    fails or stays out, the rest of the same batch is still repaired."""
+    url = filled_url
+    account, user_key = _one(url, "SELECT account_id, user_key FROM identities WHERE id = 'mu_5'")
+    execute(url, "DELETE FROM identities WHERE id = 'mu_5'",  # cascades to book_5 and its snapshots
+            "UPDATE identities SET display_name = 'tampered' WHERE id = 'mu_7'")
+    execute(url, "INSERT INTO identities (id, account_id, display_name, user_key) VALUES ('squatter', %s, 'S', %s)",
+            params=(account, user_key))
+    checks = by_key(verify(url, repair=True))
+    identities = checks["repair:identities"]
+    assert (identities["ok"], identities["failed"], identities["repaired"], identities["stillDifferent"]) == (
+        False, 1, 1, 1)
+    assert identities["failedRows"][0]["id"] == "mu_5"
+    assert identities["failedRows"][0]["constraint"] == "identities_account_user_key_key"
+    assert checks["repair:pixbooks"]["failed"] == 1 and checks["repair:pixbooks"]["ok"] is False
+    snapshots = checks["repair:pixbook_snapshots"]
+    assert snapshots["leftOutByRules"] == {"its book did not land": 5} and snapshots["stillDifferent"] == 5
+    assert scalar(url, "SELECT display_name FROM identities WHERE id = 'mu_7'") != "tampered"
+    assert checks["content:identities"]["examples"] == {"missing": ["mu_5"], "extra": ["squatter"], "different": []}
+
+
 def test_repair_with_nothing_to_mend_changes_nothing(filled_url):
     report = verify(filled_url, repair=True)
-    assert report["ok"] is True and not [k for k in by_key(report) if k.startswith("repair:")]
+    assert report["ok"] is True
+    assert list(by_key(report)) == list(by_key(verify(filled_url)))  # every check, and no repair one
 
 
 # --- cancel, lock, readiness --------------------------------------------------------------
