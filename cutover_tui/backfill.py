@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,7 +24,8 @@ from .mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_
 
 EXAMPLE_ROWS = 100
 SPLIT_ROWS = 50_000  # tables larger than this are cut into one key range per worker
-MAX_BATCH = 50_000  # a cap, so that one slow moment (a checkpoint) cannot make a long transaction
+MAX_RANGE = 500_000  # rows compared by hash in one read-only transaction
+MAX_WRITE = 50_000  # rows written in one transaction: a slow moment cannot make it long
 JOB_LOCK_KEY = 0x6375746F766572 + 2  # one backfill or verify at a time per database
 DELETED_IN_LEGACY = "row deleted in legacy; kept in v2"
 
@@ -59,6 +59,10 @@ def parse_tables(text: str) -> tuple[str, ...]:
         raise BadInput(f"Unknown table {', '.join(unknown) or '(none given)'}: choose from "
                        f"{', '.join(BY_NAME)}.")
     return tuple(t.v2 for t in TABLES if t.v2 in names)
+
+
+class _Split(Exception):
+    """The range has more rows to write than one short transaction should hold."""
 
 
 class _Result(BaseModel):
@@ -98,11 +102,13 @@ class _Result(BaseModel):
         return self.rows + sum(e["count"] for e in self.issues.values() if e["kind"] == "error")
 
 
-_UPSERT = """
+# One statement writes a range and returns its counts and its issue rows; {conflict} is
+# empty for a range v2 holds nothing of (a plain insert is cheaper than an upsert).
+_WRITE = """
     WITH s AS MATERIALIZED ({source}),
     w AS (
         INSERT INTO {v2} AS t ({cols}) SELECT {cols} FROM s WHERE issue_kind IS DISTINCT FROM 'error'
-        ON CONFLICT (id) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})
+        {conflict}
         RETURNING (t.xmax = 0) AS inserted)
     SELECT 0, NULL, NULL, NULL,
            (SELECT count(*) FROM s WHERE issue_kind IS DISTINCT FROM 'error'),
@@ -131,13 +137,16 @@ class TableSQL:
         rerun = [(c, table.rerun_expression(c)) for c in table.columns if c != "id"]
         self._rerun = [(c, sql.SQL(e.replace("{v2}", "t"))) for c, e in rerun if e is not None]
 
-    def upsert(self, where: sql.Composable) -> sql.Composed:
+    def upsert(self, where: sql.Composable, *, empty: bool = False) -> sql.Composed:
+        """Write the source rows passing `where`; `empty`: v2 holds none of them yet."""
         cols = sql.SQL(", ").join(map(sql.Identifier, self.map.columns))
-        return sql.SQL(_UPSERT).format(
-            source=source_query(self.map, where), v2=self.v2, cols=cols,
+        conflict = sql.SQL("") if empty else sql.SQL(
+            "ON CONFLICT (id) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
             sets=sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), e) for c, e in self._rerun),
             old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c, _ in self._rerun),
             new=sql.SQL(", ").join(e for _, e in self._rerun))
+        return sql.SQL(_WRITE).format(source=source_query(self.map, where), v2=self.v2, cols=cols,
+                                      conflict=conflict)
 
     def source_hash(self, lo: str | None, hi: str | None) -> sql.Composed:
         return sql.SQL(_SOURCE_HASH).format(source=source_query(self.map, range_filter("l", lo, hi)),
@@ -174,22 +183,34 @@ def _run_range(conn: psycopg.Connection, table: TableSQL, lo: str | None, hi: st
     """One range in the caller's transaction: skip it if v2 already matches, else upsert."""
     params = {"lo": lo, "hi": hi}
     result = _Result()
-    if not first_pass or conn.execute(table.v2_exists(lo, hi), params).fetchone()[0]:
+    where = range_filter("l", lo, hi)
+    if first_pass and not conn.execute(table.v2_exists(lo, hi), params).fetchone()[0]:
+        if conn.execute(table.count_in(lo, hi), params).fetchone()[0] > MAX_WRITE:
+            raise _Split
+        try:
+            with conn.transaction():  # a savepoint: an application may have written a row meanwhile
+                return _upsert(conn, table, where, params, empty=True)
+        except psycopg.errors.UniqueViolation:
+            pass
+    else:
         count, digest, issues = conn.execute(table.source_hash(lo, hi), params).fetchone()
         if (count, digest) == tuple(conn.execute(table.v2_hash(lo, hi), params).fetchone()):
             result.rows = result.unchanged = count
             for kind, text, row in issues:
                 result.add_issue(kind, text, [row])
             return result
+        if count > MAX_WRITE:
+            raise _Split  # narrow down by halves: only the differing parts get written
         gone = conn.execute(table.deleted_in_legacy(lo, hi), params | {"limit": EXAMPLE_ROWS}).fetchall()
         if gone:
             result.deleted_in_legacy = gone[0][1]
             result.add_issue("warning", DELETED_IN_LEGACY, [{"id": key} for key, _ in gone], gone[0][1])
-    return result.merge(_upsert(conn, table, range_filter("l", lo, hi), params))
+    return result.merge(_upsert(conn, table, where, params))
 
 
-def _upsert(conn: psycopg.Connection, table: TableSQL, where: sql.Composable, params: dict) -> _Result:
-    rows = conn.execute(table.upsert(where), params).fetchall()
+def _upsert(conn: psycopg.Connection, table: TableSQL, where: sql.Composable, params: dict,
+            empty: bool = False) -> _Result:
+    rows = conn.execute(table.upsert(where, empty=empty), params).fetchall()
     result = _Result(rows=rows[0][4], inserted=rows[0][5], updated=rows[0][6])
     result.unchanged = result.rows - result.inserted - result.updated
     for _, kind, text, row, *_ in rows[1:]:
@@ -301,18 +322,17 @@ class Backfill:
                 bounds = {"lo": part.last_key, "hi": part.hi, "offset": size - 1}
                 found = conn.execute(table.key_at(part.last_key, part.hi), bounds).fetchone()
                 batch_hi = found[0] if found else part.hi
-                started = time.monotonic()
                 result = self._range_with_checkpoint(conn, run_id, pass_no, part, batch_hi, found is None)
-                elapsed = time.monotonic() - started
                 self._report_progress(part.table, pass_no, result.rows, total)
-                # Aim each transaction at the target duration; never grow or shrink abruptly.
-                ratio = self.options.target_seconds / max(elapsed, 1e-3)
-                size = max(100, min(int(size * min(max(ratio, 0.5), 1.5)), MAX_BATCH))
+                # Aim the longest transaction at the target; never grow or shrink abruptly.
+                ratio = self.options.target_seconds / max(result.longest_transaction, 1e-3)
+                size = max(100, min(int(size * min(max(ratio, 0.5), 1.5)), MAX_RANGE))
         return part
 
     def _range_with_checkpoint(self, conn, run_id, pass_no, part: _Part, hi, last: bool) -> _Result:
-        """The range (last_key, hi] and its checkpoint in one transaction; on an integrity
-        error, split the range until the offending rows stand alone and report them."""
+        """The range (last_key, hi] and its checkpoint in one transaction. A range with too
+        much to write, or that hits a constraint, is split in halves; a single row that
+        still hits a constraint is reported and left out."""
         table = self.tables[part.table]
         lo = part.last_key
         started = time.monotonic()
@@ -322,7 +342,7 @@ class Backfill:
                 result = _run_range(conn, table, lo, hi, pass_no == 1)
                 result.seconds = result.longest_transaction = time.monotonic() - started
                 merged = self._checkpoint(conn, run_id, pass_no, part, hi, last, result)
-        except psycopg.errors.IntegrityError as exc:
+        except (psycopg.errors.IntegrityError, _Split) as exc:
             count = conn.execute(table.count_in(lo, hi), params).fetchone()[0]
             if count > 1:
                 mid = conn.execute(table.key_at(lo, hi), params | {"offset": count // 2 - 1}).fetchone()[0]
@@ -348,26 +368,55 @@ class Backfill:
         return merged
 
     def _run_pass(self, conn: psycopg.Connection, run_id: int, pass_no: int) -> dict[str, list[_Part]]:
-        by_table: dict[str, list[_Part]] = {}
-        depth = {}
-        for t in TABLES:
-            depth[t.v2] = 1 + max((depth[d] for d in t.depends_on), default=-1)
-        waves = sorted({depth[n] for n in self.options.tables})
+        """Every part of every table, on `workers` threads; a part starts once the tables
+        its rules read are done, and workers spread over tables where they can, since two
+        bulk writers into one table queue on its heap."""
+        names = list(self.options.tables)
+        by_table = {name: self._parts(conn, run_id, pass_no, name) for name in names}
+        totals = {name: conn.execute(self.tables[name].count("legacy")).fetchone()[0] for name in names}
+        needs = {name: [d for d in BY_NAME[name].depends_on if d in names] for name in names}
+        pending = [p for name in names for p in by_table[name] if not p.finished]
+        unfinished = {p.table for p in pending}
+        active: dict[str, int] = dict.fromkeys(names, 0)
+        failures: list[BaseException] = []
+        ready = threading.Condition()
         self._done.clear()
-        with ThreadPoolExecutor(max_workers=self.options.workers) as pool:
-            for wave in waves:
-                names = [n for n in self.options.tables if depth[n] == wave]
-                jobs = []
-                for name in names:
-                    by_table[name] = self._parts(conn, run_id, pass_no, name)
-                    total = conn.execute(self.tables[name].count("legacy")).fetchone()[0]
-                    self._started[name] = time.monotonic()
-                    jobs += [pool.submit(self._run_part, run_id, pass_no, part, total)
-                             for part in by_table[name] if not part.finished]
-                for job in jobs:
-                    job.result()
-                if self.cancel.is_set():
-                    break
+
+        def next_part() -> _Part | None:
+            with ready:
+                while not (self.cancel.is_set() or failures):
+                    runnable = [p for p in pending if not any(d in unfinished for d in needs[p.table])]
+                    if runnable:
+                        part = min(runnable, key=lambda p: (active[p.table], -totals[p.table], p.part))
+                        pending.remove(part)
+                        active[part.table] += 1
+                        self._started.setdefault(part.table, time.monotonic())
+                        return part
+                    if not pending:
+                        return None
+                    ready.wait()
+                return None
+
+        def worker() -> None:
+            while (part := next_part()) is not None:
+                try:
+                    self._run_part(run_id, pass_no, part, totals[part.table])
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                    failures.append(exc)
+                with ready:
+                    active[part.table] -= 1
+                    if all(p.finished for p in by_table[part.table]):
+                        unfinished.discard(part.table)
+                    ready.notify_all()
+
+        self._started.clear()
+        threads = [threading.Thread(target=worker, name=f"backfill-{n}") for n in range(self.options.workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
         return by_table
 
     def run(self) -> dict[str, Any]:
