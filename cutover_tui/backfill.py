@@ -262,6 +262,9 @@ class Backfill:
         conn = psycopg.connect(self.url, autocommit=True, application_name="cutover backfill")
         # Never queue behind an application's row lock for long: fail the batch instead.
         conn.execute("SET lock_timeout = '5s'")
+        # One worker per core already: a parallel plan per range would only contend.
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+        conn.execute("SET work_mem = '64MB'")
         return conn
 
     def _open_run(self, conn: psycopg.Connection) -> tuple[int, dict[str, int]]:

@@ -26,6 +26,7 @@ from .demo.run import demo_environment
 from .errors import BadInput, CutoverError
 from .jobs import run_job
 from .recon import run_recon
+from .verify import VerifyOptions, run_verify, summary_lines
 from .mapping import BY_NAME
 from .report_diff import diff_reports, render_diff
 from .reports import dump_report, load_report
@@ -245,6 +246,28 @@ def cmd_backfill(session: Session, args: argparse.Namespace) -> int:
     return _print_report(stored, report, args.json, lines)
 
 
+def cmd_verify(session: Session, args: argparse.Namespace) -> int:
+    if args.sample_size <= 0:
+        raise BadInput(f"--sample-size must be a positive number of accounts (got {args.sample_size}).")
+    options = VerifyOptions(sample_size=args.sample_size, reconcile=args.reconcile, repair=args.repair)
+    live = sys.stdout.isatty() and not args.json
+
+    def show(check: dict) -> None:
+        if live:
+            print(summary_lines({"checks": [check]})[0], flush=True)
+
+    work = _run_cancellable(lambda cancel: run_verify(session.settings.database_url, options,
+                                                      cancel=cancel, on_check=show))
+    stored, report = run_job(session, "verify", work, report_path=args.report,
+                             detail={"repair": args.repair, "sample_size": args.sample_size})
+    lines = [] if live else summary_lines(report)
+    for check in report.checks:
+        extra = check.model_extra or {}
+        if not check.ok and extra.get("examples"):
+            lines.append(f"  {check.key}: {json.dumps(extra['examples'], default=str)[:300]}")
+    return _print_report(stored, report, args.json, lines)
+
+
 def cmd_recon(session: Session, args: argparse.Namespace) -> int:
     if args.sample_rows < 0:
         raise BadInput(f"--sample-rows must be 0 or more (got {args.sample_rows}).")
@@ -360,6 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--batch-size", type=int, help="rows in the first batch (it adapts toward 0.4 s)")
     p.add_argument("--tables", help=f"comma-separated subset of: {', '.join(BY_NAME)}")
+    p = command("verify", cmd_verify, "Stage G: prove v2 matches legacy under the backfill rules.")
+    p.add_argument("--report", type=Path, help="report file (default: the runbook's report folder)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--sample-size", type=int, default=50, help="accounts compared in the sample checks")
+    p.add_argument("--reconcile", action=argparse.BooleanOptionalAction, default=True,
+                   help="the deleted-row reconciliation checks (default on)")
+    p.add_argument("--repair", action="store_true",
+                   help="re-copy the rows the content check finds missing or different, then check again")
     p = command("recon", cmd_recon, "Stage 0: describe the legacy schema and what the backfill will meet.")
     p.add_argument("--out", type=Path, help="report file (default: the runbook's report folder)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -98,7 +98,7 @@ IDENTITIES = TableMap(
             SELECT 1 FROM platform_managed_users o
             WHERE o.workspace_id = l.workspace_id
               AND o.identity_key_fingerprint = l.identity_key_fingerprint
-              AND o.status <> 'deleted' AND (o.created_at, o.id) < (l.created_at, l.id)) AS older) dup""",
+              AND o.status <> 'deleted' AND (o.created_at, o.id) < (l.created_at, l.id)) AS older OFFSET 0) dup""",
     issues=(Issue("error", "account missing", "w.id IS NULL"),
             Issue("warning", "duplicate active fingerprint: landed as deleted", "dup.older")),
     example=("id", "workspace_id", "identity_key_fingerprint", "status", "created_at"),
@@ -119,7 +119,7 @@ PIXBOOKS = TableMap(
             SELECT 1 FROM platform_books o
             WHERE o.workspace_id = l.workspace_id AND o.managed_user_id = l.managed_user_id
               AND o.status <> 'deleted' AND {_collection('o')} = {_collection('l')}
-              AND (o.created_at, o.id) < (l.created_at, l.id)) AS older) dup""",
+              AND (o.created_at, o.id) < (l.created_at, l.id)) AS older OFFSET 0) dup""",
     issues=(Issue("error", "identity missing", "mu.id IS NULL"),
             Issue("error", "identity did not land (its account is missing)", "w.id IS NULL"),
             Issue("error", "identity belongs to another account", "mu.workspace_id <> l.workspace_id"),

@@ -147,12 +147,15 @@ _PLAIN_TYPES = ("bigint", "integer", "smallint", "timestamp with time zone", "te
 def _differs(table: TableMap, name: str, kind: str) -> sql.Composable:
     """Whether v2 (`t`) holds another value than the rules give from the source (`s`).
 
-    A column that a re-run sets from both sides (accounts.updated_at: the later of the
-    two) is right when a re-run would leave it as it is; every other column must equal
-    the source, compared like `row_hash` compares it (typed, or by canonical text).
+    A column a re-run leaves alone (accounts.status: v2 owns it once the row landed) is
+    never a difference; one a re-run sets from both sides (accounts.updated_at: the later
+    of the two) is right when a re-run would leave it as it is; every other column must
+    equal the source, compared like `row_hash` compares it (typed, or by canonical text).
     """
     v2, src = sql.SQL("t.{}").format(sql.Identifier(name)), sql.SQL("s.{}").format(sql.Identifier(name))
     rerun = table.rerun_expression(name)
+    if rerun is None:
+        return sql.SQL("false")
     expected: sql.Composable = src
     if rerun is not None and rerun != f"EXCLUDED.{name}":
         expected = sql.SQL(rerun.replace("{v2}", "t").replace("EXCLUDED.", "s."))

@@ -287,3 +287,24 @@ def test_recon_command_prints_counts_anomalies_and_estimate(cutover, tmp_path):
     assert status_json(cutover)["stage"] == "0"
     code, _, err = cutover("recon", "--sample-rows", "-1")
     assert code == 2 and "--sample-rows" in err
+
+
+def test_verify_command_passes_after_backfill_and_repairs(cutover, tmp_path):
+    assert cutover("migrate")[0] == 0
+    cutover("backfill", "--report", str(tmp_path / "b.json"))
+    code, out, _ = cutover("verify", "--report", str(tmp_path / "v1.json"))
+    assert code == 0 and "PASS content:pixbook_snapshots" in out and "FAIL" not in out
+    assert status_json(cutover)["stage"] == "G"
+    with psycopg.connect(cutover.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE pixbooks SET name = name || 'x' WHERE id = (SELECT min(id) FROM pixbooks)")
+    code, out, _ = cutover("verify", "--report", str(tmp_path / "v2.json"))
+    assert code == 1 and "FAIL content:pixbooks" in out
+    code, out, _ = cutover("verify", "--repair", "--report", str(tmp_path / "v3.json"))
+    assert code == 0 and "PASS repair:pixbooks" in out
+    journal = json.loads(cutover("journal", "--json")[1])
+    assert [r["action"] for r in journal][-3:] == ["verify", "verify", "verify"]
+    assert journal[-1]["detail"]["repair"] is True
+    code, out, _ = cutover("diff", str(tmp_path / "v1.json"), str(tmp_path / "v2.json"))
+    assert code == 1 and "content:pixbooks" in out
+    code, _, err = cutover("verify", "--sample-size", "0")
+    assert code == 2 and "--sample-size" in err
