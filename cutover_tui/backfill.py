@@ -38,6 +38,8 @@ class BackfillOptions(BaseModel):
     target_seconds: float = Field(0.4, gt=0)
     workers: int = Field(2, ge=1)
     max_passes: int = Field(4, ge=1)
+    # Compare every range by hash even when the watermarks prove nothing changed.
+    full_compare: bool = False
 
 
 class BackfillProgress(BaseModel):
@@ -327,9 +329,10 @@ class Backfill:
                 batch_hi = found[0] if found else part.hi
                 result = self._range_with_checkpoint(conn, run_id, pass_no, part, batch_hi, found is None)
                 self._report_progress(part.table, pass_no, result.rows, total)
-                # Aim the longest transaction at the target; never grow or shrink abruptly.
+                # Aim the longest transaction at the target: halve at most, and grow by up to
+                # four times while far below it (each range has a fixed cost to amortise).
                 ratio = self.options.target_seconds / max(result.longest_transaction, 1e-3)
-                size = max(100, min(int(size * min(max(ratio, 0.5), 1.5)), MAX_RANGE))
+                size = max(100, min(int(size * min(max(ratio, 0.5), 4.0 if ratio > 4 else 1.5)), MAX_RANGE))
         return part
 
     def _range_with_checkpoint(self, conn, run_id, pass_no, part: _Part, hi, last: bool) -> _Result:
@@ -430,6 +433,9 @@ class Backfill:
                 raise Refused("Another backfill or verify is running on this database; wait for it to finish.")
             try:
                 run_id, before = self._open_run(conn)
+                last = None if self.resumed or self.options.full_compare else self._unchanged_since(conn, run_id)
+                if last is not None:
+                    return self._unchanged_report(conn, run_id, before, last, time.monotonic() - started)
                 first = conn.execute("SELECT coalesce(max(pass), 1) FROM cutover.backfill_parts WHERE run_id = %s",
                                      (run_id,)).fetchone()[0]
                 passes: dict[int, dict[str, list[_Part]]] = {}
@@ -442,10 +448,13 @@ class Backfill:
                     pass_no += 1
                 for earlier in range(1, first):
                     passes[earlier] = {n: self._parts(conn, run_id, earlier, n) for n in self.options.tables}
-                state = "cancelled" if self.cancel.is_set() else "done"
-                conn.execute("UPDATE cutover.backfill_runs SET state = %s, finished_at = now() WHERE id = %s",
-                             (state, run_id))
-                return self._report(conn, run_id, before, passes, time.monotonic() - started)
+                counts = self._counts(conn)
+                if self.cancel.is_set():
+                    conn.execute("UPDATE cutover.backfill_runs SET state = 'cancelled', finished_at = now() "
+                                 "WHERE id = %s", (run_id,))
+                else:
+                    self._finish(conn, run_id, pass_no, counts)
+                return self._report(run_id, before, counts, passes, time.monotonic() - started)
             except psycopg.Error:
                 if not conn.closed:
                     conn.execute("UPDATE cutover.backfill_runs SET state = 'failed' WHERE state = 'running'")
@@ -454,6 +463,53 @@ class Backfill:
                 if not conn.closed:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (JOB_LOCK_KEY,))
 
+    def _counts(self, conn: psycopg.Connection) -> dict[str, list[int]]:
+        """[legacy rows, v2 rows] per table, now."""
+        return {name: [conn.execute(t.count("legacy")).fetchone()[0], conn.execute(t.count("v2")).fetchone()[0]]
+                for name, t in self.tables.items()}
+
+    def _finish(self, conn, run_id: int, final_pass: int, counts: dict[str, list[int]]) -> None:
+        conn.execute(
+            """UPDATE cutover.backfill_runs SET state = 'done', finished_at = now(), final_pass = %s,
+                   legacy_xmin = (SELECT min(started_xmin) FROM cutover.backfill_parts
+                                  WHERE run_id = %s AND pass = %s),
+                   v2_xmin = pg_snapshot_xmin(pg_current_snapshot()), end_counts = %s
+               WHERE id = %s""", (final_pass, run_id, final_pass, Jsonb(counts), run_id))
+
+    def _unchanged_since(self, conn, run_id: int) -> tuple | None:
+        """The last finished run of these tables, if provably nothing changed since: no
+        legacy row newer than its last pass, no v2 row newer than its end, the same counts."""
+        last = conn.execute(
+            """SELECT id, final_pass, legacy_xmin, v2_xmin, end_counts FROM cutover.backfill_runs
+               WHERE state = 'done' AND tables = %s AND legacy_xmin IS NOT NULL AND id <> %s
+               ORDER BY id DESC LIMIT 1""", (list(self.options.tables), run_id)).fetchone()
+        if last is None or last[4] != self._counts(conn):
+            return None
+        legacy = sorted({t.legacy for t in TABLES} | {"auth_users"})
+        if any(_newer_rows(conn, name, last[2]) for name in legacy):
+            return None
+        if any(_newer_rows(conn, name, last[3]) for name in self.options.tables):
+            return None
+        return last
+
+    def _unchanged_report(self, conn, run_id: int, before: dict[str, int], last: tuple,
+                          seconds: float) -> dict[str, Any]:
+        """The last run's findings stand: every row unchanged, nothing written."""
+        last_id, final_pass, legacy_xmin, v2_xmin, counts = last
+        parts = {}
+        for name in self.options.tables:
+            parts[name] = self._parts(conn, last_id, final_pass, name)
+            for part in parts[name]:
+                part.result = part.result.model_copy(update={
+                    "inserted": 0, "updated": 0, "unchanged": part.result.rows, "seconds": 0.0,
+                    "longest_transaction": 0.0})
+        conn.execute(
+            """UPDATE cutover.backfill_runs SET state = 'done', finished_at = now(), final_pass = 0,
+                   legacy_xmin = %s, v2_xmin = %s, end_counts = %s WHERE id = %s""",
+            (legacy_xmin, v2_xmin, Jsonb(counts), run_id))
+        report = self._report(run_id, before, counts, {0: parts}, seconds)
+        return report | {"unchangedSince": last_id}
+
     def _legacy_changed(self, conn, run_id: int, pass_no: int, parts: dict[str, list[_Part]]) -> bool:
         """Whether legacy may differ from what this pass read, so a catch-up pass is due.
 
@@ -461,14 +517,10 @@ class Backfill:
         pass's snapshot xmin (one sequential scan per table); a deleted row shows as
         fewer rows now than the pass read. Rows that conflicted may land on a retry.
         """
-        span = conn.execute(
-            "SELECT age((min(started_xmin)::text::bigint %% 4294967296)::text::xid) FROM cutover.backfill_parts "
-            "WHERE run_id = %s AND pass = %s", (run_id, pass_no)).fetchone()[0]
-        legacy_tables = {t.legacy for t in TABLES} | {"auth_users"}
-        for name in sorted(legacy_tables):
-            if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE age(xmin) <= %s)").format(
-                    sql.Identifier(name)), (span,)).fetchone()[0]:
-                return True
+        since = conn.execute("SELECT min(started_xmin) FROM cutover.backfill_parts WHERE run_id = %s AND pass = %s",
+                             (run_id, pass_no)).fetchone()[0]
+        if any(_newer_rows(conn, name, since) for name in sorted({t.legacy for t in TABLES} | {"auth_users"})):
+            return True
         for name, table_parts in parts.items():
             seen = sum(p.result.seen for p in table_parts)
             if seen != conn.execute(self.tables[name].count("legacy")).fetchone()[0]:
@@ -479,7 +531,7 @@ class Backfill:
 
     # -- the report ------------------------------------------------------------------
 
-    def _report(self, conn, run_id: int, before: dict[str, int],
+    def _report(self, run_id: int, before: dict[str, int], counts: dict[str, list[int]],
                 passes: dict[int, dict[str, list[_Part]]], seconds: float) -> dict[str, Any]:
         last_pass = max(passes)
         stages, errors, warnings = [], [], []
@@ -498,9 +550,9 @@ class Backfill:
             warning_rows = sum(e["count"] for e in final.issues.values() if e["kind"] == "warning")
             stages.append({
                 "stage": name, "oldTable": table.map.legacy,
-                "oldCount": conn.execute(table.count("legacy")).fetchone()[0],
+                "oldCount": counts[name][0],
                 "beforeCount": before.get(name, 0),
-                "afterCount": conn.execute(table.count("v2")).fetchone()[0],
+                "afterCount": counts[name][1],
                 "affectedRows": sum(r.changed for r in every),
                 "inserted": sum(r.inserted for r in every), "updated": sum(r.updated for r in every),
                 "unchanged": final.unchanged, "errorRows": error_rows, "warningRows": warning_rows,
@@ -522,6 +574,14 @@ class Backfill:
             "durationSeconds": round(seconds, 3), "longestTransactionSeconds": round(longest, 3),
             "stages": stages, "errors": errors, "warnings": warnings,
         }
+
+
+def _newer_rows(conn: psycopg.Connection, table: str, since) -> bool:
+    """Whether any row of `table` was written by a transaction at or after xid8 `since`
+    (one sequential scan; xmin is 32-bit, so compare by age)."""
+    return conn.execute(sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE age(xmin) <= age((%s::text::bigint %% 4294967296)::text::xid))"
+    ).format(sql.Identifier(table)), (since,)).fetchone()[0]
 
 
 def check_ready(conn: psycopg.Connection, tables: Iterable[str]) -> None:

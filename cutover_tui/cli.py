@@ -222,7 +222,8 @@ def cmd_backfill(session: Session, args: argparse.Namespace) -> int:
     tables = parse_tables(args.tables) if args.tables else BackfillOptions().tables
     if args.batch_size is not None and args.batch_size <= 0:
         raise BadInput(f"--batch-size must be a positive number of rows (got {args.batch_size}).")
-    options = BackfillOptions(tables=tables, **({"batch_size": args.batch_size} if args.batch_size else {}))
+    options = BackfillOptions(tables=tables, full_compare=args.full_compare,
+                              **({"batch_size": args.batch_size} if args.batch_size else {}))
     progress = _ProgressLine(sys.stderr.isatty() and not args.json)
 
     def backfill(cancel: threading.Event) -> dict:
@@ -383,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--batch-size", type=int, help="rows in the first batch (it adapts toward 0.4 s)")
     p.add_argument("--tables", help=f"comma-separated subset of: {', '.join(BY_NAME)}")
+    p.add_argument("--full-compare", action="store_true",
+                   help="compare every range by hash even when nothing changed since the last run")
     p = command("verify", cmd_verify, "Stage G: prove v2 matches legacy under the backfill rules.")
     p.add_argument("--report", type=Path, help="report file (default: the runbook's report folder)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -45,7 +45,13 @@ CREATE TABLE IF NOT EXISTS cutover.backfill_runs (
     state text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done', 'cancelled', 'failed', 'abandoned')),
     operator text NOT NULL,
     tables text[] NOT NULL,
-    before_counts jsonb NOT NULL DEFAULT '{}'
+    before_counts jsonb NOT NULL DEFAULT '{}',
+    -- Watermarks of a finished run, so that a later run can prove nothing changed since:
+    -- legacy rows written after its last pass began, or v2 rows after it ended, are newer.
+    final_pass integer,
+    legacy_xmin xid8,
+    v2_xmin xid8,
+    end_counts jsonb
 );
 -- One row per table part per pass; written in the same transaction as each batch,
 -- so after a crash the checkpoint and the v2 rows always agree.

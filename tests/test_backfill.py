@@ -86,13 +86,30 @@ def test_rules_land_what_they_should_and_report_the_rest(v2_db_url):
 
 
 def test_idle_rerun_touches_no_tuple(v2_db_url):
-    backfill(v2_db_url)
+    first = backfill(v2_db_url)
     before_rows, before_places = fingerprint(v2_db_url), physical(v2_db_url)
-    report = backfill(v2_db_url)
-    assert [s["affectedRows"] for s in report["stages"]] == [0] * len(V2_TABLES)
-    assert report["passes"] == 1
+    proven = backfill(v2_db_url)  # the watermarks prove nothing changed
+    compared = backfill(v2_db_url, full_compare=True)  # every range compared by hash
+    assert proven["unchangedSince"] == first["runId"] and proven["passes"] == 0
+    assert compared["passes"] == 1 and "unchangedSince" not in compared
+    for report in (proven, compared):
+        assert [s["affectedRows"] for s in report["stages"]] == [0] * len(V2_TABLES)
+        assert issues(report, "error") == issues(first, "error")
+        assert [s["afterCount"] for s in report["stages"]] == [s["afterCount"] for s in first["stages"]]
     assert fingerprint(v2_db_url) == before_rows
     assert physical(v2_db_url) == before_places
+
+
+def test_a_v2_row_changed_by_someone_else_defeats_the_shortcut(v2_db_url):
+    backfill(v2_db_url)
+    expected = fingerprint(v2_db_url)
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        conn.execute("UPDATE pixbook_snapshots SET ledger_head = 'tampered' WHERE id = "
+                     "(SELECT min(id) FROM pixbook_snapshots)")
+    report = backfill(v2_db_url)
+    assert "unchangedSince" not in report
+    assert {s["stage"]: s["updated"] for s in report["stages"] if s["updated"]} == {"pixbook_snapshots": 1}
+    assert fingerprint(v2_db_url) == expected
 
 
 def test_rerun_brings_over_exactly_the_changed_rows(v2_db_url):
