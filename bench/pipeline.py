@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from cutover_tui import migrate  # noqa: E402
 from cutover_tui.backfill import Backfill, BackfillOptions  # noqa: E402
 from cutover_tui.db import ensure_console_schema  # noqa: E402
-from cutover_tui.demo.embedded import create_database  # noqa: E402
+from cutover_tui.demo.embedded import create_database, database_url  # noqa: E402
 from cutover_tui.demo.seed import SIZES, seed_legacy  # noqa: E402
 from cutover_tui.mapping import TABLES, source_query  # noqa: E402
 from cutover_tui.verify import VerifyOptions, run_verify  # noqa: E402
@@ -53,7 +53,7 @@ def seeded(server_url: str, size: str) -> str:
     with psycopg.connect(server_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     if exists:
-        url = server_url.rsplit("/", 1)[0] + "/" + name + "?" + server_url.partition("?")[2]
+        url = database_url(server_url, name)
         print(f"[{size}] reusing the seeded database {name}")
         return url
     url = create_database(server_url, name)
@@ -69,8 +69,10 @@ def seeded(server_url: str, size: str) -> str:
 
 
 def reset(conn: psycopg.Connection) -> None:
+    """Empty v2 and the console's own state (a reused database may hold an older one)."""
     conn.execute(sql.SQL("TRUNCATE {}").format(V2))
-    conn.execute("DELETE FROM cutover.backfill_runs")
+    conn.execute("DROP SCHEMA IF EXISTS cutover CASCADE")
+    ensure_console_schema(conn)
     conn.execute("CHECKPOINT")
 
 

@@ -34,7 +34,7 @@ def test_unreachable_database_exit_3_without_password(capsys, tmp_path, env_file
 def password_role(pg_server_url, empty_db_url):
     """A role that must log in with a password over the socket (pgserver trusts by default)."""
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE pw_user LOGIN PASSWORD '{SECRET}'")
+        conn.execute(f"CREATE ROLE pw_user LOGIN SUPERUSER PASSWORD '{SECRET}'")
         hba = conn.execute("SHOW hba_file").fetchone()[0]
         original = conn.execute("SELECT pg_read_file(%s)", (hba,)).fetchone()[0]
         conn.execute("SELECT pg_catalog.pg_reload_conf()")
@@ -47,6 +47,8 @@ def password_role(pg_server_url, empty_db_url):
         yield empty_db_url.replace("postgres:@", "pw_user:{}@")
     finally:
         path.write_text(original)
+        with psycopg.connect(empty_db_url, autocommit=True) as conn:
+            conn.execute("REASSIGN OWNED BY pw_user TO postgres")
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
             conn.execute("DROP ROLE pw_user")
@@ -63,3 +65,30 @@ def test_wrong_password_is_unreachable_and_redacted(capsys, password_role, env_f
     out, err = capsys.readouterr()
     assert code == 3 and "password authentication failed" in err
     assert SECRET not in out + err and "pw_user:***@" in err
+
+
+def test_no_command_writes_the_password_anywhere(capsys, password_role, env_file, tmp_path):
+    """migrate, backfill, verify and recon with a password in the URL: stdout, stderr,
+    report files, stored reports and the journal never hold it."""
+    url = password_role.format(SECRET)
+    admin = password_role.replace("pw_user:{}@", "postgres:@")
+    from cutover_tui.demo.seed import seed_legacy
+    from cutover_tui.migrate import apply_legacy_baseline
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        apply_legacy_baseline(conn, ROOT / "sql")
+        seed_legacy(conn, 20)
+    base = ["--runbook", str(ROOT / "runbook.toml"), "--database-url", url, "--env-file", str(env_file)]
+    seen = ""
+    for args in (["migrate"], ["recon", "--out", str(tmp_path / "r.json")],
+                 ["backfill", "--report", str(tmp_path / "b.json")], ["verify", "--report", str(tmp_path / "v.json")],
+                 ["status", "--json"], ["journal", "--json"]):
+        main([*base, *args])
+        out, err = capsys.readouterr()
+        seen += out + err
+    seen += "".join(path.read_text() for path in tmp_path.glob("*.json"))
+    with psycopg.connect(admin) as conn:
+        seen += str(conn.execute("SELECT json_agg(j) FROM cutover.journal j").fetchone()[0])
+        seen += str(conn.execute("SELECT json_agg(r) FROM cutover.reports r").fetchone()[0])
+    assert "PASS content:accounts" in seen  # the commands really ran
+    assert SECRET not in seen
