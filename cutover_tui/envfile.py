@@ -27,7 +27,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import EnvFileError, Refused
-from .fileio import TEMP_INFIX, atomic_write
+from .fileio import atomic_write
 
 READS = "ACCOUNT_SCHEMA_V2_READS"
 WRITES = "ACCOUNT_SCHEMA_V2_WRITES"

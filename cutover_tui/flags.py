@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-READS = "ACCOUNT_SCHEMA_V2_READS"
-WRITES = "ACCOUNT_SCHEMA_V2_WRITES"
-DUAL_WRITE = "ACCOUNT_SCHEMA_V2_DUAL_WRITE"
-ALIAS = "ACCOUNT_API_ACCEPT_WORKSPACE_ALIAS"
+from .envfile import DUAL_WRITE, READS, WRITES
 
 
 class Flags(BaseModel):

@@ -15,9 +15,6 @@ from .matrix import assess, verify_stage
 from .session import Session
 from .transitions import refuse
 
-_MODELS = {"recon": reports.ReconReport, "backfill": reports.BackfillReport, "verify": reports.VerifyReport}
-
-
 def run_job(session: Session, kind: reports.ReportKind, work: Callable[[], dict[str, Any]], *,
             report_path: Path | None = None, detail: dict[str, Any] | None = None,
             ) -> tuple[reports.StoredReport, reports.Report]:
@@ -34,7 +31,7 @@ def run_job(session: Session, kind: reports.ReportKind, work: Callable[[], dict[
     with session.operator_lock():
         body = work()
         try:
-            report = _MODELS[kind].model_validate(body)
+            report = reports.MODELS[kind].model_validate(body)
         except ValueError as exc:  # our own engine broke the §4 shape: say so, keep nothing
             raise CutoverError(f"The {kind} produced a report that does not fit its shape ({exc}).") from None
         stored = reports.save_report(session.conn, report, kind=kind, report_dir=session.settings.report_dir,

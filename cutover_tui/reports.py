@@ -301,7 +301,7 @@ class VerifyReport(_Report):
 
 
 Report = ReconReport | BackfillReport | VerifyReport
-_MODELS: dict[str, type[_Report]] = {
+MODELS: dict[str, type[_Report]] = {
     "recon": ReconReport, "backfill": BackfillReport, "verify": VerifyReport,
     "verify-reads": VerifyReport,
 }
@@ -401,7 +401,7 @@ def load_stored(conn: psycopg.Connection, report_id: str) -> Report:
     if row is None:
         raise BadInput(f"No report {report_id!r} is stored in this database; check the id.")
     kind, body = row
-    return _parse(body, f"Stored report {report_id}", _MODELS[kind])
+    return _parse(body, f"Stored report {report_id}", MODELS[kind])
 
 
 # --- Writing -------------------------------------------------------------------------
@@ -449,7 +449,7 @@ def save_report(conn: psycopg.Connection, report: Report, *, kind: ReportKind,
                 report_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None,
                 stage: str | None = None) -> StoredReport:
     """Write the file atomically (to `path`, else the default name in `report_dir`) and its row."""
-    if not isinstance(report, _MODELS[kind]):
+    if not isinstance(report, MODELS[kind]):
         raise ValueError(f"a {type(report).__name__} cannot be saved as a {kind} report")
     target = (Path(path) if path is not None
               else check_report_dir(report_dir) / file_name(kind, report.generated_at)).absolute()

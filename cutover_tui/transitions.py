@@ -16,7 +16,6 @@ from .matrix import Assessment, Step, rollback_flags
 from .runbook import PROMOTABLE, StageId
 from .session import Session
 
-STAGE_ALIASES = {"E-steady": "E'", "E-STEADY": "E'", "e-steady": "E'"}
 
 
 class FlagChange(BaseModel):
@@ -36,7 +35,9 @@ class FlagChange(BaseModel):
 
 
 def parse_stage(name: str) -> StageId:
-    stage = STAGE_ALIASES.get(name, name.upper() if name.lower() != "e'" else "E'")
+    """C, D, E, or E' (also spelled E-steady, which needs no shell quoting)."""
+    stage = name.strip().upper()
+    stage = "E'" if stage in ("E-STEADY", "E'") else stage
     if stage not in PROMOTABLE:
         raise BadInput(f"Unknown stage {name!r} for promote: choose one of C, D, E, E-steady.")
     return stage

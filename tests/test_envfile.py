@@ -27,7 +27,6 @@ from cutover_tui.envfile import (
     FLAG_NAMES,
     GROUP_COMMENT,
     READS,
-    TEMP_INFIX,
     WRITES,
     EnvFile,
     EnvFileChanged,
@@ -38,6 +37,7 @@ from cutover_tui.envfile import (
     write_flags,
 )
 from cutover_tui.errors import EnvFileError, Refused
+from cutover_tui.fileio import TEMP_INFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITER_CHILD = Path(__file__).with_name("envfile_writer_child.py")
