@@ -308,3 +308,15 @@ def test_verify_command_passes_after_backfill_and_repairs(cutover, tmp_path):
     assert code == 1 and "content:pixbooks" in out
     code, _, err = cutover("verify", "--sample-size", "0")
     assert code == 2 and "--sample-size" in err
+
+
+def test_progress_line_shows_rows_per_second_and_eta_only_on_a_terminal(capsys):
+    from cutover_tui.backfill import BackfillProgress
+    from cutover_tui.cli import _ProgressLine
+
+    progress = BackfillProgress(table="pixbooks", pass_no=1, done=500, total=2000, rows_per_second=100.0)
+    _ProgressLine(enabled=True)(progress)
+    line = capsys.readouterr().err
+    assert "pixbooks" in line and " 25%" in line and "100 rows/s" in line and "ETA    15s" in line
+    _ProgressLine(enabled=False)(progress)  # --json, or not a terminal: nothing extra
+    assert capsys.readouterr() == ("", "")
