@@ -21,7 +21,7 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import db
-from .backfill import JOB_LOCK_KEY, SPLIT_ROWS, repair_rows
+from .backfill import JOB_LOCK_KEY, SPLIT_ROWS, TableSQL, repair_rows
 from .errors import CutoverError, Refused
 from .mapping import BY_NAME, PIXBOOKS, TABLES, TableMap, column_types, range_filter, row_hash, source_query
 
@@ -164,27 +164,17 @@ def _differs(table: TableMap, name: str, kind: str) -> sql.Composable:
     return sql.SQL("{}::text IS DISTINCT FROM ({})::text").format(v2, expected)
 
 
-class _Statements:
-    """The SQL of one table's content walk, built from its mapping; ranges are bound as parameters."""
+class _Statements(TableSQL):
+    """The SQL of one table's content walk: the backfill's statements, plus the comparison."""
 
     def __init__(self, table: TableMap, types: tuple[tuple[str, str], ...]):
-        self.map = table
-        self.types = tuple(t for t in types if t[0] in table.columns)
-        self.v2 = sql.Identifier(table.v2)
-        self.legacy = sql.Identifier(table.legacy)
+        super().__init__(table, types)
         self.needs_landed = "{landed_books}" in table.joins
         self.has_status = "status" in table.columns
         self.compared = [(n, k) for n, k in self.types if n != "id"]
 
     def source(self, lo: str | None, hi: str | None) -> sql.Composed:
         return source_query(self.map, range_filter("l", lo, hi), landed_books=_LANDED)
-
-    def key_at(self, lo: str | None, hi: str | None) -> sql.Composed:
-        return sql.SQL("SELECT l.id FROM {} l WHERE {} ORDER BY l.id OFFSET %(offset)s LIMIT 1").format(
-            self.legacy, range_filter("l", lo, hi))
-
-    def count_legacy(self) -> sql.Composed:
-        return sql.SQL("SELECT count(*) FROM {}").format(self.legacy)
 
     def _issue_in(self, kind: str) -> sql.Composable:
         """Whether a source row's issue (each issue text belongs to one kind) is of `kind`."""
@@ -529,7 +519,7 @@ class _Verify:
 
     def _parts(self, conn: psycopg.Connection, name: str) -> tuple[list[_Part], int]:
         st = self.statements[name]
-        total = conn.execute(st.count_legacy()).fetchone()[0]
+        total = conn.execute(st.count("legacy")).fetchone()[0]
         pieces = self.options.workers if total > SPLIT_ROWS else 1
         cuts = [conn.execute(st.key_at(None, None), {"offset": total * k // pieces}).fetchone()[0]
                 for k in range(1, pieces)]
