@@ -12,12 +12,13 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import conninfo
 
-from .errors import DatabaseUnreachable
+from .errors import CutoverError, DatabaseUnreachable
 
 CONSOLE_SCHEMA = "cutover"
 
-_CONSOLE_DDL = """
-CREATE SCHEMA IF NOT EXISTS cutover;
+# The console's own tables, as numbered steps: a database that holds an older console
+# schema gets only the steps it lacks. Add a step; never edit one that has shipped.
+_CONSOLE_STEPS: tuple[str, ...] = ("""
 CREATE TABLE IF NOT EXISTS cutover.journal (
     id bigserial PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT now(),
@@ -77,7 +78,7 @@ CREATE TABLE IF NOT EXISTS cutover.operator_lock (
     backend_pid integer NOT NULL,
     client text NOT NULL
 );
-"""
+""",)
 
 # One key per database for the operator lock; "cutover" spelled as an int8.
 OPERATOR_LOCK_KEY = 0x6375746F766572
@@ -128,11 +129,19 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
 
 
 def ensure_console_schema(conn: psycopg.Connection) -> None:
-    """Create the console's own schema and tables if missing (idempotent)."""
+    """Bring the console's own schema up to date (idempotent)."""
     with conn.transaction():
         # Serialise concurrent first runs: CREATE ... IF NOT EXISTS still races.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (OPERATOR_LOCK_KEY + 1,))
-        conn.execute(_CONSOLE_DDL)
+        conn.execute("CREATE SCHEMA IF NOT EXISTS cutover")
+        conn.execute("CREATE TABLE IF NOT EXISTS cutover.schema_version (version integer NOT NULL)")
+        current = conn.execute("SELECT max(version) FROM cutover.schema_version").fetchone()[0] or 0
+        if current > len(_CONSOLE_STEPS):
+            raise CutoverError(f"This database's console schema is version {current}, newer than this "
+                               f"console knows ({len(_CONSOLE_STEPS)}); upgrade cutover-tui.")
+        for version, step in enumerate(_CONSOLE_STEPS[current:], start=current + 1):
+            conn.execute(step)
+            conn.execute("INSERT INTO cutover.schema_version (version) VALUES (%s)", (version,))
 
 
 def database_name(conn: psycopg.Connection) -> str:

@@ -92,3 +92,19 @@ def test_no_command_writes_the_password_anywhere(capsys, password_role, env_file
         seen += str(conn.execute("SELECT json_agg(r) FROM cutover.reports r").fetchone()[0])
     assert "PASS content:accounts" in seen  # the commands really ran
     assert SECRET not in seen
+
+
+def test_console_schema_is_versioned_and_refuses_a_newer_one(empty_db_url):
+    import psycopg
+
+    from cutover_tui.db import ensure_console_schema
+    from cutover_tui.errors import CutoverError
+
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        ensure_console_schema(conn)
+        ensure_console_schema(conn)  # idempotent: no step runs twice
+        versions = conn.execute("SELECT version FROM cutover.schema_version ORDER BY version").fetchall()
+        assert versions == [(1,)]
+        conn.execute("INSERT INTO cutover.schema_version VALUES (99)")
+        with pytest.raises(CutoverError, match="version 99, newer than this console knows"):
+            ensure_console_schema(conn)

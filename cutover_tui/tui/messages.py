@@ -1,0 +1,62 @@
+"""Every message the console's widgets and workers post: small, past tense, data only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from ..errors import CutoverError
+from ..journal import JournalEntry
+from ..status import Status
+from ..transitions import FlagChange
+
+
+@dataclass
+class SessionOpened(Message):
+    """The database answered and the console's schema is in place."""
+
+    label: str
+
+
+@dataclass
+class StatusGathered(Message):
+    status: Status
+
+
+@dataclass
+class JournalLoaded(Message):
+    entries: list[JournalEntry]
+
+
+@dataclass
+class ChangeRequested(Message):
+    """The operator pressed a flag-change key; `action` is promote, rollback or restore."""
+
+    action: str
+    target: str | None = None
+
+
+@dataclass
+class ChangePlanned(Message):
+    change: FlagChange
+
+
+@dataclass
+class ChangeApplied(Message):
+    change: FlagChange
+    entry: JournalEntry
+
+
+@dataclass
+class JournalRequested(Message):
+    pass
+
+
+@dataclass
+class OperationFailed(Message):
+    """An engine call failed; `fatal` means the console has no working session."""
+
+    error: CutoverError
+    fatal: bool = False
+    refresh: bool = False  # show the status again: something may have changed

@@ -1,0 +1,1 @@
+"""One screen per file; screens never talk to the database, the app does."""

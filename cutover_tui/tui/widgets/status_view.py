@@ -1,0 +1,130 @@
+"""Widgets that each render one slice of the dashboard's `Status`, set on them by the screen."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from ...envfile import ALIAS, DUAL_WRITE, READS, WRITES
+from ...flags import Flags
+from ...status import Status
+from ..text import literal
+
+# The keys the dashboard binds to each next step, shown beside the step.
+STEP_KEYS = {("promote", "C"): "c", ("promote", "D"): "D", ("promote", "E"): "e",
+             ("promote", "E'"): "s", ("rollback", None): "b", ("restore-flags", None): "R"}
+
+_FLAG_ATTR = {READS: "reads", WRITES: "writes", DUAL_WRITE: "dual_write"}
+
+
+def _word(value: bool) -> str:
+    return "true" if value else "false"
+
+
+class StatusView(Widget):
+    """Renders nothing until the screen sets `status`."""
+
+    status: reactive[Status | None] = reactive(None, layout=True, always_update=True)
+
+    def render(self) -> RenderableType:
+        return Text("…") if self.status is None else self.render_status(self.status)
+
+    def render_status(self, status: Status) -> RenderableType:
+        raise NotImplementedError
+
+
+class StageLine(StatusView):
+    """A 0 B G C D E E' F with the current stage highlighted."""
+
+    def render_status(self, status: Status) -> RenderableType:
+        line = Text("stage  ")
+        for stage in status.stage_order:
+            current = stage == status.stage
+            line.append(f" {stage} ", style="bold reverse green" if current else "dim")
+            line.append(" ")
+        if status.stage is None:
+            line.append("  not started: Stage A is not applied", style="yellow")
+        if status.assessment.rollback_open:
+            line.append("  ROLLBACK OPEN: no archive, promote through the gates again", style="bold red")
+        return line
+
+
+class FlagsPanel(StatusView):
+    """The flags as declared in the env file against what the matrix expects."""
+
+    def render_status(self, status: Status) -> RenderableType:
+        a = status.assessment
+        table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
+        table.add_column("flag")
+        table.add_column("declared")
+        table.add_column("reads as")
+        table.add_column("expected")
+        for name, value in status.declared.items():
+            attr = _FLAG_ATTR.get(name)
+            expected = _word(getattr(a.expected_flags, attr)) if attr else "-"
+            differs = attr is not None and getattr(a.expected_flags, attr) != value.value
+            style = "red" if (not a.flags_legal and attr) or differs else ""
+            raw = literal("(not set)", "dim") if value.raw is None else literal(value.raw)
+            if value.odd:
+                raw.stylize("bold red")
+            table.add_row(literal(name.removeprefix("ACCOUNT_")), raw,
+                          Text(_word(value.value), style=style), Text(expected))
+        notes: list[RenderableType] = [table]
+        for value in status.declared.values():
+            if value.odd:
+                note = literal(f"{value.name}={value.raw} is not a boolean the API knows; it reads as false.",
+                               "yellow")
+                notes.append(note)
+        if not a.flags_legal and a.nearest_legal is not None:
+            notes.append(Text.assemble(("ILLEGAL flag combination. ", "bold red"),
+                                       ("Nearest legal row: ", "red"), (a.nearest_legal.short(), "bold"),
+                                       ("  press R to restore it.", "red")))
+        elif a.expected_flags != a.flags:
+            notes.append(Text.assemble(("The env file differs from what the console last wrote (",
+                                        "yellow"), (a.expected_flags.short(), "bold"),
+                                       (")  press R to restore it.", "yellow")))
+        return Group(*notes)
+
+
+class FactsPanel(StatusView):
+    """The last backfill and verify, the rollback window and who holds the operator lock."""
+
+    def render_status(self, status: Status) -> RenderableType:
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style="bold")
+        table.add_column()
+        for label, report in (("backfill", status.last_backfill), ("verify", status.last_verify)):
+            if report is None:
+                table.add_row(label, Text("none yet", style="dim"))
+            else:
+                table.add_row(label, Text.assemble(
+                    f"{report.generated_at:%Y-%m-%d %H:%M:%S %Z} ",
+                    ("ok", "green") if report.ok else ("FAILED", "bold red"),
+                    *((f"  (in {report.stage})",) if report.stage else ())))
+        holder = status.lock_holder
+        table.add_row("lock", literal(f"held by {holder.describe()}", "yellow") if holder
+                      else Text("free", style="green"))
+        return table
+
+
+class StepsPanel(StatusView):
+    """Every next step: green when the matrix allows it, red with every reason when not."""
+
+    def render_status(self, status: Status) -> RenderableType:
+        lines: list[RenderableType] = []
+        for step in status.assessment.steps:
+            key = STEP_KEYS.get((step.action, step.target))
+            line = Text()
+            line.append("✔ " if step.allowed else "✘ ", style="bold green" if step.allowed else "bold red")
+            line.append(step.label, style="green" if step.allowed else "red")
+            if key:
+                line.append(f"  [{key}]", style="bold")
+            if step.allowed and isinstance(step.flags_after, Flags):
+                line.append(f"  -> {step.flags_after.short()}", style="dim")
+            lines.append(line)
+            for reason in step.reasons:
+                lines.append(literal(f"    {reason}", "red"))
+        return Group(*lines)
