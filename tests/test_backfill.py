@@ -258,3 +258,27 @@ def test_repair_rows_recopies_exactly_those_ids(v2_db_url):
         assert (result.requested, result.updated, result.inserted) == (1, 1, 0)
         names = dict(conn.execute("SELECT id, name FROM accounts WHERE id IN ('ws_1', 'ws_2')").fetchall())
     assert names["ws_1"] != "tampered" and names["ws_2"] == "tampered"
+
+
+def test_cli_says_the_database_was_lost_and_a_rerun_completes(pg_server_url, tmp_path):
+    reference, url = seeded(pg_server_url, "bf_ref5", 8000), seeded(pg_server_url, "bf_cli_lost", 8000)
+    backfill(reference)
+    env = tmp_path / "deploy.env"
+    env.write_text("ACCOUNT_SCHEMA_V2_READS=false\n")
+    command = [sys.executable, "-m", "cutover_tui.cli", "--runbook", str(ROOT / "runbook.toml"),
+               "--database-url", url, "--env-file", str(env), "backfill", "--report", str(tmp_path / "r.json")]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with psycopg.connect(url, autocommit=True) as admin:
+        for _ in range(400):  # until a batch is running, then cut every backfill connection
+            if admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cutover backfill' "
+                             "AND datname = current_database() AND state = 'active'").fetchone()[0]:
+                break
+            admin.execute("SELECT pg_sleep(0.01)")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE application_name LIKE 'cutover%%' AND datname = current_database()")
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 3, err
+    assert err.startswith("cutover: Lost the database at postgresql://") and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert subprocess.run(command, capture_output=True, timeout=300).returncode in (0, 1)
+    assert fingerprint(url) == fingerprint(reference)

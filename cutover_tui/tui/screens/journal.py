@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timezone
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.reactive import reactive
@@ -47,7 +49,7 @@ class JournalScreen(Screen):
         table = self.query_one(DataTable)
         table.clear()
         for entry in entries:
-            table.add_row(Text(f"{entry.at:%Y-%m-%d %H:%M:%S %Z}"), literal(entry.operator),
+            table.add_row(Text(f"{entry.at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"), literal(entry.operator),
                           literal(entry.action), _flags(entry), literal(entry.report_id or ""),
                           key=str(entry.id))
         if entries:

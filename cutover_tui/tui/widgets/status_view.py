@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timezone
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -101,7 +103,7 @@ class FactsPanel(StatusView):
                 table.add_row(label, Text("none yet", style="dim"))
             else:
                 table.add_row(label, Text.assemble(
-                    f"{report.generated_at:%Y-%m-%d %H:%M:%S %Z} ",
+                    f"{report.generated_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ",
                     ("ok", "green") if report.ok else ("FAILED", "bold red"),
                     *((f"  (in {report.stage})",) if report.stage else ())))
         holder = status.lock_holder
