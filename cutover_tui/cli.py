@@ -25,6 +25,7 @@ from .demo.seed import SIZES, seed_legacy
 from .demo.run import demo_environment
 from .errors import BadInput, CutoverError
 from .jobs import run_job
+from .reads import API_ENV, COOKIE_ENV, DEFAULT_API, redact_api, run_verify_reads
 from .recon import run_recon
 from .verify import VerifyOptions, run_verify, summary_lines
 from .mapping import BY_NAME
@@ -269,6 +270,24 @@ def cmd_verify(session: Session, args: argparse.Namespace) -> int:
     return _print_report(stored, report, args.json, lines)
 
 
+def cmd_verify_reads(session: Session, args: argparse.Namespace) -> int:
+    api = args.api or os.environ.get(API_ENV) or session.runbook.api.base or DEFAULT_API
+    cookie = args.cookie or os.environ.get(COOKIE_ENV)
+    if not cookie:
+        raise BadInput(f"No session cookie: pass --cookie or set {COOKIE_ENV}.")
+    if bool(args.profile_id) != bool(args.identity_public_key):
+        raise BadInput("--profile-id and --identity-public-key go together: give both or neither.")
+    stored, report = run_job(session, "verify-reads", lambda: run_verify_reads(
+        session.settings.database_url, session.settings.env_file, api=api, cookie=cookie,
+        profile_id=args.profile_id, identity_public_key=args.identity_public_key,
+        collection_id=args.collection_id), report_path=args.report, detail={"api": redact_api(api)})
+    lines = summary_lines(report)
+    for check in report.checks:
+        extra = check.model_extra or {}
+        lines.append(f"  {check.key}: {extra.get('latencyMs', 0):.0f} ms")
+    return _print_report(stored, report, args.json, lines)
+
+
 def cmd_recon(session: Session, args: argparse.Namespace) -> int:
     if args.sample_rows < 0:
         raise BadInput(f"--sample-rows must be 0 or more (got {args.sample_rows}).")
@@ -394,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the deleted-row reconciliation checks (default on)")
     p.add_argument("--repair", action="store_true",
                    help="re-copy the rows the content check finds missing or different, then check again")
+    p = command("verify-reads", cmd_verify_reads,
+                "Check the account API's answers against the read store the flags declare.")
+    p.add_argument("--api", help=f"API base (else ${API_ENV}, else the runbook file)")
+    p.add_argument("--cookie", help=f"session cookie (else ${COOKIE_ENV}); never written anywhere")
+    p.add_argument("--profile-id")
+    p.add_argument("--identity-public-key")
+    p.add_argument("--collection-id", default="primary")
+    p.add_argument("--report", type=Path, help="report file (default: the runbook's report folder)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p = command("recon", cmd_recon, "Stage 0: describe the legacy schema and what the backfill will meet.")
     p.add_argument("--out", type=Path, help="report file (default: the runbook's report folder)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

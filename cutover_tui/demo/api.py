@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,15 +161,14 @@ class _Api:
                              body.get("workspaceId")) if v]
         if alias and not sw.alias and not primary:
             raise ApiError(400, "workspaceId is no longer accepted; name the account with accountId.")
+        if not all(isinstance(v, str) for v in primary + alias):
+            raise ApiError(400, "accountId must be a string.")
         given = set(primary) | (set(alias) if sw.alias else set())
         if not given:
             raise ApiError(400, "accountId is required.")
         if len(given) > 1:
             raise ApiError(400, "The request names two different accounts.")
-        value = given.pop()
-        if not isinstance(value, str):
-            raise ApiError(400, "accountId must be a string.")
-        return value
+        return given.pop()
 
     def member(self, conn: psycopg.Connection, store: str, account_id: str, user_id: str) -> dict[str, Any]:
         row = conn.execute(_q(store, "SELECT m.role, a.id, a.name, a.created_at, a.updated_at FROM {members} m "
@@ -277,9 +276,11 @@ class _Api:
             try:
                 with self.connect() as conn:
                     op(conn, sw.mirror, False)
-            except Exception as exc:  # a mirror failure is logged and never fails the request
+            except Exception as exc:  # noqa: BLE001 -- a mirror failure is logged and never fails the request
                 self.count("mirrorFailures")
-                log.warning("mirror write to %s failed: %s", sw.mirror, type(exc).__name__)
+                reason = (str(exc).strip().splitlines() or [""])[0][:200]
+                log.warning("mirror write to %s failed (%s: %s); the primary write stands", sw.mirror,
+                            type(exc).__name__, reason)
         return result
 
     @staticmethod
@@ -306,7 +307,7 @@ class _Api:
         conn.close()
         if not isinstance(body.get("displayName"), str) or not isinstance(body.get("userKey"), str):
             raise ApiError(400, "displayName and userKey are required.")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         row = {"id": f"mu_{uuid.uuid4().hex[:16]}", "account": account, "display_name": body["displayName"],
                "avatar_public_id": body.get("avatarPublicId"), "user_key": body["userKey"],
                "profile_id": body.get("profileId"), "identity_public_key": body.get("identityPublicKey"),
@@ -331,7 +332,7 @@ class _Api:
         changes = {col: body[key] for key, col in _IDENTITY_FIELDS.items() if key in body}
         if not changes:
             raise ApiError(400, f"Nothing to change; give one of {', '.join(_IDENTITY_FIELDS)}.")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in changes)
 
         def op(conn: psycopg.Connection, store: str, primary: bool) -> None:
@@ -348,7 +349,7 @@ class _Api:
         conn.close()
         if not isinstance(body.get("name"), str) or not isinstance(body.get("managedUserId"), str):
             raise ApiError(400, "name and managedUserId are required.")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         row = {"id": f"book_{uuid.uuid4().hex[:16]}", "account": account, "ident": body["managedUserId"],
                "name": body["name"], "collection_id": body.get("collectionId") or "primary", "now": now}
 
@@ -376,7 +377,7 @@ class _Api:
         book_id = request.path_params["id"]
         if not changes:
             raise ApiError(400, f"Nothing to change; give one of {', '.join(_BOOK_FIELDS)}.")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in changes)
 
         def op(conn: psycopg.Connection, store: str, primary: bool) -> None:
@@ -401,7 +402,7 @@ class _Api:
         needed = ("cipherObjectKey", "cipherSha256", "wrappedDek")
         if not all(isinstance(body.get(k), str) for k in needed):
             raise ApiError(400, f"{', '.join(needed)} are required.")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         row = {"id": f"snap_{uuid.uuid4().hex[:16]}", "book": book_id, "key": body["cipherObjectKey"],
                "sha": body["cipherSha256"], "dek": body["wrappedDek"], "head": body.get("ledgerHead"),
                "payload": Jsonb(body["payload"]) if "payload" in body else None, "now": now, "account": account}
@@ -430,7 +431,7 @@ class _Api:
         name = body.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ApiError(400, "name is required.")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
 
         def op(conn: psycopg.Connection, store: str, primary: bool) -> None:
             self._must(conn.execute(_q(store, "UPDATE {accounts} SET name = %s, updated_at = %s WHERE id = %s"),
