@@ -352,16 +352,28 @@ class _SeedProgress:
             sys.stderr.flush()
 
 
+def _on_a_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def run_console(settings: Settings) -> int:
+    from .tui.app import run_tui  # only the console needs Textual
+
+    return run_tui(settings)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.demo_command == "seed":
         return cmd_demo_seed(args)
-    if not args.no_tui:
-        raise BadInput("This build has no terminal UI yet; run `cutover demo --no-tui` for the demo's status.")
     runbook = load_runbook(args.runbook)
     with demo_environment(runbook.paths.sql_dir) as demo:
         settings = resolve_settings(runbook_path=args.runbook, env_file=demo.env_file,
                                     database_url=demo.database_url, operator=args.operator,
                                     report_dir=demo.report_dir)
+        if not args.no_tui and _on_a_terminal():
+            return run_console(settings)
+        if not args.no_tui:
+            print("cutover: no terminal to open the console on; printing the demo's status.", file=sys.stderr)
         with Session(settings) as session:
             print(render_status(gather(session)))
     return 0
@@ -373,13 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-file", type=Path, help="deploy env file (overrides the runbook file)")
     parser.add_argument("--database-url", help="target database (else DATABASE_URL, else the runbook file)")
     parser.add_argument("--operator", help="who is acting, for the journal (default $USER)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, run: Callable, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(run=run)
         return p
 
+    sub.add_parser("tui", help="Open the console (the default with no command).",
+                   description="Open the console on the configured database and env file.")
     command("status", cmd_status, "Where the cutover stands and what may happen next.").add_argument(
         "--json", action="store_true")
     command("migrate", cmd_migrate, "Stage A: apply 0005_accounts_v2_schema.sql.").add_argument(
@@ -459,6 +473,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_demo(args)
         if getattr(args, "offline", False):
             return args.run(None, args)
+        if args.command in (None, "tui"):
+            if not _on_a_terminal():
+                raise BadInput("The console needs a terminal; use `cutover status` and the other commands in scripts.")
+            return run_console(resolve_settings(runbook_path=args.runbook, env_file=args.env_file,
+                                                database_url=args.database_url, operator=args.operator))
         settings: Settings = resolve_settings(runbook_path=args.runbook, env_file=args.env_file,
                                               database_url=args.database_url, operator=args.operator)
         url_hint = settings.database_url

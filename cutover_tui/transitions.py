@@ -44,7 +44,8 @@ def parse_stage(name: str) -> StageId:
 
 
 def refuse(step: Step) -> Refused:
-    return Refused(f"{step.label.capitalize()} is refused: " + " ".join(step.reasons))
+    label = step.label[0].upper() + step.label[1:]  # "Promote E'", not "Promote e'"
+    return Refused(f"{label} is refused: " + " ".join(step.reasons))
 
 
 def _plan(session: Session, action: str, step: Step, flags_after: Flags,

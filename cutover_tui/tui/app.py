@@ -6,11 +6,14 @@ runs here in a worker, and every failure reaches the operator through `show_erro
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import ClassVar
 
+import psycopg
 from textual import on, work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
@@ -18,8 +21,16 @@ from .. import journal, transitions
 from ..errors import CutoverError
 from ..session import Session, Settings
 from ..status import gather
-from .messages import (ChangeApplied, ChangePlanned, ChangeRequested, JournalLoaded,
-                       JournalRequested, OperationFailed, SessionOpened, StatusGathered)
+from .messages import (
+    ChangeApplied,
+    ChangePlanned,
+    ChangeRequested,
+    JournalLoaded,
+    JournalRequested,
+    OperationFailed,
+    SessionOpened,
+    StatusGathered,
+)
 from .screens.confirm import ConfirmChange
 from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
@@ -38,7 +49,7 @@ class CutoverApp(App[int]):
     SUB_TITLE = "Accounts V2"
     ENABLE_COMMAND_PALETTE = True
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit_console", "Quit", priority=True),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("d", "dashboard", "Dashboard"),
@@ -46,9 +57,11 @@ class CutoverApp(App[int]):
         Binding("r", "refresh", "Refresh"),
     ]
 
-    def __init__(self, settings: Settings, *, target_label: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, target_label: str | None = None,
+                 env_label: str | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self.env_label = env_label or str(settings.env_file)
         self.session: Session | None = None
         self.fixed_label = target_label
         self.dashboard = DashboardScreen()
@@ -72,9 +85,14 @@ class CutoverApp(App[int]):
         except CutoverError as error:
             self.post_message(OperationFailed(error, fatal=True))
             return
+        except psycopg.Error as exc:
+            self.post_message(OperationFailed(CutoverError(
+                f"Could not open the console's records in {self.settings.safe_database_url} "
+                f"({type(exc).__name__}); check the database and start again."), fatal=True))
+            return
         self.session = session
         label = self.fixed_label or (f"{self.settings.operator} @ database {session.database_name} "
-                                     f"({self.settings.safe_database_url}) · env {self.settings.env_file}")
+                                     f"({self.settings.safe_database_url}) · env {self.env_label}")
         self.post_message(SessionOpened(label))
 
     def on_session_opened(self, message: SessionOpened) -> None:
@@ -84,29 +102,36 @@ class CutoverApp(App[int]):
 
     # -- engine work, always in workers ---------------------------------------------
 
+    @contextmanager
+    def _reported(self, *, refresh: bool = False) -> Iterator[None]:
+        """Inside a worker: a typed or database failure becomes one `OperationFailed` message."""
+        try:
+            yield
+        except CutoverError as error:
+            self.post_message(OperationFailed(error, refresh=refresh))
+        except psycopg.Error as exc:
+            error = self.session.database_error(exc) if self.session else CutoverError(str(exc))
+            self.post_message(OperationFailed(error, refresh=refresh))
+
     def _session(self) -> Session:
         if self.session is None:
             raise NoSession("The console is not connected to the database; fix the connection "
-                            "and start it again.")
+                            "and press r to try again.")
         return self.session
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="status")
     def _gather(self) -> None:
-        try:
+        with self._reported():
             self.post_message(StatusGathered(gather(self._session())))
-        except CutoverError as error:
-            self.post_message(OperationFailed(error))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="journal")
     def _load_journal(self) -> None:
-        try:
+        with self._reported():
             self.post_message(JournalLoaded(journal.entries(self._session().conn, JOURNAL_ROWS)))
-        except CutoverError as error:
-            self.post_message(OperationFailed(error))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="change")
     def _plan_change(self, action: str, target: str | None) -> None:
-        try:
+        with self._reported():
             session = self._session()
             if action == "promote":
                 change = transitions.plan_promotion(session, transitions.parse_stage(target or ""))
@@ -114,19 +139,12 @@ class CutoverApp(App[int]):
                 change = transitions.plan_rollback(session, keep_dual_write=True)
             else:
                 change = transitions.plan_restore(session)
-        except CutoverError as error:
-            self.post_message(OperationFailed(error))
-            return
-        self.post_message(ChangePlanned(change))
+            self.post_message(ChangePlanned(change))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="change")
     def _apply_change(self, change: transitions.FlagChange) -> None:
-        try:
-            entry = transitions.apply_change(self._session(), change)
-        except CutoverError as error:
-            self.post_message(OperationFailed(error, refresh=True))
-            return
-        self.post_message(ChangeApplied(change, entry))
+        with self._reported(refresh=True):
+            self.post_message(ChangeApplied(change, transitions.apply_change(self._session(), change)))
 
     # -- messages from workers and screens ---------------------------------------------
 
@@ -148,6 +166,8 @@ class CutoverApp(App[int]):
 
     def on_change_planned(self, message: ChangePlanned) -> None:
         change = message.change
+        if isinstance(self.screen, ModalScreen):  # a second key press while one is being asked
+            return
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -155,10 +175,10 @@ class CutoverApp(App[int]):
             else:
                 self.notify("Nothing was changed.", title=change.describe(), timeout=4)
 
-        self.push_screen(ConfirmChange(change, str(self.settings.env_file)), answered)
+        self.push_screen(ConfirmChange(change, str(self.settings.env_file), self.env_label), answered)
 
     def on_change_applied(self, message: ChangeApplied) -> None:
-        self.notify(f"Written {self.settings.env_file}; journal entry {message.entry.id}.",
+        self.notify(f"Written {self.env_label}; journal entry {message.entry.id}.",
                     title=message.change.describe(), timeout=6)
         self._gather()
         if self.screen is self.journal_screen:
@@ -178,16 +198,15 @@ class CutoverApp(App[int]):
     def show_error(self, error: CutoverError, *, fatal: bool = False) -> None:
         """The one place a failure becomes something the operator sees."""
         if fatal:
-            self.dashboard.problem = error.message
+            self.dashboard.problem = f"{error.message} Press r to try again."
             self.dashboard.label = "not connected"
         self.notify(error.message, title=error.title, severity="error", timeout=10, markup=False)
 
     # -- actions --------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("dashboard", "journal", "refresh", "help") and isinstance(self.screen, ModalScreen):
-            return False
-        return True
+        modal = isinstance(self.screen, ModalScreen)
+        return not (modal and action in ("dashboard", "journal", "refresh", "help"))
 
     def action_quit_console(self) -> None:
         self.exit(return_code=0)
@@ -211,8 +230,9 @@ class CutoverApp(App[int]):
 
     def action_help(self) -> None:
         screen = self.screen
-        keys = [(b.binding.key_display or b.binding.key, b.binding.description)
-                for b in screen.active_bindings.values() if b.binding.description]
+        keys = [(b.binding.key_display or self.get_key_display(b.binding), b.binding.description)
+                for b in screen.active_bindings.values() if b.binding.show and b.binding.description]
+        keys.append(("^p", "Command palette: every action by name"))
         title = {DashboardScreen: "Dashboard", JournalScreen: "Journal"}.get(type(screen), "Console")
         self.push_screen(HelpScreen(f"Help: {title}", screen.HELP or "", keys))
 
@@ -229,9 +249,11 @@ class CutoverApp(App[int]):
                                 lambda a=action, t=target: self._plan_change(a, t))
 
 
-def make_app(settings: Settings, *, target_label: str | None = None) -> CutoverApp:
-    """The console for `settings`; `target_label` replaces the database/env line (for snapshots)."""
-    return CutoverApp(settings, target_label=target_label)
+def make_app(settings: Settings, *, target_label: str | None = None,
+             env_label: str | None = None) -> CutoverApp:
+    """The console for `settings`. `target_label` replaces the database/env line and `env_label`
+    the env file path in confirmations (snapshots use them to hide random test names)."""
+    return CutoverApp(settings, target_label=target_label, env_label=env_label)
 
 
 def run_tui(settings: Settings) -> int:

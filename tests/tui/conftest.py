@@ -1,53 +1,12 @@
-"""Shared pieces for the TUI tests: settings for a test database and waiting for workers."""
+"""Fixtures for the TUI tests; the database fixtures come from tests/conftest.py."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from pathlib import Path
-
-import io
-
-import psycopg
 import pytest
-from rich.console import Console, ConsoleRenderable
-from textual.pilot import Pilot
 
-from cutover_tui.session import Settings, resolve_settings
+from cutover_tui.session import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
-BACKFILL_AT = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
-VERIFY_AT = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
-
-
-def settings_for(url: str, env_file: Path) -> Settings:
-    return resolve_settings(runbook_path=ROOT / "runbook.toml", env_file=env_file, database_url=url,
-                            operator="alice", environ={})
-
-
-async def settle(pilot: Pilot, rounds: int = 4) -> None:
-    """Let workers finish and the messages they posted be handled, a few times over."""
-    for _ in range(rounds):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-def set_journal_times(url: str, at: datetime) -> None:
-    """Pin every journal entry to `at`, so what the dashboard shows does not depend on the clock."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("UPDATE cutover.journal SET at = %s", (at,))
-
-
-def screen_text(app) -> str:
-    """Everything the current screen and its notifications show, as plain text."""
-    console = Console(width=300, record=True, file=io.StringIO(), color_system=None)
-    for widget in app.screen.query("*"):
-        rendered = widget.render()
-        plain = getattr(rendered, "plain", None)
-        if plain is not None:
-            console.print(plain, markup=False, highlight=False)
-        elif isinstance(rendered, ConsoleRenderable):
-            console.print(rendered)
-    return console.export_text()
+from .support import settings_for
 
 
 @pytest.fixture

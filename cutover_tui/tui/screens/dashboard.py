@@ -6,8 +6,10 @@ It only displays what the app sets on it (`status`, `problem`, `label`) and post
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.events import Resize
 from textual.reactive import reactive
@@ -20,6 +22,7 @@ from ..text import literal
 from ..widgets.status_view import FactsPanel, FlagsPanel, StageLine, StepsPanel
 
 WIDE = 110  # columns from which flags and facts sit side by side
+PROMOTE = Binding.Group("Promote C/D/E/E'", compact=True)
 
 
 class DashboardScreen(Screen):
@@ -29,11 +32,11 @@ class DashboardScreen(Screen):
             "allows it and red with each reason when it does not. The flag keys show the env diff "
             "and ask before writing anything.")
 
-    BINDINGS = [
-        Binding("c", "change('promote', 'C')", "Promote C"),
-        Binding("D", "change('promote', 'D')", "Promote D"),
-        Binding("e", "change('promote', 'E')", "Promote E"),
-        Binding("s", "change('promote', \"E'\")", "Promote E'"),
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("c", "change('promote', 'C')", "Promote C", group=PROMOTE),
+        Binding("D", "change('promote', 'D')", "Promote D", group=PROMOTE),
+        Binding("e", "change('promote', 'E')", "Promote E", group=PROMOTE),
+        Binding("s", "change('promote', \"E'\")", "Promote E'", group=PROMOTE),
         Binding("b", "change('rollback')", "Roll back"),
         Binding("R", "change('restore')", "Restore flags"),
     ]
@@ -63,7 +66,15 @@ class DashboardScreen(Screen):
     def on_resize(self, event: Resize) -> None:
         self.set_class(event.size.width >= WIDE, "-wide")
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Restore is dimmed while the flags are legal and match what the console wrote."""
+        if action == "change" and parameters[:1] == ("restore",):
+            steps = self.status.assessment.steps if self.status else ()
+            return True if any(s.action == "restore-flags" for s in steps) else None
+        return True
+
     def _status_changed(self) -> None:
+        self.refresh_bindings()
         for view in (StageLine, FlagsPanel, FactsPanel, StepsPanel):
             self.query_one(view).status = self.status
 

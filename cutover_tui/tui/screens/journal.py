@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -10,18 +10,27 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
+from ...flags import Flags
 from ...journal import JournalEntry
 from ..messages import JournalRequested
 from ..text import literal
 
-COLUMNS = ("time", "operator", "action", "flags before -> after", "report")
+COLUMNS = ("time", "operator", "action", "flags on: before -> after", "report")
+
+
+def _on(flags: Flags | None) -> str:
+    """The flags that are true, `READS+DUAL_WRITE`, or `all off`."""
+    if flags is None:
+        return "?"
+    names = [name for name, on in (("READS", flags.reads), ("WRITES", flags.writes),
+                                   ("DUAL_WRITE", flags.dual_write)) if on]
+    return "+".join(names) or "all off"
 
 
 def _flags(entry: JournalEntry) -> Text:
     if entry.flags_before is None and entry.flags_after is None:
         return Text("")
-    before = entry.flags_before.short() if entry.flags_before else "?"
-    after = entry.flags_after.short() if entry.flags_after else "?"
+    before, after = _on(entry.flags_before), _on(entry.flags_after)
     return Text(before if before == after else f"{before} -> {after}")
 
 
@@ -49,7 +58,7 @@ class JournalScreen(Screen):
         table = self.query_one(DataTable)
         table.clear()
         for entry in entries:
-            table.add_row(Text(f"{entry.at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"), literal(entry.operator),
+            table.add_row(Text(f"{entry.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"), literal(entry.operator),
                           literal(entry.action), _flags(entry), literal(entry.report_id or ""),
                           key=str(entry.id))
         if entries:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ...envfile import ALIAS, DUAL_WRITE, READS, WRITES
+from ...envfile import DUAL_WRITE, READS, WRITES
 from ...flags import Flags
 from ...status import Status
 from ..text import literal
@@ -103,7 +104,7 @@ class FactsPanel(StatusView):
                 table.add_row(label, Text("none yet", style="dim"))
             else:
                 table.add_row(label, Text.assemble(
-                    f"{report.generated_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ",
+                    f"{report.generated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ",
                     ("ok", "green") if report.ok else ("FAILED", "bold red"),
                     *((f"  (in {report.stage})",) if report.stage else ())))
         holder = status.lock_holder
@@ -117,7 +118,10 @@ class StepsPanel(StatusView):
 
     def render_status(self, status: Status) -> RenderableType:
         lines: list[RenderableType] = []
-        for step in status.assessment.steps:
+        steps = status.assessment.steps
+        # What needs doing first: restoring illegal or hand-edited flags comes before the rest.
+        steps = sorted(steps, key=lambda s: s.action != "restore-flags")
+        for step in steps:
             key = STEP_KEYS.get((step.action, step.target))
             line = Text()
             line.append("✔ " if step.allowed else "✘ ", style="bold green" if step.allowed else "bold red")
@@ -127,6 +131,5 @@ class StepsPanel(StatusView):
             if step.allowed and isinstance(step.flags_after, Flags):
                 line.append(f"  -> {step.flags_after.short()}", style="dim")
             lines.append(line)
-            for reason in step.reasons:
-                lines.append(literal(f"    {reason}", "red"))
+            lines.extend(Padding(literal(reason, "red"), (0, 0, 0, 4)) for reason in step.reasons)
         return Group(*lines)

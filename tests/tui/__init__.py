@@ -1,0 +1,1 @@
+"""Tests of the Textual face, mirroring cutover_tui/tui."""
