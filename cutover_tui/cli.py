@@ -22,7 +22,8 @@ from .archive import plan_archive, run_archive
 from .backfill import Backfill, BackfillOptions, BackfillProgress, check_ready, parse_tables
 from .db import connect, redact
 from .demo.seed import SIZES, seed_legacy
-from .demo.run import demo_environment
+from .demo.api import serve_api
+from .demo.run import demo_environment, demo_session
 from .errors import BadInput, CutoverError
 from .jobs import run_job
 from .reads import API_ENV, COOKIE_ENV, DEFAULT_API, redact_api, run_verify_reads
@@ -356,26 +357,30 @@ def _on_a_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def run_console(settings: Settings) -> int:
+def run_console(settings: Settings, notice: str | None = None) -> int:
     from .tui.app import run_tui  # only the console needs Textual
 
-    return run_tui(settings)
+    return run_tui(settings, notice)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.demo_command == "seed":
         return cmd_demo_seed(args)
     runbook = load_runbook(args.runbook)
-    with demo_environment(runbook.paths.sql_dir) as demo:
+    with demo_environment(runbook.paths.sql_dir) as demo, \
+            serve_api(demo.database_url, demo.env_file) as api:
         settings = resolve_settings(runbook_path=args.runbook, env_file=demo.env_file,
                                     database_url=demo.database_url, operator=args.operator,
                                     report_dir=demo.report_dir)
+        user, cookie = demo_session(api, demo.database_url)
+        notice = f"stand-in API {api} · cookie for {user}: {cookie}"
         if not args.no_tui and _on_a_terminal():
-            return run_console(settings)
+            return run_console(settings, notice)
         if not args.no_tui:
             print("cutover: no terminal to open the console on; printing the demo's status.", file=sys.stderr)
         with Session(settings) as session:
             print(render_status(gather(session)))
+        print(notice)
     return 0
 
 

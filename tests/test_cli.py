@@ -320,3 +320,15 @@ def test_progress_line_shows_rows_per_second_and_eta_only_on_a_terminal(capsys):
     assert "pixbooks" in line and " 25%" in line and "100 rows/s" in line and "ETA    15s" in line
     _ProgressLine(enabled=False)(progress)  # --json, or not a terminal: nothing extra
     assert capsys.readouterr() == ("", "")
+
+
+def test_demo_without_a_terminal_prints_status_and_the_stand_in_api(capsys):
+    from conftest import ROOT
+
+    from cutover_tui.cli import main
+
+    code = main(["--runbook", str(ROOT / "runbook.toml"), "--operator", "demo", "demo"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "no terminal to open the console on" in err
+    assert "database   ternent" in out and "ok  migrate" in out
+    assert "stand-in API http://127.0.0.1:" in out and "cookie for user_" in out

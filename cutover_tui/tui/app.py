@@ -58,9 +58,10 @@ class CutoverApp(App[int]):
     ]
 
     def __init__(self, settings: Settings, *, target_label: str | None = None,
-                 env_label: str | None = None) -> None:
+                 env_label: str | None = None, notice: str | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self.notice = notice
         self.env_label = env_label or str(settings.env_file)
         self.session: Session | None = None
         self.fixed_label = target_label
@@ -93,7 +94,7 @@ class CutoverApp(App[int]):
         self.session = session
         label = self.fixed_label or (f"{self.settings.operator} @ database {session.database_name} "
                                      f"({self.settings.safe_database_url}) · env {self.env_label}")
-        self.post_message(SessionOpened(label))
+        self.post_message(SessionOpened(label + (f"\n{self.notice}" if self.notice else "")))
 
     def on_session_opened(self, message: SessionOpened) -> None:
         self.dashboard.label = message.label
@@ -250,14 +251,15 @@ class CutoverApp(App[int]):
 
 
 def make_app(settings: Settings, *, target_label: str | None = None,
-             env_label: str | None = None) -> CutoverApp:
+             env_label: str | None = None, notice: str | None = None) -> CutoverApp:
     """The console for `settings`. `target_label` replaces the database/env line and `env_label`
-    the env file path in confirmations (snapshots use them to hide random test names)."""
-    return CutoverApp(settings, target_label=target_label, env_label=env_label)
+    the env file path in confirmations (snapshots use them to hide random test names);
+    `notice` is a line shown under it (the demo's stand-in API and its cookie)."""
+    return CutoverApp(settings, target_label=target_label, env_label=env_label, notice=notice)
 
 
-def run_tui(settings: Settings) -> int:
+def run_tui(settings: Settings, notice: str | None = None) -> int:
     """Run the console in the terminal until the operator quits; the exit code."""
-    app = make_app(settings)
+    app = make_app(settings, notice=notice)
     app.run()
     return app.return_code or 0
