@@ -332,3 +332,8 @@ def test_demo_without_a_terminal_prints_status_and_the_stand_in_api(capsys):
     assert code == 0 and "no terminal to open the console on" in err
     assert "database   ternent" in out and "ok  migrate" in out
     assert "stand-in API http://127.0.0.1:" in out and "cookie for user_" in out
+
+
+def test_the_console_without_a_terminal_points_to_the_commands(cutover):
+    code, _, err = cutover("tui")
+    assert code == 2 and "The console needs a terminal; use `cutover status`" in err
