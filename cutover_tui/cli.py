@@ -24,6 +24,7 @@ from .db import connect, redact
 from .demo.seed import SIZES, seed_legacy
 from .demo.api import serve_api
 from .demo.run import demo_environment, demo_session
+from .demo.traffic import TrafficStats, run_traffic
 from .errors import BadInput, CutoverError
 from .jobs import run_job
 from .reads import API_ENV, COOKIE_ENV, DEFAULT_API, redact_api, run_verify_reads
@@ -343,6 +344,24 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_traffic(args: argparse.Namespace) -> int:
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        raise BadInput("No database: pass --database-url (shown by `cutover demo`) or set DATABASE_URL.")
+
+    def show(stats: TrafficStats) -> None:
+        print(f"{stats.elapsed:6.1f} s  {stats.requests:>7,} requests  {stats.requests_per_second:6.1f}/s  "
+              f"{stats.errors:>5,} errors  {stats.mirror_failures if stats.mirror_failures is not None else '?':>5} "
+              "mirror failures", flush=True)
+
+    try:
+        final = run_traffic(args.api, url, args.rate, args.duration, on_stats=show,
+                            accounts=args.accounts, seed=args.seed)
+    except ValueError as exc:
+        raise BadInput(f"{exc}") from None
+    return 1 if final.errors else 0
+
+
 class _SeedProgress:
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -366,6 +385,8 @@ def run_console(settings: Settings, notice: str | None = None) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.demo_command == "seed":
         return cmd_demo_seed(args)
+    if args.demo_command == "traffic":
+        return cmd_demo_traffic(args)
     runbook = load_runbook(args.runbook)
     with demo_environment(runbook.paths.sql_dir) as demo, \
             serve_api(demo.database_url, demo.env_file) as api:
@@ -454,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="Start an embedded demo database and open the console on it.")
     p.add_argument("--no-tui", action="store_true", help="print the status instead of opening the console")
     p.set_defaults(run=None)
-    demo_sub = p.add_subparsers(dest="demo_command", metavar="seed")
+    demo_sub = p.add_subparsers(dest="demo_command", metavar="seed|traffic")
     seed = demo_sub.add_parser("seed", help="Fill a legacy schema with deterministic demo data and anomalies.",
                                description="Fill a legacy schema with deterministic demo data and anomalies.")
     seed.add_argument("--size", choices=sorted(SIZES), default="S",
@@ -463,6 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--clean", action="store_true", help="the same sizes with no anomalies")
     seed.add_argument("--database-url", default=argparse.SUPPRESS, help="database to seed (else DATABASE_URL)")
     seed.add_argument("--json", action="store_true")
+    traffic = demo_sub.add_parser("traffic", help="Send reads and writes through the demo's stand-in API.",
+                                  description="Send reads and writes through the demo's stand-in API.")
+    traffic.add_argument("--api", required=True, help="the stand-in API's address (shown by `cutover demo`)")
+    traffic.add_argument("--rate", type=float, required=True, help="requests per second")
+    traffic.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    traffic.add_argument("--accounts", type=int, default=3, help="accounts to spread the traffic over")
+    traffic.add_argument("--seed", type=int, default=1)
+    traffic.add_argument("--database-url", default=argparse.SUPPRESS, help="the demo database (else DATABASE_URL)")
     return parser
 
 
