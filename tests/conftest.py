@@ -88,3 +88,13 @@ def apply_v2(url: str) -> str:
 def v2_db_url(legacy_db_url) -> str:
     """A seeded legacy database with the v2 schema applied and empty."""
     return apply_v2(legacy_db_url)
+
+
+@pytest.fixture
+def backfilled_url(legacy_db_url) -> str:
+    """A seeded legacy database with v2 applied and backfilled."""
+    from cutover_tui.backfill import Backfill, BackfillOptions
+
+    apply_v2(legacy_db_url)
+    Backfill(legacy_db_url, "tester", BackfillOptions()).run()
+    return legacy_db_url

@@ -12,17 +12,13 @@ import threading
 import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 
 import httpx
-import psycopg
 import pytest
 
-from cutover_tui import migrate, reads, reports
-from cutover_tui.backfill import Backfill, BackfillOptions
-from cutover_tui.db import ensure_console_schema
+from cutover_tui import reads, reports
 from cutover_tui.demo.api import COOKIE_NAME, serve_api
 from cutover_tui.envfile import (
     ALIAS,
@@ -44,21 +40,6 @@ def set_flags(env_file, reads_=None, writes=None, dual=None, alias=None):
     write_flags(read_env_file(env_file), {k: v for k, v in wanted.items() if v is not None})
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def apply_v2(url: str) -> None:
-    """Stage A plus the console schema (as conftest's helper; imported by name it can be shadowed)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate.apply_plan(conn, migrate.plan(conn, ROOT / "sql"))
-        ensure_console_schema(conn)
-
-
-@pytest.fixture
-def backfilled_url(legacy_db_url):
-    apply_v2(legacy_db_url)
-    Backfill(legacy_db_url, "tester", BackfillOptions()).run()
-    return legacy_db_url
 
 
 def demo_cookie(base: str, user: str = "user_1") -> str:

@@ -326,23 +326,8 @@ class _Api:
                 "user": _user({**row, "created_at": now, "updated_at": now})}
 
     def update_identity(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        sw, _, account, conn = self.context(request, body)
-        conn.close()
-        ident_id = request.path_params["id"]
         changes = {col: body[key] for key, col in _IDENTITY_FIELDS.items() if key in body}
-        if not changes:
-            raise ApiError(400, f"Nothing to change; give one of {', '.join(_IDENTITY_FIELDS)}.")
-        now = datetime.now(UTC)
-        sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in changes)
-
-        def op(conn: psycopg.Connection, store: str, primary: bool) -> None:
-            query = sql.SQL("UPDATE {t} SET {sets}, updated_at = %(now)s WHERE id = %(id)s AND {a} = %(account)s").format(
-                t=sql.Identifier(_STORES[store]["idents"]), sets=sets, a=sql.Identifier(_STORES[store]["acct"]))
-            self._must(conn.execute(query, {**changes, "now": now, "id": ident_id, "account": account}),
-                       primary, "identity")
-
-        self.write(sw, op)
-        return {"ok": True, "accountId": account, "workspaceId": account, "id": ident_id}
+        return self._update(request, body, "idents", changes, _IDENTITY_FIELDS, "identity")
 
     def create_book(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
         sw, _, account, conn = self.context(request, body)
@@ -371,29 +356,31 @@ class _Api:
                          "name": row["name"], "status": "active", "currentVersion": 0,
                          "createdAt": now.isoformat(), "updatedAt": now.isoformat()}}
 
-    def _update_book(self, request: Request, body: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    def _update(self, request: Request, body: dict[str, Any], table: str, changes: dict[str, Any],
+                allowed: dict[str, str], what: str) -> dict[str, Any]:
+        """Change columns of one row of the account, in the primary store and its mirror."""
         sw, _, account, conn = self.context(request, body)
         conn.close()
-        book_id = request.path_params["id"]
+        row_id = request.path_params["id"]
         if not changes:
-            raise ApiError(400, f"Nothing to change; give one of {', '.join(_BOOK_FIELDS)}.")
+            raise ApiError(400, f"Nothing to change; give one of {', '.join(allowed)}.")
         now = datetime.now(UTC)
         sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in changes)
 
         def op(conn: psycopg.Connection, store: str, primary: bool) -> None:
             query = sql.SQL("UPDATE {t} SET {sets}, updated_at = %(now)s WHERE id = %(id)s AND {a} = %(account)s").format(
-                t=sql.Identifier(_STORES[store]["books"]), sets=sets, a=sql.Identifier(_STORES[store]["acct"]))
-            self._must(conn.execute(query, {**changes, "now": now, "id": book_id, "account": account}),
-                       primary, "book")
+                t=sql.Identifier(_STORES[store][table]), sets=sets, a=sql.Identifier(_STORES[store]["acct"]))
+            self._must(conn.execute(query, {**changes, "now": now, "id": row_id, "account": account}), primary, what)
 
         self.write(sw, op)
-        return {"ok": True, "accountId": account, "workspaceId": account, "id": book_id}
+        return {"ok": True, "accountId": account, "workspaceId": account, "id": row_id}
 
     def update_book(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        return self._update_book(request, body, {c: body[k] for k, c in _BOOK_FIELDS.items() if k in body})
+        changes = {c: body[k] for k, c in _BOOK_FIELDS.items() if k in body}
+        return self._update(request, body, "books", changes, _BOOK_FIELDS, "book")
 
     def remove_book(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        return self._update_book(request, body, {"status": "deleted"})
+        return self._update(request, body, "books", {"status": "deleted"}, _BOOK_FIELDS, "book")
 
     def save_snapshot(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
         sw, _, account, conn = self.context(request, body)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from cutover_tui import migrate
-from cutover_tui.backfill import Backfill, BackfillOptions
-from cutover_tui.db import ensure_console_schema
 from cutover_tui.demo.api import COOKIE_NAME, serve_api, switch_for
 from cutover_tui.envfile import (
     ALIAS,
@@ -31,21 +27,6 @@ def set_flags(env_file, **flags):
     write_flags(read_env_file(env_file), {names[k]: v for k, v in flags.items()})
 
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def apply_v2(url: str) -> None:
-    """Stage A plus the console schema (as conftest's helper; imported by name it can be shadowed)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate.apply_plan(conn, migrate.plan(conn, ROOT / "sql"))
-        ensure_console_schema(conn)
-
-
-@pytest.fixture
-def backfilled_url(legacy_db_url):
-    apply_v2(legacy_db_url)
-    Backfill(legacy_db_url, "tester", BackfillOptions()).run()
-    return legacy_db_url
 
 
 @pytest.fixture
