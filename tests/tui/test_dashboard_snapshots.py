@@ -26,6 +26,15 @@ def _backfilled_and_verified(url: str) -> None:
     record_report(url, "verify", ok=True, at=VERIFY_AT, stage="G")
 
 
+
+def pressing(key: str):
+    """A `run_before` that waits for the app, presses `key`, and waits again."""
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await pilot.press(key)
+        await settle(pilot)
+    return run_before
+
 class TestDashboard:
     def test_stage_g_before_c(self, snap_compare, v2_db_url, env_file):
         """Stage G highlighted on the stage line; all flags false and as expected; 'promote C [c]'
@@ -72,12 +81,7 @@ class TestConfirmChange:
         _backfilled_and_verified(v2_db_url)
         app = make_app(settings_for(v2_db_url, env_file), target_label=LABEL, env_label="deploy.env")
 
-        async def press_c(pilot) -> None:
-            await settle(pilot)
-            await pilot.press("c")
-            await settle(pilot)
-
-        assert snap_compare(app, terminal_size=(100, 30), run_before=press_c)
+        assert snap_compare(app, terminal_size=(100, 30), run_before=pressing("c"))
 
 
 class TestJournal:
@@ -92,12 +96,7 @@ class TestJournal:
         set_journal_times(v2_db_url, D_SINCE)
         app = make_app(settings, target_label=LABEL)
 
-        async def press_j(pilot) -> None:
-            await settle(pilot)
-            await pilot.press("j")
-            await settle(pilot)
-
-        assert snap_compare(app, terminal_size=(120, 20), run_before=press_j)
+        assert snap_compare(app, terminal_size=(120, 20), run_before=pressing("j"))
 
 
 class TestHelp:
@@ -111,4 +110,4 @@ class TestHelp:
             await pilot.press("question_mark")
             await pilot.pause()
 
-        assert snap_compare(app, terminal_size=(100, 30), run_before=press_help)
+        assert snap_compare(app, terminal_size=(100, 30), run_before=pressing("question_mark"))
