@@ -527,7 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cutover: interrupted; nothing more was done.", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the operator gets one sentence, never a traceback
-        print(f"cutover: unexpected {type(exc).__name__}: {redact(str(exc), url_hint)}; "
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        print(f"cutover: unexpected {type(exc).__name__}: {redact(first_line, url_hint)}; "
               "please report this.", file=sys.stderr)
         return 1
 

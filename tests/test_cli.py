@@ -270,7 +270,11 @@ def test_diff_of_two_reports(cutover, tmp_path):
 
     data = ROOT / "tests" / "data" / "reports"
     code, out, _ = cutover("diff", str(data / "upstream-verify.json"), str(data / "console-verify.json"))
-    assert code in (0, 1) and out.strip()
+    assert code == 1  # a check newly fails: worse than before
+    lines = [line for line in out.splitlines() if line]
+    assert "FIXED  count:account_members  newCount 60 -> 61" in lines
+    assert "+FAIL  identity_fingerprint_duplicates  count 0 -> 1" in lines
+    assert lines[-1].endswith("worse than before")
     code, _, err = cutover("diff", str(data / "upstream-verify.json"), str(data / "upstream-backfill.json"))
     assert code == 2 and "choose two reports of the same kind" in err
 

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import psycopg
 from pydantic import BaseModel
 
+from ..db import connect
+from ..errors import CutoverError
 from .api import COOKIE_NAME
 
 if TYPE_CHECKING:  # httpx is imported where used: `import httpx` loads rich (its CLI), which the engine must not
@@ -89,7 +91,7 @@ def demo_cookies(base_url: str, database_url: str, count: int = 3, *,
                ("SELECT account_id, user_id FROM account_members m JOIN auth_users u ON u.id = m.user_id "
                 "WHERE m.role = 'owner' AND m.status = 'active' ORDER BY account_id, user_id"))
     rows: list[tuple[str, str]] = []
-    with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+    with connect(database_url, autocommit=True) as conn:
         for query in queries:
             try:
                 rows = conn.execute(query).fetchall()
@@ -107,11 +109,15 @@ def demo_cookies(base_url: str, database_url: str, count: int = 3, *,
     import httpx
 
     cookies: dict[str, str] = {}
-    with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT) as client:
-        for account, user in owners.items():
-            response = client.post("/v1/demo/session", json={"userId": user})
-            response.raise_for_status()
-            cookies[account] = response.cookies[COOKIE_NAME]
+    try:
+        with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT) as client:
+            for account, user in owners.items():
+                response = client.post("/v1/demo/session", json={"userId": user})
+                response.raise_for_status()
+                cookies[account] = response.cookies[COOKIE_NAME]
+    except (httpx.HTTPError, KeyError) as exc:
+        raise CutoverError(f"The stand-in API at {base} gave no demo session ({type(exc).__name__}); "
+                           "start `cutover demo` and pass the address it shows.") from None
     return cookies
 
 

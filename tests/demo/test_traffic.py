@@ -143,7 +143,9 @@ def test_only_loopback_and_bounded_arguments():
 def test_errors_are_counted_never_raised():
     # Nothing listens on port 9 of loopback (discard, normally closed): every request fails.
     with Traffic("http://127.0.0.1:9", {"ws_1": "c"}, 50, max_seconds=5) as traffic:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while traffic.stats().requests < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
     stats = traffic.stats()
     assert not traffic.running
     assert stats.requests > 0 and stats.errors == stats.requests and stats.writes == 0, traffic.last_error
@@ -350,3 +352,18 @@ def test_cli_demo_traffic_prints_figures_each_second(legacy_db_url, env_file, ca
     assert code == 0
     lines = [line for line in out.splitlines() if "requests" in line]
     assert len(lines) >= 2 and "mirror failures" in lines[-1] and " 0 errors" in lines[-1]
+
+
+@pytest.mark.parametrize("api, database, exit_code, says", [
+    ("http://127.0.0.1:9", None, 1, "The stand-in API at http://127.0.0.1:9 gave no demo session"),
+    ("http://127.0.0.1:9", "postgresql://x:pw@/nodb?host=/nonexistent", 3, "Cannot connect to postgresql://x:***@"),
+])
+def test_cli_demo_traffic_fails_in_one_sentence(legacy_db_url, capsys, api, database, exit_code, says):
+    from conftest import ROOT as REPO
+
+    from cutover_tui.cli import main
+
+    code = main(["--runbook", str(REPO / "runbook.toml"), "demo", "traffic", "--api", api, "--rate", "5",
+                 "--duration", "1", "--database-url", database or legacy_db_url])
+    err = capsys.readouterr().err
+    assert code == exit_code and says in err and err.count("\n") == 1 and "unexpected" not in err

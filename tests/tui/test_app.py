@@ -59,6 +59,8 @@ async def test_unreachable_database_is_one_sentence(env_file, tmp_path):
         assert "Traceback" not in screen_text(app)
         await pilot.press("c")  # keys still answer, with the same clear sentence
         await settle(pilot)
+        assert app.dashboard.problem.startswith("Cannot connect to")
+        assert "Traceback" not in screen_text(app)
         await pilot.press("ctrl+q")
     assert app.return_code == 0
 
