@@ -247,13 +247,16 @@ class _Part(BaseModel):
 
 
 class Backfill:
-    """One run: resumable from its checkpoints, cancellable between batches."""
+    """One run: resumable from its checkpoints, cancellable and pausable between batches."""
 
     def __init__(self, url: str, operator: str, options: BackfillOptions, *,
-                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None):
+                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+                 pause: threading.Event | None = None):
         self.url, self.operator, self.options = url, operator, options
         self.progress = progress or (lambda _: None)
         self.cancel = cancel or threading.Event()
+        # While set, workers wait between batches: every range is committed, no transaction is open.
+        self.pause = pause or threading.Event()
         self._lock = threading.Lock()
         self._done: dict[str, int] = {}
         self._started: dict[str, float] = {}
@@ -323,7 +326,7 @@ class Backfill:
         table = self.tables[part.table]
         size = self.options.batch_size
         with self._connect() as conn:
-            while not part.finished and not self.cancel.is_set():
+            while not part.finished and not self._paused_until_resumed():
                 bounds = {"lo": part.last_key, "hi": part.hi, "offset": size - 1}
                 found = conn.execute(table.key_at(part.last_key, part.hi), bounds).fetchone()
                 batch_hi = found[0] if found else part.hi
@@ -334,6 +337,12 @@ class Backfill:
                 ratio = self.options.target_seconds / max(result.longest_transaction, 1e-3)
                 size = max(100, min(int(size * min(max(ratio, 0.5), 4.0 if ratio > 4 else 1.5)), MAX_RANGE))
         return part
+
+    def _paused_until_resumed(self) -> bool:
+        """Waits out a pause; true when the run is cancelled."""
+        while self.pause.is_set() and not self.cancel.is_set():
+            self.cancel.wait(0.1)
+        return self.cancel.is_set()
 
     def _range_with_checkpoint(self, conn, run_id, pass_no, part: _Part, hi, last: bool) -> _Result:
         """The range (last_key, hi] and its checkpoint in one transaction. A range with too

@@ -14,28 +14,29 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 
-from . import journal, migrate, transitions
+from . import jobs, journal, migrate, transitions
 from .archive import plan_archive, run_archive
-from .backfill import Backfill, BackfillOptions, BackfillProgress, check_ready, parse_tables
+from .backfill import BackfillOptions, BackfillProgress, parse_tables
 from .db import connect, redact
 from .demo.seed import SIZES, seed_legacy
 from .demo.api import serve_api
 from .demo.run import demo_environment, demo_session
 from .demo.traffic import TrafficStats, run_traffic
 from .errors import BadInput, CutoverError
-from .jobs import run_job
-from .reads import API_ENV, COOKIE_ENV, DEFAULT_API, redact_api, run_verify_reads
-from .recon import run_recon
-from .verify import VerifyOptions, run_verify, summary_lines
+from .verify import VerifyOptions, summary_lines
 from .mapping import BY_NAME
+from .reads import API_ENV, COOKIE_ENV
 from .report_diff import diff_reports, render_diff
 from .reports import dump_report, load_report
 from .runbook import load_runbook
 from .session import Session, Settings, resolve_settings
 from .status import Status, gather
+
+T = TypeVar("T")
 
 
 def _print_json(data: object) -> None:
@@ -186,30 +187,28 @@ class _ProgressLine:
             sys.stderr.write("\n")
 
 
-def _run_cancellable(work: Callable[[threading.Event], dict]) -> Callable[[], dict]:
+def _cancellable(work: Callable[[threading.Event], T]) -> T:
     """Run `work` in a thread so Ctrl-C becomes a clean cancel with a valid checkpoint."""
-    def runner() -> dict:
-        cancel = threading.Event()
-        outcome: dict = {}
+    cancel = threading.Event()
+    outcome: dict = {}
 
-        def target() -> None:
-            try:
-                outcome["body"] = work(cancel)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                outcome["error"] = exc
+    def target() -> None:
+        try:
+            outcome["result"] = work(cancel)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = exc
 
-        thread = threading.Thread(target=target, name="cutover-job")
-        thread.start()
-        while thread.is_alive():
-            try:
-                thread.join(0.2)
-            except KeyboardInterrupt:
-                print("\ncutover: cancelling at the next batch boundary...", file=sys.stderr)
-                cancel.set()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["body"]
-    return runner
+    thread = threading.Thread(target=target, name="cutover-job")
+    thread.start()
+    while thread.is_alive():
+        try:
+            thread.join(0.2)
+        except KeyboardInterrupt:
+            print("\ncutover: cancelling at the next batch boundary...", file=sys.stderr)
+            cancel.set()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _print_report(stored, report, as_json: bool, lines: list[str]) -> int:
@@ -228,16 +227,9 @@ def cmd_backfill(session: Session, args: argparse.Namespace) -> int:
     options = BackfillOptions(tables=tables, full_compare=args.full_compare,
                               **({"batch_size": args.batch_size} if args.batch_size else {}))
     progress = _ProgressLine(sys.stderr.isatty() and not args.json)
-
-    def backfill(cancel: threading.Event) -> dict:
-        check_ready(session.conn, tables)
-        return Backfill(session.settings.database_url, session.settings.operator, options,
-                        progress=progress, cancel=cancel).run()
-
-    work = _run_cancellable(backfill)
     try:
-        stored, report = run_job(session, "backfill", work, report_path=args.report,
-                                 detail={"tables": list(tables)})
+        stored, report = _cancellable(lambda cancel: jobs.backfill(session, options, progress=progress, cancel=cancel,
+                                                                 report_path=args.report))
     finally:
         progress.close()
     lines = [f"{'stage':<18} {'old':>10} {'before':>10} {'after':>10} {'affected':>10} {'errors':>8} {'rows/s':>10}"]
@@ -260,10 +252,8 @@ def cmd_verify(session: Session, args: argparse.Namespace) -> int:
         if live:
             print(summary_lines({"checks": [check]})[0], flush=True)
 
-    work = _run_cancellable(lambda cancel: run_verify(session.settings.database_url, options,
-                                                      cancel=cancel, on_check=show))
-    stored, report = run_job(session, "verify", work, report_path=args.report,
-                             detail={"repair": args.repair, "sample_size": args.sample_size})
+    stored, report = _cancellable(lambda cancel: jobs.verify(session, options, cancel=cancel, on_check=show,
+                                                             report_path=args.report))
     lines = [] if live else summary_lines(report)
     for check in report.checks:
         extra = check.model_extra or {}
@@ -273,16 +263,9 @@ def cmd_verify(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_verify_reads(session: Session, args: argparse.Namespace) -> int:
-    api = args.api or os.environ.get(API_ENV) or session.runbook.api.base or DEFAULT_API
-    cookie = args.cookie or os.environ.get(COOKIE_ENV)
-    if not cookie:
-        raise BadInput(f"No session cookie: pass --cookie or set {COOKIE_ENV}.")
-    if bool(args.profile_id) != bool(args.identity_public_key):
-        raise BadInput("--profile-id and --identity-public-key go together: give both or neither.")
-    stored, report = run_job(session, "verify-reads", lambda: run_verify_reads(
-        session.settings.database_url, session.settings.env_file, api=api, cookie=cookie,
-        profile_id=args.profile_id, identity_public_key=args.identity_public_key,
-        collection_id=args.collection_id), report_path=args.report, detail={"api": redact_api(api)})
+    target = jobs.api_target(session, api=args.api, cookie=args.cookie, profile_id=args.profile_id,
+                             identity_public_key=args.identity_public_key, collection_id=args.collection_id)
+    stored, report = jobs.verify_reads(session, target, report_path=args.report)
     lines = summary_lines(report)
     for check in report.checks:
         extra = check.model_extra or {}
@@ -291,11 +274,7 @@ def cmd_verify_reads(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_recon(session: Session, args: argparse.Namespace) -> int:
-    if args.sample_rows < 0:
-        raise BadInput(f"--sample-rows must be 0 or more (got {args.sample_rows}).")
-    stored, report = run_job(session, "recon", lambda: run_recon(session.settings.database_url,
-                                                                 sample_rows=args.sample_rows),
-                             report_path=args.out)
+    stored, report = jobs.recon(session, sample_rows=args.sample_rows, report_path=args.out)
     extra = report.model_extra or {}
     lines = [f"{'legacy table':<28} {'rows':>12} {'size':>10}"]
     for table, info in extra.get("tables", {}).items():

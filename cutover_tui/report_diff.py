@@ -166,7 +166,13 @@ def diff_reports(a: Report, b: Report) -> ReportDiff:
     return ReportDiff(kind=kind_a, before=a.generated_at, after=b.generated_at, entries=entries)
 
 
-def _mark(entry: DiffEntry) -> str:
+def diff_check(old: VerifyCheck | None, new: VerifyCheck) -> DiffEntry:
+    """One check of a verify still running against the same check of an earlier report."""
+    return _diff_items("check", {new.key: old} if old is not None else {}, {new.key: new}, _check_status)[0]
+
+
+def mark(entry: DiffEntry) -> str:
+    """The short tag for an entry: +FAIL, FIXED, ~, = and so on."""
     if entry.section in _GROUP_TAGS:
         tag = _GROUP_TAGS[entry.section]
         return {"new": f"+{tag}", "fixed": "FIXED", "still_present": tag}[entry.status]
@@ -182,6 +188,6 @@ def render_diff(diff: ReportDiff) -> str:
     for entry in diff.entries:
         label = f"stage {entry.key}" if entry.section == "stage" else entry.key
         details = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in entry.changes.items())
-        lines.append(f"{_mark(entry):<6} {label}" + (f"  {details}" if details else ""))
+        lines.append(f"{mark(entry):<6} {label}" + (f"  {details}" if details else ""))
     lines.append(diff.summary() + ("; worse than before" if diff.worse else ""))
     return "\n".join(lines) + "\n"

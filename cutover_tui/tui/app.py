@@ -6,9 +6,9 @@ runs here in a worker, and every failure reaches the operator through `show_erro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import psycopg
 from textual import on, work
@@ -37,6 +37,7 @@ from .screens.help import HelpScreen
 from .screens.journal import JournalScreen
 
 JOURNAL_ROWS = 500
+T = TypeVar("T")
 
 
 class NoSession(CutoverError):
@@ -119,6 +120,17 @@ class CutoverApp(App[int]):
             raise NoSession("The console is not connected to the database; fix the connection "
                             "and press r to try again.")
         return self.session
+
+    def run_engine(self, call: Callable[[Session], T], done: Callable[[T], object] | None = None, *,
+                   group: str = "engine", exclusive: bool = False, refresh: bool = False) -> Worker[None]:
+        """Run `call(session)` in a thread worker; `done(result)` then runs on the UI thread.
+        A failure becomes one error notification, like every other engine call."""
+        def work() -> None:
+            with self._reported(refresh=refresh):
+                result = call(self._session())
+                if done is not None:
+                    self.call_from_thread(done, result)
+        return self.run_worker(work, thread=True, group=group, exclusive=exclusive, exit_on_error=False)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="status")
     def _gather(self) -> None:
