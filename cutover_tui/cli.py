@@ -93,21 +93,19 @@ def cmd_status(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(session: Session, args: argparse.Namespace) -> int:
-    step = session.assess().step("migrate")
-    with session.operator_lock():
-        plan = migrate.plan(session.conn, session.runbook.paths.sql_dir)
-        if not plan.to_apply:
-            print(f"Nothing to apply: {', '.join(plan.already_applied) or 'no migration files'} already applied.")
-            return 0
+    plan = transitions.plan_stage_a(session)
+    if not plan.to_apply:
+        print(f"Nothing to apply: {', '.join(plan.already_applied) or 'no migration files'} already applied.")
+        return 0
+    if args.dry_run:
+        step = session.assess().step("migrate")
         if not step.allowed:
             raise transitions.refuse(step)
-        if args.dry_run:
-            for file in plan.to_apply:
-                print(f"-- {file.id} (sha256 {file.checksum})\n{file.sql}")
-            print(f"-- dry run: {len(plan.to_apply)} file(s) would be applied; nothing was changed.")
-            return 0
-        applied = migrate.apply_plan(session.conn, plan)
-        journal.record(session.conn, session.settings.operator, "migrate", detail={"applied": applied})
+        for file in plan.to_apply:
+            print(f"-- {file.id} (sha256 {file.checksum})\n{file.sql}")
+        print(f"-- dry run: {len(plan.to_apply)} file(s) would be applied; nothing was changed.")
+        return 0
+    applied = transitions.apply_stage_a(session, plan)
     print(f"Applied {', '.join(applied)}.")
     return 0
 

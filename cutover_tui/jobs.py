@@ -9,7 +9,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -18,6 +18,7 @@ from . import journal, reads, reports
 from . import recon as recon_
 from . import verify as verify_
 from .backfill import BackfillOptions
+from .mapping import BY_NAME, TABLES
 from .errors import BadInput, CutoverError
 from .matrix import assess, verify_stage
 from .session import Session
@@ -62,7 +63,7 @@ Stored = tuple[reports.StoredReport, reports.Report]
 def recon(session: Session, *, sample_rows: int = 2000, progress: recon_.ProgressCallback | None = None,
           report_path: Path | None = None) -> Stored:
     if sample_rows < 0:
-        raise BadInput(f"The sample must be 0 rows or more (got {sample_rows}).")
+        raise BadInput(f"--sample-rows must be 0 or more (got {sample_rows}).")
     return run_job(session, "recon", lambda: recon_.run_recon(session.settings.database_url, sample_rows=sample_rows,
                                                               progress=progress), report_path=report_path)
 
@@ -118,3 +119,73 @@ def verify_reads(session: Session, target: ApiTarget, *, report_path: Path | Non
         session.settings.database_url, session.settings.env_file, api=target.api, cookie=target.cookie,
         profile_id=target.profile_id, identity_public_key=target.identity_public_key,
         collection_id=target.collection_id), report_path=report_path, detail={"api": reads.redact_api(target.api)})
+
+
+# --- what a job will do, shown before it starts -----------------------------------------------
+
+JobKind = Literal["recon", "backfill", "verify", "repair", "verify-reads"]
+_SUMMARIES: dict[str, tuple[str, str | None]] = {
+    "recon": ("Reads every legacy table: columns, constraints, row counts, the anomalies the backfill "
+              "will report, and an estimate of its time from a rolled-back sample.",
+              None),
+    "backfill": ("Copies legacy rows into the v2 tables by primary-key ranges, each range committed with "
+                 "its checkpoint, two workers; rows already equal are left untouched, a cancelled run resumes.",
+                 "Inserts and updates v2 rows only; legacy is never written."),
+    "verify": ("Compares v2 with legacy table by table (counts and every rule-owned column), then "
+               "integrity, duplicates and samples.", None),
+    "repair": ("Runs verify, re-copies exactly the rows it finds missing or different, and checks them again.",
+               "Inserts and updates the v2 rows verify finds wrong; legacy is never written."),
+    "verify-reads": ("Asks the account API for the session, users, identities and books, and compares "
+                     "its answers with the read store the flags declare.", None),
+}
+
+
+class JobPlan(BaseModel):
+    kind: JobKind
+    summary: str
+    writes: str | None  # None: read-only
+    tables: dict[str, int]  # the tables it walks, with the planner's row estimate
+    notes: list[str]
+    refused: list[str]  # the matrix's reasons when the runbook does not allow it now
+    previous_verify: str | None = None  # id of the verify the live diff compares against
+
+
+def _estimate(conn, table: str) -> int:
+    row = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                       (f"public.{table}",)).fetchone()
+    return row[0] if row else 0
+
+
+def plan(session: Session, kind: JobKind) -> JobPlan:
+    """What `kind` will do here and now, and whether the runbook lets it run."""
+    conn = session.conn
+    step_kind = "verify" if kind == "repair" else kind
+    step = next((s for s in session.assess().steps if s.action == step_kind), None)
+    summary, writes = _SUMMARIES[kind]
+    tables: dict[str, int] = {}
+    notes: list[str] = []
+    previous = None
+    if kind == "recon":
+        tables = {t.legacy: _estimate(conn, t.legacy) for t in TABLES}
+    elif kind == "backfill":
+        options = BackfillOptions()
+        tables = {name: _estimate(conn, BY_NAME[name].legacy) for name in options.tables}
+        notes.append(f"{options.workers} workers, ranges sized toward {options.target_seconds:g} s transactions.")
+        run = conn.execute("SELECT id, state, started_at FROM cutover.backfill_runs WHERE state IN "
+                           "('running', 'cancelled', 'failed') ORDER BY id DESC LIMIT 1").fetchone()
+        if run:
+            notes.append(f"Resumes run {run[0]} ({run[1]}, started {run[2]:%Y-%m-%d %H:%M} UTC): "
+                         "its finished ranges are kept.")
+    elif kind in ("verify", "repair"):
+        tables = {name: _estimate(conn, name) for name in verify_.COUNT_TABLES}
+        last = reports.latest(conn, "verify")
+        if last is not None:
+            previous = last.id
+            notes.append(f"Its checks are compared live with verify {last.id} of "
+                         f"{last.generated_at:%Y-%m-%d %H:%M} UTC ({'passed' if last.ok else 'FAILED'}).")
+    else:
+        notes.append(f"API {reads.redact_api(session.runbook.api.base or reads.DEFAULT_API)}; "
+                     "the session cookie is never shown or written.")
+    return JobPlan(kind=kind, summary=summary, writes=writes, tables=tables, notes=notes,
+                   refused=list(step.reasons) if step is not None and not step.allowed else [],
+                   previous_verify=previous)

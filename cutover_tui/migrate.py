@@ -117,3 +117,4 @@ def apply_legacy_baseline(conn: psycopg.Connection, sql_dir: Path) -> list[str]:
             apply_file(conn, file)
             applied.append(file.id)
     return applied
+

@@ -85,6 +85,25 @@ def latest(conn: psycopg.Connection, kind: ReportKind) -> StoredReport | None:
     return found[0] if found else None
 
 
+def recent_all(conn: psycopg.Connection, limit: int) -> list[StoredReport]:
+    """The newest `limit` reports of every kind, newest first (the console's list)."""
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM cutover.reports ORDER BY generated_at DESC, id LIMIT %s",
+                        (limit,)).fetchall()
+    return [StoredReport(**dict(zip(_COLUMNS.split(", "), row))) for row in rows]
+
+
+def previous(conn: psycopg.Connection, report_id: str) -> StoredReport | None:
+    """The report of the same kind stored just before `report_id` (None if it is the first)."""
+    columns = ", ".join(f"p.{name}" for name in _COLUMNS.split(", "))
+    row = conn.execute(
+        f"""SELECT {columns} FROM cutover.reports p JOIN cutover.reports s
+            ON p.kind = s.kind AND p.generated_at < s.generated_at
+            WHERE s.id = %s ORDER BY p.generated_at DESC LIMIT 1""",
+        (report_id,),
+    ).fetchone()
+    return StoredReport(**dict(zip(_COLUMNS.split(", "), row))) if row else None
+
+
 # --- The §4 shapes -------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Flag changes the runbook allows: promote, rollback, restore; and closing the window.
+"""Changes the runbook allows: Stage A, promote, rollback, restore, and closing the window.
 
 Each is planned first (the env diff the operator confirms), then applied under the
 operator lock after the gates are checked again, so a plan can never outlive its gates.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from . import journal
+from . import journal, migrate
 from .envfile import EnvFile, env_diff, write_flags
 from .errors import BadInput, Refused
 from .flags import Flags
@@ -121,3 +121,25 @@ def close_rollback_window(session: Session) -> journal.JournalEntry:
             raise refuse(step)
         return journal.record(session.conn, session.settings.operator, "rollback-window-closed",
                               flags_before=assessment.flags, flags_after=assessment.flags)
+
+
+def plan_stage_a(session: Session) -> migrate.MigrationPlan:
+    """What Stage A would apply here; shown to the operator before `apply_stage_a`."""
+    return migrate.plan(session.conn, session.runbook.paths.sql_dir)
+
+
+def apply_stage_a(session: Session, shown: migrate.MigrationPlan) -> list[str]:
+    """Apply what the operator saw, under the operator lock and behind the gate; the files
+    are planned again first, so a file changed since it was shown is refused, never applied."""
+    with session.operator_lock():
+        fresh = plan_stage_a(session)
+        if [(f.id, f.checksum) for f in fresh.to_apply] != [(f.id, f.checksum) for f in shown.to_apply]:
+            raise Refused("The migration files or the history changed since they were shown; look again and retry.")
+        if not fresh.to_apply:
+            return []
+        step = session.assess().step("migrate")
+        if not step.allowed:
+            raise refuse(step)
+        applied = migrate.apply_plan(session.conn, fresh)
+        journal.record(session.conn, session.settings.operator, "migrate", detail={"applied": applied})
+    return applied

@@ -7,7 +7,7 @@ runs here in a worker, and every failure reaches the operator through `show_erro
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import ClassVar, TypeVar
 
 import psycopg
@@ -15,12 +15,18 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
+from rich.text import Text
 from textual.worker import Worker, WorkerState
 
-from .. import journal, transitions
+from .. import jobs, journal, transitions
+from ..archive import plan_archive, run_archive
 from ..errors import CutoverError
+from ..jobs import ApiTarget, JobKind, JobPlan
+from ..reports import VerifyReport
 from ..session import Session, Settings
 from ..status import gather
+from ..verify import VerifyOptions
+from .job_run import TITLES, JobRun
 from .messages import (
     ChangeApplied,
     ChangePlanned,
@@ -31,10 +37,14 @@ from .messages import (
     SessionOpened,
     StatusGathered,
 )
-from .screens.confirm import ConfirmChange
+from .screens.archive import ArchiveConfirm
+from .screens.confirm import Confirm, ConfirmChange
 from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
+from .screens.job import JobScreen
 from .screens.journal import JournalScreen
+from .screens.rollback import RollbackWizard
+from .text import literal
 
 JOURNAL_ROWS = 500
 T = TypeVar("T")
@@ -56,12 +66,16 @@ class CutoverApp(App[int]):
         Binding("d", "dashboard", "Dashboard"),
         Binding("j", "journal", "Journal"),
         Binding("r", "refresh", "Refresh"),
+        Binding("J", "watch_job", "Job"),
     ]
 
     def __init__(self, settings: Settings, *, target_label: str | None = None,
-                 env_label: str | None = None, notice: str | None = None) -> None:
+                 env_label: str | None = None, notice: str | None = None,
+                 api_target: ApiTarget | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self.api_target = api_target  # the read check's API and cookie; else from the environment
+        self.job: JobRun | None = None  # the one long job at a time, running or last finished
         self.notice = notice
         self.env_label = env_label or str(settings.env_file)
         self.session: Session | None = None
@@ -104,16 +118,18 @@ class CutoverApp(App[int]):
 
     # -- engine work, always in workers ---------------------------------------------
 
+    def _as_error(self, exc: CutoverError | psycopg.Error) -> CutoverError:
+        if isinstance(exc, CutoverError):
+            return exc
+        return self.session.database_error(exc) if self.session else CutoverError(str(exc))
+
     @contextmanager
     def _reported(self, *, refresh: bool = False) -> Iterator[None]:
         """Inside a worker: a typed or database failure becomes one `OperationFailed` message."""
         try:
             yield
-        except CutoverError as error:
-            self.post_message(OperationFailed(error, refresh=refresh))
-        except psycopg.Error as exc:
-            error = self.session.database_error(exc) if self.session else CutoverError(str(exc))
-            self.post_message(OperationFailed(error, refresh=refresh))
+        except (CutoverError, psycopg.Error) as exc:
+            self.post_message(OperationFailed(self._as_error(exc), refresh=refresh))
 
     def _session(self) -> Session:
         if self.session is None:
@@ -122,15 +138,25 @@ class CutoverApp(App[int]):
         return self.session
 
     def run_engine(self, call: Callable[[Session], T], done: Callable[[T], object] | None = None, *,
-                   group: str = "engine", exclusive: bool = False, refresh: bool = False) -> Worker[None]:
+                   failed: Callable[[CutoverError], object] | None = None, group: str = "engine",
+                   exclusive: bool = False, refresh: bool = False) -> Worker[None]:
         """Run `call(session)` in a thread worker; `done(result)` then runs on the UI thread.
-        A failure becomes one error notification, like every other engine call."""
+        A failure becomes one error notification, like every other engine call, and `failed(error)`."""
         def work() -> None:
-            with self._reported(refresh=refresh):
+            try:
                 result = call(self._session())
-                if done is not None:
-                    self.call_from_thread(done, result)
+            except (CutoverError, psycopg.Error) as exc:
+                error = self._as_error(exc)
+                self.post_message(OperationFailed(error, refresh=refresh))
+                if failed is not None:
+                    self.call_from_thread(failed, error)
+                return
+            if done is not None:
+                self.call_from_thread(done, result)
         return self.run_worker(work, thread=True, group=group, exclusive=exclusive, exit_on_error=False)
+
+    def refresh_status(self) -> None:
+        self._gather()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="status")
     def _gather(self) -> None:
@@ -175,7 +201,8 @@ class CutoverApp(App[int]):
 
     @on(ChangeRequested)
     def _change_requested(self, message: ChangeRequested) -> None:
-        self._plan_change(message.action, message.target)
+        if not self._job_in_the_way():
+            self._plan_change(message.action, message.target)
 
     def on_change_planned(self, message: ChangePlanned) -> None:
         change = message.change
@@ -215,6 +242,126 @@ class CutoverApp(App[int]):
             self.dashboard.label = "not connected"
         self.notify(error.message, title=error.title, severity="error", timeout=10, markup=False)
 
+    # -- long jobs ------------------------------------------------------------------------
+
+    def _job_in_the_way(self) -> bool:
+        """True (and says so) while a job runs: nothing else may change underneath it."""
+        if self.job is None or not self.job.running:
+            return False
+        self.notify(f"{self.job.title} is running; wait for it, or cancel it (J, then x), first.",
+                    title="One thing at a time", severity="warning", timeout=6)
+        return True
+
+    def open_job(self, kind: JobKind) -> None:
+        """The job's screen: the running or last run of `kind`, else a fresh plan for it."""
+        if self.job is not None and self.job.running and self.job.kind != kind:
+            self._job_in_the_way()
+            return
+        run = self.job if self.job is not None and self.job.kind == kind and self.job.running else None
+        self.push_screen(JobScreen(kind, run))
+
+    def start_job(self, kind: JobKind, plan: JobPlan, previous: VerifyReport | None) -> JobRun | None:
+        if self._job_in_the_way():
+            return None
+        run = self.job = JobRun(kind, plan, previous)
+        self.run_worker(lambda: self._run_job(run), thread=True, group="job", exit_on_error=False)
+        return run
+
+    def _job_call(self, session: Session, run: JobRun) -> jobs.Stored:
+        if run.kind == "recon":
+            return jobs.recon(session, progress=run.on_recon)
+        if run.kind == "backfill":
+            return jobs.backfill(session, progress=run.on_backfill, cancel=run.cancel, pause=run.pause)
+        if run.kind == "verify-reads":
+            return jobs.verify_reads(session, self.api_target or jobs.api_target(session))
+        return jobs.verify(session, VerifyOptions(repair=run.kind == "repair"), progress=run.on_verify,
+                           cancel=run.cancel, on_check=run.on_check)
+
+    def _run_job(self, run: JobRun) -> None:
+        try:
+            stored, report = self._job_call(self._session(), run)
+        except (CutoverError, psycopg.Error) as exc:
+            run.fail(self._as_error(exc).message)
+        else:
+            run.finish(stored, report)
+        with suppress(RuntimeError):  # the operator quit while it wound down: nobody to tell
+            self.call_from_thread(self._job_ended, run)
+
+    def _job_ended(self, run: JobRun) -> None:
+        if run.error:
+            self.notify(run.error, title=f"{run.title} failed", severity="error", timeout=10, markup=False)
+        elif run.stored is not None:
+            self.notify(f"Report {run.stored.id}: {'passed' if run.stored.ok else 'FAILED'}.",
+                        title=f"{run.title} {run.state}", severity="information" if run.stored.ok else "warning",
+                        timeout=8)
+        self._gather()
+
+    def action_watch_job(self) -> None:
+        if self.job is None:
+            self.notify("No job has run in this console yet.", timeout=4)
+        elif not (isinstance(self.screen, JobScreen) and self.screen.run is self.job):
+            self.push_screen(JobScreen(self.job.kind, self.job))
+
+    # -- stage A, the rollback window, the archive, the wizard ----------------------------------
+
+    def open_migrate(self) -> None:
+        if self._job_in_the_way():
+            return
+
+        def planned(plan) -> None:
+            if not plan.to_apply:
+                self.notify(f"Nothing to apply: {', '.join(plan.already_applied)} already applied.", timeout=6)
+                return
+            body = Text("\n\n").join(literal(f"-- {f.id} (sha256 {f.checksum})\n{f.sql}") for f in plan.to_apply)
+            self.push_screen(Confirm(f"Stage A: apply {', '.join(f.id for f in plan.to_apply)}",
+                                     f"from {self.settings.runbook.paths.sql_dir}, each file in one transaction:",
+                                     body, "Apply it?  y = yes   n = no"),
+                             lambda yes: self._apply_stage_a(plan) if yes else None)
+        self.run_engine(transitions.plan_stage_a, planned, group="change")
+
+    def _apply_stage_a(self, plan) -> None:
+        self.run_engine(lambda session: transitions.apply_stage_a(session, plan),
+                        lambda applied: self._changed(f"Applied {', '.join(applied)}.", "Stage A"),
+                        group="change", refresh=True)
+
+    def _changed(self, text: str, title: str) -> None:
+        self.notify(text, title=title, timeout=6)
+        self._gather()
+
+    def open_close_window(self) -> None:
+        if self._job_in_the_way():
+            return
+        runbook = self.settings.runbook
+        body = Text(f"After this the console no longer offers a rollback as routine: Stage F (archive) opens "
+                    f"once the last {runbook.gates.passing_verifies_before_archive} verifies in E' passed. It changes no flag.")
+        self.push_screen(Confirm("Close the rollback window", "recorded in the journal:", body,
+                                 "Close it?  y = yes   n = no"),
+                         lambda yes: self.run_engine(
+                             transitions.close_rollback_window,
+                             lambda entry: self._changed(f"Journal entry {entry.id}.", "Rollback window closed"),
+                             group="change", refresh=True) if yes else None)
+
+    def open_archive(self) -> None:
+        if self._job_in_the_way():
+            return
+
+        def planned(plan) -> None:
+            self.push_screen(ArchiveConfirm(plan), lambda typed: self._archive(plan, typed))
+        self.run_engine(plan_archive, planned, group="change")
+
+    def _archive(self, plan, typed: str | None) -> None:
+        if typed is None:
+            self.notify("Nothing was archived.", timeout=4)
+            return
+        self.run_engine(lambda session: run_archive(session, plan, typed),
+                        lambda entry: self._changed(f"Archived the legacy tables of {plan.database}; "
+                                                    f"journal entry {entry.id}.", "Stage F done"),
+                        group="change", refresh=True)
+
+    def open_rollback(self) -> None:
+        if not self._job_in_the_way():
+            self.push_screen(RollbackWizard(self.env_label))
+
     # -- actions --------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -222,6 +369,8 @@ class CutoverApp(App[int]):
         return not (modal and action in ("dashboard", "journal", "refresh", "help"))
 
     def action_quit_console(self) -> None:
+        if self.job is not None:
+            self.job.request_cancel()  # stops at the next batch boundary with its checkpoint kept
         self.exit(return_code=0)
 
     def action_dashboard(self) -> None:
@@ -246,7 +395,8 @@ class CutoverApp(App[int]):
         keys = [(b.binding.key_display or self.get_key_display(b.binding), b.binding.description)
                 for b in screen.active_bindings.values() if b.binding.show and b.binding.description]
         keys.append(("^p", "Command palette: every action by name"))
-        title = {DashboardScreen: "Dashboard", JournalScreen: "Journal"}.get(type(screen), "Console")
+        title = {DashboardScreen: "Dashboard", JournalScreen: "Journal", RollbackWizard: "Rollback wizard"}.get(
+            type(screen), TITLES.get(getattr(screen, "kind", ""), "Console"))
         self.push_screen(HelpScreen(f"Help: {title}", screen.HELP or "", keys))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -257,21 +407,31 @@ class CutoverApp(App[int]):
         yield SystemCommand("Help", "Keys and purpose of this screen", self.action_help)
         for label, action, target in (("Promote to C", "promote", "C"), ("Promote to D", "promote", "D"),
                                       ("Promote to E", "promote", "E"), ("Promote to E'", "promote", "E'"),
-                                      ("Roll back", "rollback", None), ("Restore the flags", "restore", None)):
+                                      ("Restore the flags", "restore", None)):
             yield SystemCommand(label, "Shows the env diff and asks before writing",
-                                lambda a=action, t=target: self._plan_change(a, t))
+                                lambda a=action, t=target: self.post_message(ChangeRequested(a, t)))
+        yield SystemCommand("Roll back", "The rollback wizard: path, env diff, write, verify", self.open_rollback)
+        yield SystemCommand("Stage A: migrate", "Shows the SQL and asks before applying it", self.open_migrate)
+        for kind in ("recon", "backfill", "verify", "repair", "verify-reads"):
+            yield SystemCommand(TITLES[kind], "Shows what it will do; enter starts it",
+                                lambda k=kind: self.open_job(k))
+        yield SystemCommand("Watch the job", "The running or last job", self.action_watch_job)
+        yield SystemCommand("Close the rollback window", "Asks first; journaled", self.open_close_window)
+        yield SystemCommand("Stage F: archive", "Shows the SQL; type the database name to run it", self.open_archive)
 
 
 def make_app(settings: Settings, *, target_label: str | None = None,
-             env_label: str | None = None, notice: str | None = None) -> CutoverApp:
+             env_label: str | None = None, notice: str | None = None,
+             api_target: ApiTarget | None = None) -> CutoverApp:
     """The console for `settings`. `target_label` replaces the database/env line and `env_label`
     the env file path in confirmations (snapshots use them to hide random test names);
     `notice` is a line shown under it (the demo's stand-in API and its cookie)."""
-    return CutoverApp(settings, target_label=target_label, env_label=env_label, notice=notice)
+    return CutoverApp(settings, target_label=target_label, env_label=env_label, notice=notice,
+                      api_target=api_target)
 
 
-def run_tui(settings: Settings, notice: str | None = None) -> int:
+def run_tui(settings: Settings, notice: str | None = None, api_target: ApiTarget | None = None) -> int:
     """Run the console in the terminal until the operator quits; the exit code."""
-    app = make_app(settings, notice=notice)
+    app = make_app(settings, notice=notice, api_target=api_target)
     app.run()
     return app.return_code or 0

@@ -15,7 +15,7 @@ from ...transitions import FlagChange
 from ..text import literal
 
 
-def _coloured(diff: str) -> Text:
+def coloured_diff(diff: str) -> Text:
     """A unified diff, removed lines red and added lines green, shown literally."""
     lines = []
     for line in diff.splitlines():
@@ -25,31 +25,42 @@ def _coloured(diff: str) -> Text:
     return Text("\n").join(lines)
 
 
-class ConfirmChange(ModalScreen[bool]):
-    HELP = ("Confirm a flag change: the first line says what will happen, below it the exact "
-            "lines of the deploy env file that will change. y writes them (the gates are checked "
-            "again under the operator lock), n or escape leaves everything as it is.")
+class Confirm(ModalScreen[bool]):
+    """Shows exactly what will happen (a diff, SQL), then asks y or n."""
+
+    HELP = ("Confirm a change: the first line says what will happen, below it exactly what will be "
+            "written (env-file lines or SQL). y goes ahead (the gates are checked again under the "
+            "operator lock), n or escape leaves everything as it is.")
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Yes, write it"),
+        Binding("y", "answer(True)", "Yes"),
         Binding("n", "answer(False)", "No"),
         Binding("escape", "answer(False)", "Cancel", show=False),
     ]
 
-    def __init__(self, change: FlagChange, env_file: str, env_label: str | None = None) -> None:
+    def __init__(self, title: str, where: str, body: Text, question: str) -> None:
         super().__init__()
-        self.change = change
-        self.env_file = env_label or env_file
-        self.diff = change.diff.replace(env_file, self.env_file) if env_label else change.diff
+        self.title_text, self.where, self.body, self.question = title, where, body, question
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(literal(self.change.describe(), "bold"), id="describe")
-            yield Static(literal(f"in {self.env_file}:", "dim"), id="file")
+            yield Static(literal(self.title_text, "bold"), id="describe")
+            yield Static(literal(self.where, "dim"), id="file")
             with VerticalScroll(id="diff-box"):
-                yield Static(_coloured(self.diff) if self.diff else
-                             literal("(the env file already declares these flags)"), id="diff")
-            yield Static("Write the env file?  y = yes   n = no", id="question", markup=False)
+                yield Static(self.body, id="diff")
+            yield Static(self.question, id="question", markup=False)
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class ConfirmChange(Confirm):
+    """A flag change: the env diff, zero context lines (neighbouring lines hold secrets)."""
+
+    def __init__(self, change: FlagChange, env_file: str, env_label: str | None = None) -> None:
+        shown = env_label or env_file
+        diff = change.diff.replace(env_file, shown) if env_label else change.diff
+        super().__init__(change.describe(), f"in {shown}:",
+                         coloured_diff(diff) if diff else literal("(the env file already declares these flags)"),
+                         "Write the env file?  y = yes   n = no")
+        self.change = change

@@ -6,23 +6,37 @@ It only displays what the app sets on it (`status`, `problem`, `label`) and post
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import actions
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.events import Resize
+from textual.events import Key, Resize
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from ...jobs import JobKind
+from ...matrix import Step
 from ...status import Status
 from ..messages import ChangeRequested
 from ..text import literal
 from ..widgets.status_view import FactsPanel, FlagsPanel, StageLine, StepsPanel
 
+if TYPE_CHECKING:
+    from ..app import CutoverApp
+
 WIDE = 110  # columns from which flags and facts sit side by side
 PROMOTE = Binding.Group("Promote C/D/E/E'", compact=True)
+RUN = Binding.Group("Recon/backfill/verify/repair/API check", compact=True)
+# Each key's step in the matrix: its key is dimmed while the step is refused.
+KEY_STEPS: dict[str, tuple[str, str | None]] = {
+    "migrate": ("migrate", None), "job:recon": ("recon", None), "job:backfill": ("backfill", None),
+    "job:verify": ("verify", None), "job:repair": ("verify", None), "rollback": ("rollback", None),
+    "close_window": ("close-rollback-window", None), "archive": ("archive", None),
+}
 
 
 class DashboardScreen(Screen):
@@ -37,8 +51,16 @@ class DashboardScreen(Screen):
         Binding("D", "change('promote', 'D')", "Promote D", group=PROMOTE),
         Binding("e", "change('promote', 'E')", "Promote E", group=PROMOTE),
         Binding("s", "change('promote', \"E'\")", "Promote E'", group=PROMOTE),
-        Binding("b", "change('rollback')", "Roll back"),
+        Binding("m", "migrate", "Migrate (A)"),
+        Binding("n", "job('recon')", "Recon", group=RUN),
+        Binding("f", "job('backfill')", "Backfill", group=RUN),
+        Binding("v", "job('verify')", "Verify", group=RUN),
+        Binding("V", "job('repair')", "Verify and repair", group=RUN),
+        Binding("a", "job('verify-reads')", "API read check", group=RUN),
+        Binding("b", "rollback", "Roll back"),
         Binding("R", "change('restore')", "Restore flags"),
+        Binding("w", "close_window", "Close window"),
+        Binding("A", "archive", "Archive (F)"),
     ]
 
     status: reactive[Status | None] = reactive(None, always_update=True)
@@ -66,12 +88,36 @@ class DashboardScreen(Screen):
     def on_resize(self, event: Resize) -> None:
         self.set_class(event.size.width >= WIDE, "-wide")
 
+    def _step_for(self, action: str, parameters: tuple[object, ...]) -> Step | None:
+        if self.status is None:
+            return None
+        key = f"{action}:{parameters[0]}" if action == "job" else action
+        if action == "change" and parameters[:1] == ("promote",):
+            wanted: tuple[str, str | None] | None = ("promote", str(parameters[1]))
+        else:
+            wanted = KEY_STEPS.get(key)
+        return next((s for s in self.status.assessment.steps if (s.action, s.target) == wanted), None)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Restore is dimmed while the flags are legal and match what the console wrote."""
+        """A key whose step the runbook refuses now is dimmed; pressing it says why. Restore is
+        dimmed while the flags are legal and match what the console wrote."""
         if action == "change" and parameters[:1] == ("restore",):
             steps = self.status.assessment.steps if self.status else ()
             return True if any(s.action == "restore-flags" for s in steps) else None
-        return True
+        step = self._step_for(action, parameters)
+        return None if step is not None and not step.allowed else True
+
+    def on_key(self, event: Key) -> None:
+        """A dimmed key still answers: with the matrix's reasons, never silence."""
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            action, parameters = self._parse(binding.action)
+            step = self._step_for(action, parameters)
+            if step is not None and not step.allowed:
+                event.stop()
+                self.notify(" ".join(step.reasons), title=f"{step.label[0].upper()}{step.label[1:]} is refused",
+                            severity="error", timeout=10, markup=False)
+                self.console.refresh_status()  # in case the facts moved since the screen last looked
+                return
 
     def _status_changed(self) -> None:
         self.refresh_bindings()
@@ -96,5 +142,28 @@ class DashboardScreen(Screen):
         self._status_changed()
         self.watch_problem(self.problem)
 
+    def _parse(self, action: str) -> tuple[str, tuple[object, ...]]:
+        _, name, parameters = actions.parse(action)
+        return name, parameters
+
+    @property
+    def console(self) -> CutoverApp:
+        return self.app  # type: ignore[return-value]
+
     def action_change(self, action: str, target: str | None = None) -> None:
         self.post_message(ChangeRequested(action, target))
+
+    def action_job(self, kind: JobKind) -> None:
+        self.console.open_job(kind)
+
+    def action_migrate(self) -> None:
+        self.console.open_migrate()
+
+    def action_rollback(self) -> None:
+        self.console.open_rollback()
+
+    def action_close_window(self) -> None:
+        self.console.open_close_window()
+
+    def action_archive(self) -> None:
+        self.console.open_archive()

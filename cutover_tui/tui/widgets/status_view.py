@@ -17,8 +17,10 @@ from ...status import Status
 from ..text import literal
 
 # The keys the dashboard binds to each next step, shown beside the step.
-STEP_KEYS = {("promote", "C"): "c", ("promote", "D"): "D", ("promote", "E"): "e",
-             ("promote", "E'"): "s", ("rollback", None): "b", ("restore-flags", None): "R"}
+STEP_KEYS = {("migrate", None): "m", ("recon", None): "n", ("backfill", None): "f", ("verify", None): "v",
+             ("promote", "C"): "c", ("promote", "D"): "D", ("promote", "E"): "e", ("promote", "E'"): "s",
+             ("rollback", None): "b", ("restore-flags", None): "R", ("close-rollback-window", None): "w",
+             ("archive", None): "A"}
 
 _FLAG_ATTR = {READS: "reads", WRITES: "writes", DUAL_WRITE: "dual_write"}
 

@@ -1,0 +1,250 @@
+"""One report, from either producer: a row per check, stage, issue or table with its figures,
+and below it the selected row in full with its example rows. Every value is shown literally."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from ... import reports
+from ...errors import BadInput
+from ...report_diff import ReportDiff
+from ...reports import BackfillIssue, BackfillReport, ReconReport, Report, StoredReport, VerifyReport
+from ...session import Session
+from ..text import literal
+from .report_diff import ReportDiffScreen, Side, compared, when
+
+SCALARS = (str, int, float, bool, type(None))
+ABSENT = "—"
+TAG_STYLES = {"PASS": "green", "FAIL": "bold red", "ERROR": "red", "WARN": "yellow", "PROBLEM": "bold red"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """A row of the report: `figures` are its plain values, `details` its nested ones (example rows)."""
+
+    tag: str
+    name: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    # Shown only below, in full: the row has them in its tag and name already.
+    hidden: frozenset[str] = frozenset()
+
+
+def _item(tag: str, name: str, body: dict[str, Any], hidden: frozenset[str] = frozenset()) -> Item:
+    return Item(tag, name, {k: v for k, v in body.items() if isinstance(v, SCALARS)},
+                {k: v for k, v in body.items() if not isinstance(v, SCALARS)}, hidden)
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _verify_items(report: VerifyReport) -> list[Item]:
+    hidden = frozenset({"ok", "name", "table", "type"})
+    return [_item("PASS" if check.ok else "FAIL", check.key, _dump(check), hidden) for check in report.checks]
+
+
+def _issue(tag: str, issue: BackfillIssue, text: str) -> Item:
+    body = _dump(issue)
+    # `rows` holds the example rows (capped); the figure is the true count.
+    examples = body.pop("rows")
+    return _item(tag, f"{issue.stage}: {text}", {"rows": issue.row_count, **body, "examples": examples},
+                 frozenset({"stage", "error", "warning"}))
+
+
+def _backfill_items(report: BackfillReport) -> list[Item]:
+    return [*(_item("stage", stage.stage, _dump(stage), frozenset({"stage"})) for stage in report.stages),
+            *(_issue("ERROR", error, error.error) for error in report.errors),
+            *(_issue("WARN", warning, warning.warning) for warning in report.warnings)]
+
+
+def _recon_items(report: ReconReport) -> list[Item]:
+    extra = report.model_extra or {}
+    sizes, anomalies = extra.get("tables") or {}, extra.get("anomalies") or {}
+    items = []
+    for legacy in dict.fromkeys([*report.target_tables, *report.schemas, *sizes]):
+        body: dict[str, Any] = {"v2": report.mapping.get(legacy, ABSENT)}
+        body |= sizes.get(legacy, {}) if isinstance(sizes.get(legacy), dict) else {}
+        body |= {"columns": [_dump(c) for c in report.schemas.get(legacy, [])],
+                 "constraints": [_dump(c) for c in report.constraints.get(legacy, [])],
+                 "indexes": (extra.get("indexes") or {}).get(legacy, [])}
+        items.append(_item("table", legacy, body))
+    for table, issues in anomalies.items():
+        for text, issue in (issues.items() if isinstance(issues, dict) else ()):
+            issue = issue if isinstance(issue, dict) else {"value": issue}
+            tag = {"error": "ERROR", "warning": "WARN"}.get(str(issue.get("kind")), "anomaly")
+            body = {"count": issue.get("count"), "examples": issue.get("rows", []),
+                    **{k: v for k, v in issue.items() if k not in ("kind", "count", "rows")}}
+            items.append(_item(tag, f"{table}: {text}", body))
+    for problem in extra.get("problems") or []:
+        if isinstance(problem, dict):
+            items.append(_item("PROBLEM", str(problem.get("table", "?")), problem, frozenset({"table"})))
+    if isinstance(extra.get("estimate"), dict):
+        items.append(_item("estimate", "backfill duration", extra["estimate"]))
+    return items
+
+
+
+def items(report: Report) -> list[Item]:
+    if isinstance(report, VerifyReport):
+        return _verify_items(report)
+    if isinstance(report, BackfillReport):
+        return _backfill_items(report)
+    return _recon_items(report)
+
+
+def _figures(item: Item) -> Text:
+    return Text("  ").join(Text.assemble(literal(name), "=", literal(_plain(value)))
+                           for name, value in item.figures.items() if name not in item.hidden)
+
+
+def _plain(value: Any) -> str:
+    """A plain value as written: strings bare (shown literally), the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _nested(name: str, value: Any, indent: str) -> list[Text]:
+    """A list as one JSON line per row under its name, a dict one line per key."""
+    if isinstance(value, list):
+        if not value:
+            return [literal(f"{indent}{name}: none")]
+        head = literal(f"{indent}{name} ({len(value)}):", "bold")
+        return [head, *(literal(f"{indent}  {_json(row)}") for row in value)]
+    if isinstance(value, dict):
+        lines = [literal(f"{indent}{name}:", "bold")]
+        for key, inner in value.items():
+            lines += (_nested(key, inner, indent + "  ") if isinstance(inner, (list, dict)) and inner
+                      else [literal(f"{indent}  {key}: {_json(inner)}")])
+        return lines
+    return [literal(f"{indent}{name}: {_json(value)}")]
+
+
+def details(item: Item) -> Text:
+    """The item in full: every figure on its own line, then its nested values and example rows."""
+    lines = [Text.assemble((item.tag, TAG_STYLES.get(item.tag, "bold")), "  ", literal(item.name, "bold"))]
+    lines += [Text.assemble(literal(name, "dim"), ": ", literal(_plain(value)))
+              for name, value in item.figures.items() if name != "ok"]
+    for name, value in item.details.items():
+        lines += _nested(name, value, "")
+    return Text("\n").join(lines)
+
+
+def _summary(report: Report) -> str:
+    if isinstance(report, VerifyReport):
+        failed = sum(not check.ok for check in report.checks)
+        return f"{failed} of {len(report.checks)} checks failed" if failed else f"all {len(report.checks)} checks passed"
+    if isinstance(report, BackfillReport):
+        rows = sum(error.row_count for error in report.errors)
+        return (f"{len(report.stages)} stages, {len(report.errors)} error groups ({rows} rows), "
+                f"{len(report.warnings)} warning groups")
+    missing = (report.model_extra or {}).get("missingTables") or []
+    return (f"auth user id {report.auth_user_id_type}, {len(report.discovered_better_auth_tables)} auth tables, "
+            f"missing tables: {', '.join(map(str, missing)) or 'none'}")
+
+
+def file_kind(report: Report, path: str) -> str:
+    """A file's kind: its name tells verify-reads from verify (the shapes are the same)."""
+    if Path(path).name.startswith(reports.FILE_PREFIX["verify-reads"]):
+        return "verify-reads"
+    return reports.report_kind(report)
+
+
+class ReportScreen(Screen):
+    HELP = ("One report, from this console or the API's own scripts. Verify: one row per check, PASS "
+            "or FAIL with its figures. Backfill: the stages with their counts, then each error and "
+            "warning group with its row count. Recon: the tables, the anomalies the backfill will "
+            "meet, and the estimate. Below, the selected row in full with its example rows, exactly "
+            "as the report holds them. tab moves between the list and the details; = compares this "
+            "report with the previous saved one of its kind (a file: with the latest saved one).")
+    CSS_PATH = "../reports.tcss"
+    SUB_TITLE = "Report"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("equals_sign", "compare", "Diff with saved", key_display="="),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, report: Report, *, stored: StoredReport | None = None, path: str | None = None) -> None:
+        super().__init__()
+        self.report, self.stored, self.path = report, stored, path
+        self.kind = stored.kind if stored else file_kind(report, path or "")
+        self.items = items(report)
+
+    @property
+    def side(self) -> Side:
+        source = f"saved {self.stored.id}" if self.stored else f"file {self.path}"
+        return Side(self.report, self.kind, source)
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Static(self._heading(), id="report-heading")
+        yield DataTable(id="report-items", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll(id="report-details-box"):
+            yield Static(id="report-details")
+        yield Footer()
+
+    def _heading(self) -> Text:
+        verdict = Text("PASS", style="bold green") if self.report.passed else Text("FAIL", style="bold red")
+        stage = f" · taken in stage {self.stored.stage}" if self.stored and self.stored.stage else ""
+        return Text("\n").join([
+            Text.assemble((f"{self.kind} report", "bold"), f" · {when(self.report.generated_at)} · ", verdict,
+                          " · ", _summary(self.report)),
+            literal(self.side.source + stage, "dim"),
+        ])
+
+    def on_mount(self) -> None:
+        self.query_one("#report-details-box").border_title = "details"
+        table = self.query_one(DataTable)
+        table.add_columns("", "name", "figures")
+        for index, item in enumerate(self.items):
+            table.add_row(Text(item.tag, style=TAG_STYLES.get(item.tag, "")), literal(item.name), _figures(item),
+                          key=str(index))
+        self._show(0)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show(event.cursor_row)
+
+    def _show(self, index: int) -> None:
+        box = self.query_one("#report-details", Static)
+        box.update(details(self.items[index]) if 0 <= index < len(self.items) else
+                   Text("This report holds no rows.", style="dim"))
+
+    def action_compare(self) -> None:
+        this, stored, kind = self.side, self.stored, self.kind
+
+        def load(session: Session) -> tuple[ReportDiff, Side, Side]:
+            if stored is not None:
+                other = reports.previous(session.conn, stored.id)
+                if other is None:
+                    raise BadInput(f"No {kind} report was saved before this one, so there is nothing to "
+                                   "compare it with.")
+            else:
+                other = reports.latest(session.conn, kind)  # type: ignore[arg-type]
+                if other is None:
+                    raise BadInput(f"No {kind} report is saved in this database yet, so there is nothing "
+                                   "to compare this file with.")
+            saved = Side(reports.load_stored(session.conn, other.id), other.kind, f"saved {other.id}")
+            return compared(saved, this)
+
+        self.app.run_engine(load, self._show_diff, group="reports")
+
+    def _show_diff(self, result: tuple[ReportDiff, Side, Side]) -> None:
+        if self.is_active:  # the operator may have moved on meanwhile
+            self.app.push_screen(ReportDiffScreen(*result))
+
+    def action_back(self) -> None:
+        self.dismiss()

@@ -1,0 +1,145 @@
+"""The whole runbook driven by keys alone, on a real seeded database: A -> 0 -> B -> G -> C ->
+D -> G -> E -> E' -> close the rollback window -> F, with the env file and the journal
+checked after every step; and the refusals an operator meets on the way."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from helpers import age_journal
+
+from cutover_tui import journal
+from cutover_tui.demo.seed import seed_legacy
+from cutover_tui.envfile import READS, WRITES, DUAL_WRITE, read_env_file
+from cutover_tui.migrate import apply_legacy_baseline
+from cutover_tui.tui.app import make_app
+from cutover_tui.tui.screens.archive import ArchiveConfirm
+from cutover_tui.tui.screens.confirm import Confirm
+from cutover_tui.tui.screens.dashboard import DashboardScreen
+from cutover_tui.tui.screens.job import JobScreen
+
+from .support import ROOT, screen_text, settings_for, settle
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def clean_legacy_url(empty_db_url) -> str:
+    """The legacy schema only (Stage A not applied), seeded without anomalies, so the gates open."""
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        apply_legacy_baseline(conn, ROOT / "sql")
+        seed_legacy(conn, workspaces=20, clean=True)
+    return empty_db_url
+
+
+def flags(env_file) -> tuple[bool, bool, bool]:
+    declared = read_env_file(env_file).declared
+    return declared[READS], declared[WRITES], declared[DUAL_WRITE]
+
+
+def last_action(url: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return journal.entries(conn)[-1].action
+
+
+async def run_job(pilot, key: str) -> JobScreen:
+    """Press the job's key on the dashboard, start it, wait for it to end, and go back."""
+    app = pilot.app
+    await pilot.press(key)
+    await settle(pilot)
+    screen = app.screen
+    assert isinstance(screen, JobScreen), screen_text(app)
+    await pilot.press("enter")
+    while screen.run is None or screen.run.running:
+        await pilot.pause(0.1)
+    await settle(pilot)
+    assert screen.run.error is None, screen.run.error
+    await pilot.press("escape")
+    await settle(pilot)
+    return screen
+
+
+async def confirm(pilot, key: str, answer: str = "y") -> str:
+    """Press `key`, check the confirmation shows, answer it; the dialog's text."""
+    await pilot.press(key)
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, Confirm), screen_text(pilot.app)
+    shown = screen_text(pilot.app)
+    await pilot.press(answer)
+    await settle(pilot)
+    return shown
+
+
+async def stage(pilot) -> str | None:
+    await settle(pilot)
+    return pilot.app.dashboard.status.stage
+
+
+async def test_the_whole_runbook_by_keys(clean_legacy_url, env_file):
+    url = clean_legacy_url
+    app = make_app(settings_for(url, env_file))
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert await stage(pilot) is None
+
+        shown = await confirm(pilot, "m")  # Stage A: the SQL first
+        assert "0005_accounts_v2_schema.sql" in shown and "CREATE TABLE" in shown
+        assert await stage(pilot) == "A" and last_action(url) == "migrate"
+
+        await run_job(pilot, "n")  # recon
+        assert await stage(pilot) == "0" and last_action(url) == "recon"
+
+        backfill = await run_job(pilot, "f")
+        assert backfill.run.stored.ok and last_action(url) == "backfill"
+        assert await stage(pilot) == "B"
+
+        await run_job(pilot, "v")
+        assert await stage(pilot) == "G" and last_action(url) == "verify"
+
+        shown = await confirm(pilot, "c")
+        assert "ACCOUNT_SCHEMA_V2_READS=true" in shown
+        assert flags(env_file) == (True, False, False) and last_action(url) == "promote"
+        assert await stage(pilot) == "C"
+
+        await confirm(pilot, "D")
+        assert flags(env_file) == (True, False, True) and await stage(pilot) == "D"
+
+        # E before a verify taken in D: refused, and the reason is on screen.
+        await pilot.press("e")
+        await settle(pilot)
+        assert isinstance(app.screen, DashboardScreen)
+        assert "verify" in screen_text(app) and flags(env_file) == (True, False, True)
+
+        verify = await run_job(pilot, "v")  # G again, now in D
+        assert verify.run.stored.ok and verify.run.stored.stage == "D"
+
+        await confirm(pilot, "e")
+        assert flags(env_file) == (True, True, True) and await stage(pilot) == "E"
+
+        await run_job(pilot, "v")
+        age_journal(url, 25)  # the confidence period (24 h in runbook.toml) has held
+        await pilot.press("r")
+        await settle(pilot)
+        await confirm(pilot, "s")
+        assert flags(env_file) == (True, True, False) and await stage(pilot) == "E'"
+        assert last_action(url) == "promote"
+
+        await confirm(pilot, "w")
+        assert last_action(url) == "rollback-window-closed"
+
+        for _ in range(3):  # N passing verifies in E' (3 in runbook.toml)
+            await run_job(pilot, "v")
+        await pilot.press("A")
+        await settle(pilot)
+        assert isinstance(app.screen, ArchiveConfirm)
+        assert "ALTER TABLE" in screen_text(app)
+        await pilot.press(*"wrong", "enter")
+        await settle(pilot)
+        assert last_action(url) == "verify"  # a wrong name archives nothing
+        await pilot.press("A")
+        await settle(pilot)
+        database = app.dashboard.status.database
+        await pilot.press(*database, "enter")
+        await settle(pilot)
+        assert last_action(url) == "archive"
+        assert await stage(pilot) == "F"
+        assert flags(env_file) == (True, True, False)
