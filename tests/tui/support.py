@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 from rich.console import Console, ConsoleRenderable
 from textual.pilot import Pilot
+from textual.widgets import Static
 
 from cutover_tui.session import Settings, resolve_settings
 
@@ -39,10 +40,16 @@ def screen_text(app) -> str:
     """Everything the current screen and its notifications show, as plain text."""
     console = Console(width=300, record=True, file=io.StringIO(), color_system=None)
     for widget in app.screen.query("*"):
-        rendered = widget.render()
+        # A Static holding a Rich renderable (a Group, a Table) shows it through a wrapper.
+        rendered = widget.content if isinstance(widget, Static) else widget.render()
         plain = getattr(rendered, "plain", None)
         if plain is not None:
             console.print(plain, markup=False, highlight=False)
         elif isinstance(rendered, ConsoleRenderable):
             console.print(rendered)
     return console.export_text()
+
+
+def toasts(app) -> str:
+    """The text of the notifications on screen (run the app with `notifications=True`)."""
+    return " ".join(toast.render().plain for toast in app.screen.query("Toast"))

@@ -145,25 +145,6 @@ async def test_journal_lists_the_promotion(v2_db_url, env_file):
                    for r in rows), rows
 
 
-async def test_b_then_y_rolls_back_and_marks_the_rollback_open(v2_db_url, env_file):
-    record_report(v2_db_url, "backfill", ok=True)
-    record_report(v2_db_url, "verify", ok=True)
-    app = make_app(settings_for(v2_db_url, env_file))
-    async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        await pilot.press("c", "y")
-        await settle(pilot)
-        await pilot.press("b")
-        await settle(pilot)
-        assert "Roll back" in screen_text(app)
-        await pilot.press("y")
-        await settle(pilot)
-        assert app.dashboard.status.assessment.rollback_open
-        assert "ROLLBACK OPEN" in screen_text(app)
-    assert read_env_file(env_file).flags["ACCOUNT_SCHEMA_V2_READS"].value is False
-    assert _journal_actions(v2_db_url)[-1] == "rollback-opened"
-
-
 async def test_lock_held_elsewhere_is_shown_and_refuses_the_change(v2_db_url, env_file):
     record_report(v2_db_url, "backfill", ok=True)
     record_report(v2_db_url, "verify", ok=True)

@@ -18,7 +18,7 @@ from cutover_tui.tui.screens.confirm import Confirm
 from cutover_tui.tui.screens.dashboard import DashboardScreen
 from cutover_tui.tui.screens.job import JobScreen
 
-from .support import ROOT, screen_text, settings_for, settle
+from .support import ROOT, screen_text, settings_for, settle, toasts
 
 pytestmark = pytest.mark.anyio
 
@@ -78,7 +78,7 @@ async def stage(pilot) -> str | None:
 async def test_the_whole_runbook_by_keys(clean_legacy_url, env_file):
     url = clean_legacy_url
     app = make_app(settings_for(url, env_file))
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
         assert await stage(pilot) is None
 
         shown = await confirm(pilot, "m")  # Stage A: the SQL first
@@ -107,7 +107,8 @@ async def test_the_whole_runbook_by_keys(clean_legacy_url, env_file):
         await pilot.press("e")
         await settle(pilot)
         assert isinstance(app.screen, DashboardScreen)
-        assert "verify" in screen_text(app) and flags(env_file) == (True, False, True)
+        assert "Promote E is refused" in toasts(app) and "verify" in toasts(app)
+        assert flags(env_file) == (True, False, True) and last_action(url) == "promote"
 
         verify = await run_job(pilot, "v")  # G again, now in D
         assert verify.run.stored.ok and verify.run.stored.stage == "D"
@@ -143,3 +144,22 @@ async def test_the_whole_runbook_by_keys(clean_legacy_url, env_file):
         assert last_action(url) == "archive"
         assert await stage(pilot) == "F"
         assert flags(env_file) == (True, True, False)
+
+
+async def test_an_illegal_flag_state_refuses_every_promotion_until_restored(v2_db_url, env_file):
+    """WRITES=true with READS=false is no row of the matrix: shown in red, promotions refused
+    with the reason, and R restores the nearest legal row after showing the diff."""
+    text = env_file.read_text(encoding="utf-8")
+    env_file.write_text(text.replace("ACCOUNT_SCHEMA_V2_WRITES=false", "ACCOUNT_SCHEMA_V2_WRITES=true"),
+                        encoding="utf-8")
+    app = make_app(settings_for(v2_db_url, env_file))
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await settle(pilot)
+        assert "ILLEGAL flag combination" in screen_text(app)
+        await pilot.press("c")
+        await settle(pilot)
+        assert "Promote C is refused" in toasts(app) and "not a legal row" in toasts(app)
+        assert flags(env_file) == (False, True, False)
+        shown = await confirm(pilot, "R")
+        assert "+ACCOUNT_SCHEMA_V2_WRITES=false" in shown
+        assert flags(env_file) == (False, False, False) and last_action(v2_db_url) == "restore-flags"

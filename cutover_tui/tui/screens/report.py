@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -16,12 +17,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ... import reports
-from ...errors import BadInput
 from ...report_diff import ReportDiff
 from ...reports import BackfillIssue, BackfillReport, ReconReport, Report, StoredReport, VerifyReport
-from ...session import Session
 from ..text import literal
-from .report_diff import ReportDiffScreen, Side, compared, when
+from .report_diff import ReportDiffScreen, Side, against_saved, when
 
 SCALARS = (str, int, float, bool, type(None))
 ABSENT = "—"
@@ -45,8 +44,11 @@ def _item(tag: str, name: str, body: dict[str, Any], hidden: frozenset[str] = fr
                 {k: v for k, v in body.items() if not isinstance(v, SCALARS)}, hidden)
 
 
-def _dump(model: Any) -> dict[str, Any]:
-    return model.model_dump(mode="json", by_alias=True)
+def _dump(model: BaseModel) -> dict[str, Any]:
+    body = model.model_dump(mode="json", by_alias=True)
+    # A stored body comes back from jsonb with its keys reordered: the model's own fields lead.
+    known = [field.alias or name for name, field in type(model).model_fields.items()]
+    return {**{key: body[key] for key in known if key in body}, **body}
 
 
 def _verify_items(report: VerifyReport) -> list[Item]:
@@ -224,23 +226,9 @@ class ReportScreen(Screen):
                    Text("This report holds no rows.", style="dim"))
 
     def action_compare(self) -> None:
-        this, stored, kind = self.side, self.stored, self.kind
-
-        def load(session: Session) -> tuple[ReportDiff, Side, Side]:
-            if stored is not None:
-                other = reports.previous(session.conn, stored.id)
-                if other is None:
-                    raise BadInput(f"No {kind} report was saved before this one, so there is nothing to "
-                                   "compare it with.")
-            else:
-                other = reports.latest(session.conn, kind)  # type: ignore[arg-type]
-                if other is None:
-                    raise BadInput(f"No {kind} report is saved in this database yet, so there is nothing "
-                                   "to compare this file with.")
-            saved = Side(reports.load_stored(session.conn, other.id), other.kind, f"saved {other.id}")
-            return compared(saved, this)
-
-        self.app.run_engine(load, self._show_diff, group="reports")
+        this, stored = self.side, self.stored
+        self.app.run_engine(lambda session: against_saved(session.conn, this, stored), self._show_diff,
+                            group="reports")
 
     def _show_diff(self, result: tuple[ReportDiff, Side, Side]) -> None:
         if self.is_active:  # the operator may have moved on meanwhile

@@ -1,5 +1,5 @@
 """Two reports of one kind side by side: each check, stage or error group with its mark,
-before and after, what changed coloured. `compared` (run in a worker) orders and diffs them."""
+before and after, what changed coloured. The functions above the screen run in workers."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
 
+import psycopg
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from ... import reports
 from ...errors import BadInput
 from ...report_diff import DiffEntry, ReportDiff, diff_reports, mark
-from ...reports import Report, VerifyCheck, VerifyReport
+from ...reports import Report, StoredReport, VerifyCheck, VerifyReport
 from ..text import literal
 
 ABSENT = "—"
@@ -42,6 +44,25 @@ def compared(a: Side, b: Side) -> tuple[ReportDiff, Side, Side]:
                        "of the same kind.")
     before, after = sorted((a, b), key=lambda side: side.report.generated_at)
     return diff_reports(before.report, after.report), before, after
+
+
+def saved(conn: psycopg.Connection, stored: StoredReport) -> Side:
+    return Side(reports.load_stored(conn, stored.id), stored.kind, f"saved {stored.id}")
+
+
+def against_saved(conn: psycopg.Connection, this: Side, stored: StoredReport | None) -> tuple[ReportDiff, Side, Side]:
+    """A saved report against the one of its kind saved before it; a file against the latest saved."""
+    if stored is not None:
+        other = reports.previous(conn, stored.id)
+        if other is None:
+            raise BadInput(f"No {this.kind} report was saved before this one, so there is nothing to "
+                           "compare it with.")
+    else:
+        other = reports.latest(conn, this.kind)  # type: ignore[arg-type]
+        if other is None:
+            raise BadInput(f"No {this.kind} report is saved in this database yet, so there is nothing to "
+                           "compare this file with.")
+    return compared(saved(conn, other), this)
 
 
 def _style(entry: DiffEntry) -> str:
