@@ -24,14 +24,14 @@ from .backfill import BackfillOptions, BackfillProgress, parse_tables
 from .db import connect, redact
 from .demo.seed import SIZES, seed_legacy
 from .demo.api import serve_api
-from .demo.run import demo_environment, demo_session
-from .demo.traffic import TrafficStats, run_traffic
+from .demo.run import DEMO_WORKSPACES, demo_environment, demo_session
+from .demo.traffic import TrafficStats, TrafficSwitch, run_traffic
 from .errors import BadInput, CutoverError
 from .verify import VerifyOptions, summary_lines
 from .mapping import BY_NAME
 from .reads import API_ENV, COOKIE_ENV
 from .report_diff import diff_reports, render_diff
-from .reports import dump_report, load_report
+from .reports import dump_report, load_report, outcome_lines
 from .runbook import load_runbook
 from .session import Session, Settings, resolve_settings
 from .status import Status, gather
@@ -230,13 +230,7 @@ def cmd_backfill(session: Session, args: argparse.Namespace) -> int:
                                                                  report_path=args.report))
     finally:
         progress.close()
-    lines = [f"{'stage':<18} {'old':>10} {'before':>10} {'after':>10} {'affected':>10} {'errors':>8} {'rows/s':>10}"]
-    for st in report.stages:
-        extra = st.model_extra or {}
-        lines.append(f"{st.stage:<18} {st.old_count:>10,} {st.before_count:>10,} {st.after_count:>10,} "
-                     f"{st.affected_rows:>10,} {extra.get('errorRows', 0):>8,} {extra.get('rowsPerSecond') or 0:>10,.0f}")
-    lines += [f"ERROR   {e.stage}: {e.message} ({e.row_count} rows)" for e in report.errors]
-    lines += [f"WARNING {w.stage}: {w.message} ({w.row_count} rows)" for w in report.warnings]
+    lines = outcome_lines(report)
     return _print_report(stored, report, args.json, lines)
 
 
@@ -264,28 +258,12 @@ def cmd_verify_reads(session: Session, args: argparse.Namespace) -> int:
     target = jobs.api_target(session, api=args.api, cookie=args.cookie, profile_id=args.profile_id,
                              identity_public_key=args.identity_public_key, collection_id=args.collection_id)
     stored, report = jobs.verify_reads(session, target, report_path=args.report)
-    lines = summary_lines(report)
-    for check in report.checks:
-        extra = check.model_extra or {}
-        lines.append(f"  {check.key}: {extra.get('latencyMs', 0):.0f} ms")
-    return _print_report(stored, report, args.json, lines)
+    return _print_report(stored, report, args.json, outcome_lines(report))
 
 
 def cmd_recon(session: Session, args: argparse.Namespace) -> int:
     stored, report = jobs.recon(session, sample_rows=args.sample_rows, report_path=args.out)
-    extra = report.model_extra or {}
-    lines = [f"{'legacy table':<28} {'rows':>12} {'size':>10}"]
-    for table, info in extra.get("tables", {}).items():
-        lines.append(f"{table:<28} {info['rows']:>12,} {info['totalBytes'] / 2**20:>8.1f} MB")
-    lines.append("What the backfill will report (true counts):")
-    for table, issues in extra.get("anomalies", {}).items():
-        lines += [f"  {issue['kind'].upper():<8} {table}: {text} ({issue['count']:,} rows)"
-                  for text, issue in issues.items()]
-    estimate = extra.get("estimate") or {}
-    if estimate:
-        lines.append(f"Estimated backfill time: {estimate.get('seconds', 0):,.0f} s "
-                     f"({estimate.get('method', '')})")
-    lines += [f"MISSING  {name}" for name in extra.get("missingTables", [])]
+    lines = outcome_lines(report)
     return _print_report(stored, report, args.json, lines)
 
 
@@ -353,10 +331,11 @@ def _on_a_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def run_console(settings: Settings, notice: str | None = None) -> int:
+def run_console(settings: Settings, notice: str | None = None, api_target: jobs.ApiTarget | None = None,
+                traffic: TrafficSwitch | None = None) -> int:
     from .tui.app import run_tui  # only the console needs Textual
 
-    return run_tui(settings, notice)
+    return run_tui(settings, notice, api_target, traffic)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -365,7 +344,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.demo_command == "traffic":
         return cmd_demo_traffic(args)
     runbook = load_runbook(args.runbook)
-    with demo_environment(runbook.paths.sql_dir) as demo, \
+    workspaces = SIZES[args.size] if args.size else DEMO_WORKSPACES
+    with demo_environment(runbook.paths.sql_dir, workspaces, _SeedProgress(sys.stderr.isatty())) as demo, \
             serve_api(demo.database_url, demo.env_file) as api:
         settings = resolve_settings(runbook_path=args.runbook, env_file=demo.env_file,
                                     database_url=demo.database_url, operator=args.operator,
@@ -373,7 +353,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         user, cookie = demo_session(api, demo.database_url)
         notice = f"stand-in API {api} · cookie for {user}: {cookie}"
         if not args.no_tui and _on_a_terminal():
-            return run_console(settings, notice)
+            return run_console(settings, notice, jobs.ApiTarget(api=api, cookie=cookie),
+                               TrafficSwitch(api, demo.database_url))
         if not args.no_tui:
             print("cutover: no terminal to open the console on; printing the demo's status.", file=sys.stderr)
         with Session(settings) as session:
@@ -451,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(offline=True)
     p = sub.add_parser("demo", help="Start an embedded demo database and open the console on it.")
     p.add_argument("--no-tui", action="store_true", help="print the status instead of opening the console")
+    p.add_argument("--size", choices=("S", "M"), help=f"seed size S or M (default: {DEMO_WORKSPACES} workspaces)")
     p.set_defaults(run=None)
     demo_sub = p.add_subparsers(dest="demo_command", metavar="seed|traffic")
     seed = demo_sub.add_parser("seed", help="Fill a legacy schema with deterministic demo data and anomalies.",

@@ -18,6 +18,7 @@ from . import journal, reads, reports
 from . import recon as recon_
 from . import verify as verify_
 from .backfill import BackfillOptions
+from .envfile import READS
 from .mapping import BY_NAME, TABLES
 from .errors import BadInput, CutoverError
 from .matrix import assess, verify_stage
@@ -144,20 +145,22 @@ class JobPlan(BaseModel):
     kind: JobKind
     summary: str
     writes: str | None  # None: read-only
-    tables: dict[str, int]  # the tables it walks, with the planner's row estimate
+    tables: dict[str, int | None]  # the tables it walks, with the planner's row estimate if it has one
     notes: list[str]
     refused: list[str]  # the matrix's reasons when the runbook does not allow it now
     previous_verify: str | None = None  # id of the verify the live diff compares against
 
 
-def _estimate(conn, table: str) -> int:
-    row = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+def _estimate(conn, table: str) -> int | None:
+    """The planner's row count; None for a table never analysed (reltuples -1) or missing."""
+    row = conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
                        (f"public.{table}",)).fetchone()
-    return row[0] if row else 0
+    return row[0] if row and row[0] >= 0 else None
 
 
-def plan(session: Session, kind: JobKind) -> JobPlan:
-    """What `kind` will do here and now, and whether the runbook lets it run."""
+def plan(session: Session, kind: JobKind, api: str | None = None) -> JobPlan:
+    """What `kind` will do here and now, and whether the runbook lets it run; `api` is the
+    read check's API when the caller already knows it."""
     conn = session.conn
     step_kind = "verify" if kind == "repair" else kind
     step = next((s for s in session.assess().steps if s.action == step_kind), None)
@@ -184,8 +187,10 @@ def plan(session: Session, kind: JobKind) -> JobPlan:
             notes.append(f"Its checks are compared live with verify {last.id} of "
                          f"{last.generated_at:%Y-%m-%d %H:%M} UTC ({'passed' if last.ok else 'FAILED'}).")
     else:
-        notes.append(f"API {reads.redact_api(session.runbook.api.base or reads.DEFAULT_API)}; "
-                     "the session cookie is never shown or written.")
+        base = api or os.environ.get(reads.API_ENV) or session.runbook.api.base or reads.DEFAULT_API
+        notes.append(f"API {reads.redact_api(base)}; reads are compared with "
+                     f"{'v2' if session.read_env().declared[READS] else 'legacy'}, as the env file declares. "
+                     "The session cookie is never shown or written.")
     return JobPlan(kind=kind, summary=summary, writes=writes, tables=tables, notes=notes,
                    refused=list(step.reasons) if step is not None and not step.allowed else [],
                    previous_verify=previous)

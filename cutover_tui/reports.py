@@ -492,3 +492,39 @@ def save_report(conn: psycopg.Connection, report: Report, *, kind: ReportKind,
                            "stored; nothing was written.") from None
         raise
     return stored
+
+
+def outcome_lines(report: Report) -> list[str]:
+    """What a backfill, recon or API read check found, as the CLI prints it and the console logs it."""
+    if isinstance(report, BackfillReport):
+        lines = [f"{'stage':<18} {'old':>10} {'before':>10} {'after':>10} {'affected':>10} {'errors':>8} {'rows/s':>10}"]
+        for st in report.stages:
+            extra = st.model_extra or {}
+            lines.append(f"{st.stage:<18} {st.old_count:>10,} {st.before_count:>10,} {st.after_count:>10,} "
+                         f"{st.affected_rows:>10,} {extra.get('errorRows', 0):>8,} "
+                         f"{extra.get('rowsPerSecond') or 0:>10,.0f}")
+        lines += [f"ERROR   {e.stage}: {e.message} ({e.row_count} rows)" for e in report.errors]
+        lines += [f"WARNING {w.stage}: {w.message} ({w.row_count} rows)" for w in report.warnings]
+        return lines
+    if isinstance(report, ReconReport):
+        extra = report.model_extra or {}
+        lines = [f"{'legacy table':<28} {'rows':>12} {'size':>10}"]
+        for table, info in extra.get("tables", {}).items():
+            lines.append(f"{table:<28} {info['rows']:>12,} {info['totalBytes'] / 2**20:>8.1f} MB")
+        lines.append("What the backfill will report (true counts):")
+        for table, issues in extra.get("anomalies", {}).items():
+            lines += [f"  {issue['kind'].upper():<8} {table}: {text} ({issue['count']:,} rows)"
+                      for text, issue in issues.items()]
+        estimate = extra.get("estimate") or {}
+        if estimate:
+            lines.append(f"Estimated backfill time: {estimate.get('seconds', 0):,.0f} s "
+                         f"({estimate.get('method', '')})")
+        return lines + [f"MISSING  {name}" for name in extra.get("missingTables", [])]
+    lines = []
+    for check in report.checks:  # a verify-reads report: each call with its latency
+        extra = check.model_extra or {}
+        latency = f"  {extra['latencyMs']:.0f} ms" if isinstance(extra.get("latencyMs"), (int, float)) else ""
+        lines.append(f"{'PASS' if check.ok else 'FAIL'} {check.key}{latency}")
+        if not check.ok and extra.get("error"):
+            lines.append(f"     {extra['error']}")
+    return lines

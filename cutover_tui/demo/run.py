@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,18 +18,22 @@ from .seed import seed_legacy
 DEMO_DATABASE = "ternent"
 
 
+DEMO_WORKSPACES = 200  # small enough to start in seconds
+
+
 class DemoEnvironment(BaseModel):
     database_url: str
     env_file: Path
     report_dir: Path
 
 
-def prepare_demo(server_url: str, folder: Path, sql_dir: Path, workspaces: int = 200) -> DemoEnvironment:
+def prepare_demo(server_url: str, folder: Path, sql_dir: Path, workspaces: int = DEMO_WORKSPACES,
+                 progress: Callable[[str, int, int], None] | None = None) -> DemoEnvironment:
     """Create the seeded legacy database and a deploy env file under `folder`."""
     url = create_database(server_url, DEMO_DATABASE)
     with psycopg.connect(url, autocommit=True) as conn:
         apply_legacy_baseline(conn, sql_dir)
-        seed_legacy(conn, workspaces)
+        seed_legacy(conn, workspaces, progress=progress)
     env_file = folder / ".ops" / "ternent-api" / ".env"
     env_file.parent.mkdir(parents=True)
     env_file.write_text(DEMO_ENV, encoding="utf-8")
@@ -51,8 +55,9 @@ def demo_session(api_base: str, database_url: str) -> tuple[str, str]:
 
 
 @contextmanager
-def demo_environment(sql_dir: Path) -> Iterator[DemoEnvironment]:
+def demo_environment(sql_dir: Path, workspaces: int = DEMO_WORKSPACES,
+                     progress: Callable[[str, int, int], None] | None = None) -> Iterator[DemoEnvironment]:
     """An embedded server with the demo in it; everything is removed on exit."""
     with embedded_postgres(prefix="cutover-demo-pg-") as server_url, \
             tempfile.TemporaryDirectory(prefix="cutover-demo-") as folder:
-        yield prepare_demo(server_url, Path(folder), sql_dir)
+        yield prepare_demo(server_url, Path(folder), sql_dir, workspaces, progress)

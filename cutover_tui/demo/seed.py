@@ -419,6 +419,8 @@ def seed_legacy(conn: psycopg.Connection, workspaces: int = 200, *, seed: int = 
         conn.execute(_DROP_FUNCTIONS)
         rows = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
                 for t in _TABLES}
+        for table in _TABLES:  # planner statistics, as a production database has them
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     anomalies = planted | orphans | {
         "blank_collection_ids": planted["blank_collection_ids"] + planted["blank_and_primary_same_identity"],
         "deleted_rows": deleted_rows, "null_and_unicode_names": odd_names, "large_payloads": large_payloads}

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # httpx is imported where used: `import httpx` loads rich (it
     import httpx
 
 DEFAULT_MAX_SECONDS = 600.0
+SWITCH_MAX_SECONDS = 4 * 3600.0  # a rehearsal's length; the switch turns it off sooner
 DEFAULT_MAX_REQUESTS = 100_000
 WRITE_LOG_LIMIT = 100_000
 REQUEST_TIMEOUT = 10.0
@@ -430,4 +431,41 @@ def run_traffic(base_url: str, database_url: str, rate: float, duration: float, 
     return final
 
 
-__all__ = ["Traffic", "TrafficStats", "TrafficWrite", "demo_cookies", "require_loopback", "run_traffic"]
+class TrafficSwitch:
+    """The demo console's on/off switch: each switch-on starts fresh traffic; thread-safe."""
+
+    def __init__(self, base_url: str, database_url: str, rate: float = 20.0, accounts: int = 3) -> None:
+        self.base_url, self.database_url = require_loopback(base_url), database_url
+        self.rate, self.accounts = rate, accounts
+        self._traffic: Traffic | None = None
+        self._lock = threading.Lock()
+        self._runs = 0
+
+    @property
+    def running(self) -> bool:
+        traffic = self._traffic
+        return traffic is not None and traffic.running
+
+    def toggle(self) -> bool:
+        """Starts or stops the traffic (blocking for a moment); true when now running."""
+        with self._lock:
+            if self.running:
+                self._traffic.stop()
+                return False
+            cookies = demo_cookies(self.base_url, self.database_url, self.accounts)
+            self._runs += 1  # a new random stream each time, so it does not replay the same writes
+            self._traffic = Traffic(self.base_url, cookies, self.rate, seed=self._runs, max_seconds=SWITCH_MAX_SECONDS).start()
+            return True
+
+    def stats(self) -> TrafficStats | None:
+        traffic = self._traffic
+        return None if traffic is None else traffic.stats()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._traffic is not None:
+                self._traffic.stop()
+
+
+__all__ = ["Traffic", "TrafficStats", "TrafficSwitch", "TrafficWrite", "demo_cookies", "require_loopback",
+           "run_traffic"]

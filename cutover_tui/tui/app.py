@@ -20,6 +20,7 @@ from textual.worker import Worker, WorkerState
 
 from .. import jobs, journal, transitions
 from ..archive import plan_archive, run_archive
+from ..demo.traffic import TrafficSwitch
 from ..errors import CutoverError
 from ..jobs import ApiTarget, JobKind, JobPlan
 from ..reports import VerifyReport
@@ -47,6 +48,7 @@ from .screens.rollback import RollbackWizard
 from .text import literal
 
 JOURNAL_ROWS = 500
+TRAFFIC_SECONDS = 1.0
 T = TypeVar("T")
 
 
@@ -67,14 +69,16 @@ class CutoverApp(App[int]):
         Binding("j", "journal", "Journal"),
         Binding("r", "refresh", "Refresh"),
         Binding("J", "watch_job", "Job"),
+        Binding("t", "traffic", "Traffic on/off"),
     ]
 
     def __init__(self, settings: Settings, *, target_label: str | None = None,
                  env_label: str | None = None, notice: str | None = None,
-                 api_target: ApiTarget | None = None) -> None:
+                 api_target: ApiTarget | None = None, traffic: TrafficSwitch | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.api_target = api_target  # the read check's API and cookie; else from the environment
+        self.traffic = traffic  # the demo's live traffic switch; None outside the demo
         self.job: JobRun | None = None  # the one long job at a time, running or last finished
         self.notice = notice
         self.env_label = env_label or str(settings.env_file)
@@ -88,8 +92,12 @@ class CutoverApp(App[int]):
     def on_mount(self) -> None:
         self.push_screen(self.dashboard)
         self._open_session()
+        if self.traffic is not None:
+            self.set_interval(TRAFFIC_SECONDS, self._traffic_figures)
 
     def on_unmount(self) -> None:
+        if self.traffic is not None:
+            self.traffic.stop()
         if self.session is not None:
             self.session.close()
             self.session = None
@@ -302,6 +310,35 @@ class CutoverApp(App[int]):
         elif not (isinstance(self.screen, JobScreen) and self.screen.run is self.job):
             self.push_screen(JobScreen(self.job.kind, self.job))
 
+    # -- the demo's live traffic ------------------------------------------------------------
+
+    def action_traffic(self) -> None:
+        switch = self.traffic
+        if switch is None:
+            return
+
+        def toggle() -> None:
+            try:
+                running = switch.toggle()
+            except (CutoverError, ValueError) as exc:
+                self.post_message(OperationFailed(exc if isinstance(exc, CutoverError) else CutoverError(str(exc))))
+                return
+            self.call_from_thread(self.notify, f"Demo traffic {'on' if running else 'off'}: "
+                                  f"{switch.rate:g} requests/s through {switch.base_url}." if running
+                                  else "Demo traffic off.", timeout=4)
+            self._traffic_figures()
+        self.run_worker(toggle, thread=True, group="traffic", exclusive=True, exit_on_error=False)
+
+    def _traffic_figures(self) -> None:
+        switch = self.traffic
+        if switch is None:
+            return
+
+        def read() -> None:
+            stats = switch.stats()
+            self.call_from_thread(setattr, self.dashboard, "traffic", None if stats is None else (stats, switch.running))
+        self.run_worker(read, thread=True, group="traffic-figures", exclusive=True, exit_on_error=False)
+
     # -- stage A, the rollback window, the archive, the wizard ----------------------------------
 
     def open_migrate(self) -> None:
@@ -365,8 +402,10 @@ class CutoverApp(App[int]):
     # -- actions --------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "traffic":
+            return self.traffic is not None
         modal = isinstance(self.screen, ModalScreen)
-        return not (modal and action in ("dashboard", "journal", "refresh", "help"))
+        return not (modal and action in ("dashboard", "journal", "refresh", "help", "watch_job", "traffic"))
 
     def action_quit_console(self) -> None:
         if self.job is not None:
@@ -422,16 +461,17 @@ class CutoverApp(App[int]):
 
 def make_app(settings: Settings, *, target_label: str | None = None,
              env_label: str | None = None, notice: str | None = None,
-             api_target: ApiTarget | None = None) -> CutoverApp:
+             api_target: ApiTarget | None = None, traffic: TrafficSwitch | None = None) -> CutoverApp:
     """The console for `settings`. `target_label` replaces the database/env line and `env_label`
     the env file path in confirmations (snapshots use them to hide random test names);
     `notice` is a line shown under it (the demo's stand-in API and its cookie)."""
     return CutoverApp(settings, target_label=target_label, env_label=env_label, notice=notice,
-                      api_target=api_target)
+                      api_target=api_target, traffic=traffic)
 
 
-def run_tui(settings: Settings, notice: str | None = None, api_target: ApiTarget | None = None) -> int:
+def run_tui(settings: Settings, notice: str | None = None, api_target: ApiTarget | None = None,
+            traffic: TrafficSwitch | None = None) -> int:
     """Run the console in the terminal until the operator quits; the exit code."""
-    app = make_app(settings, notice=notice, api_target=api_target)
+    app = make_app(settings, notice=notice, api_target=api_target, traffic=traffic)
     app.run()
     return app.return_code or 0

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from ..backfill import BackfillProgress
 from ..jobs import JobKind, JobPlan
-from ..reports import Report, StoredReport, VerifyCheck, VerifyReport
+from ..reports import Report, StoredReport, VerifyCheck, VerifyReport, outcome_lines
 from ..verify import VerifyProgress, summary_lines
 
 State = Literal["running", "paused", "cancelling", "done", "failed", "cancelled"]
@@ -110,6 +110,9 @@ class JobRun:
             self._state = "cancelled" if self.cancel.is_set() else "done"
             self.finished = time.monotonic()
             self._changed()
+        if self.kind not in ("verify", "repair"):  # a verify logged each check as it completed
+            for line in outcome_lines(report):
+                self.note(line)
         self.note(f"{'Cancelled; report' if self.cancel.is_set() else 'Finished; report'} {stored.id} "
                   f"{'passed' if stored.ok else 'has FAILURES'}, written to {stored.path}.")
 

@@ -325,6 +325,47 @@ def test_a_verify_sees_a_write_caught_between_primary_and_mirror(session, api, e
     assert verify_ok(session)["ok"]  # the mirror landed: in step again
 
 
+def test_a_write_that_reaches_its_mirror_while_verify_looks_again_is_no_difference(session, api, env_file):
+    """The same write caught between primary and mirror, but the mirror lands while verify waits
+    to look at the differing range again: the range settles and the verify passes."""
+    url = session.settings.database_url
+    verify_ok(session)
+    promote(session, "C")
+    promote(session, "D")
+    (account, cookie), = demo_cookies(api, url, 1, exclude={READ_ACCOUNT}).items()
+    result: dict = {}
+    holder = psycopg.connect(url)
+    holder.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account,))
+
+    def rename() -> None:
+        result["response"] = httpx.patch(f"{api}/v1/account/workspace", json={"accountId": account, "name": "Landed"},
+                                         headers={"cookie": f"{COOKIE_NAME}={cookie}"}, timeout=30)
+
+    class MirrorLandsWhileVerifyWaits(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            holder.commit()  # the mirror's write goes through now
+            writer.join(30)
+            return super().wait(timeout)
+
+    writer = threading.Thread(target=rename)
+    writer.start()
+    try:
+        for _ in range(500):
+            with psycopg.connect(url) as conn:
+                if conn.execute("SELECT name FROM platform_workspaces WHERE id = %s", (account,)).fetchone()[0] == "Landed":
+                    break
+            time.sleep(0.01)
+        report = run_verify(url, VerifyOptions(), cancel=MirrorLandsWhileVerifyWaits())
+    finally:
+        holder.commit()
+        holder.close()
+        writer.join(30)
+    assert result["response"].status_code == 200
+    accounts = content(report, "accounts")
+    assert report["ok"], failing(report)
+    assert accounts["rangesSettled"] == 1 and accounts["different"] == 0
+
+
 def test_bounded_in_requests_and_time():
     with Traffic("http://127.0.0.1:9", {"a": "c", "b": "d"}, 200, max_requests=10, max_seconds=5) as traffic:
         time.sleep(0.5)

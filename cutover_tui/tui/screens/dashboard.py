@@ -16,8 +16,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.events import Key, Resize
 from textual.reactive import reactive
 from textual.screen import Screen
+from rich.text import Text
 from textual.widgets import Footer, Header, Static
 
+from ...demo.traffic import TrafficStats
 from ...jobs import JobKind
 from ...matrix import Step
 from ...status import Status
@@ -37,6 +39,17 @@ KEY_STEPS: dict[str, tuple[str, str | None]] = {
     "job:verify": ("verify", None), "job:repair": ("verify", None), "rollback": ("rollback", None),
     "close_window": ("close-rollback-window", None), "archive": ("archive", None),
 }
+
+
+def traffic_line(stats: TrafficStats, running: bool) -> Text:
+    """The demo's traffic in one line: errors and mirror failures in red when there are any."""
+    def figure(value: int | None, label: str) -> Text:
+        shown = "?" if value is None else f"{value:,}"
+        return Text(f"{shown} {label}", style="bold red" if value else "")
+    return Text(" · ").join([
+        Text(f"demo traffic {'ON' if running else 'off'}", style="bold green" if running else "dim"),
+        Text(f"{stats.requests_per_second:,.1f} requests/s"), Text(f"{stats.requests:,} requests"),
+        figure(stats.errors, "errors"), figure(stats.mirror_failures, "mirror failures")])
 
 
 class DashboardScreen(Screen):
@@ -66,12 +79,14 @@ class DashboardScreen(Screen):
     status: reactive[Status | None] = reactive(None, always_update=True)
     problem: reactive[str | None] = reactive(None)
     label: reactive[str] = reactive("connecting to the database…")
+    traffic: reactive[tuple[TrafficStats, bool] | None] = reactive(None)  # the demo's traffic: figures, running
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         yield Static(id="target", markup=False)
         yield Static(id="problem", markup=False)
         yield StageLine(id="stage-line")
+        yield Static(id="traffic")
         with Horizontal(id="top"):
             yield FlagsPanel(id="flags")
             yield FactsPanel(id="facts")
@@ -134,6 +149,13 @@ class DashboardScreen(Screen):
             box.update(literal(problem or ""))
             box.display = bool(problem)
 
+    def watch_traffic(self, traffic: tuple[TrafficStats, bool] | None) -> None:
+        if self.is_mounted:
+            box = self.query_one("#traffic", Static)
+            box.display = traffic is not None
+            if traffic is not None:
+                box.update(traffic_line(*traffic))
+
     def watch_label(self, label: str) -> None:
         if self.is_mounted:
             self.query_one("#target", Static).update(literal(label))
@@ -141,6 +163,7 @@ class DashboardScreen(Screen):
     def on_screen_resume(self) -> None:
         self._status_changed()
         self.watch_problem(self.problem)
+        self.watch_traffic(self.traffic)
 
     def _parse(self, action: str) -> tuple[str, tuple[object, ...]]:
         _, name, parameters = actions.parse(action)

@@ -89,7 +89,8 @@ class JobScreen(Screen):
         box.display = False
         self.query_one("#live-diff", DataTable).add_columns("", "check", "before", "now", "what changed")
         if self.plan is None:
-            self.console.run_engine(lambda session: _plan(session, self.kind), self._planned, group="job-plan")
+            api = self.console.api_target.api if self.console.api_target else None
+            self.console.run_engine(lambda session: _plan(session, self.kind, api), self._planned, group="job-plan")
         else:
             self._planned((self.plan, self.run.previous if self.run else None))
         self.set_interval(REDRAW_SECONDS, self._redraw)
@@ -112,7 +113,8 @@ class JobScreen(Screen):
         lines += [literal(note, "dim") for note in plan.notes]
         if plan.tables and self.run is None:
             lines.append(Text("tables (planner's estimate): ", style="bold")
-                         + literal(", ".join(f"{name} ~{rows:,}" for name, rows in plan.tables.items())))
+                         + literal(", ".join(f"{name} ~{'?' if rows is None else f'{rows:,}'}"
+                                   for name, rows in plan.tables.items())))
         if plan.refused:
             lines.append(Text("Not allowed now:", style="bold red"))
             lines += [literal(f"  ✘ {reason}", "red") for reason in plan.refused]
@@ -206,9 +208,9 @@ class JobScreen(Screen):
         self.app.pop_screen()
 
 
-def _plan(session: Session, kind: JobKind) -> tuple[JobPlan, VerifyReport | None]:
+def _plan(session: Session, kind: JobKind, api: str | None) -> tuple[JobPlan, VerifyReport | None]:
     """The plan, and for a verify the report its checks are compared with as they complete."""
-    plan = jobs.plan(session, kind)
+    plan = jobs.plan(session, kind, api)
     previous = None
     if plan.previous_verify is not None:
         loaded = reports.load_stored(session.conn, plan.previous_verify)

@@ -23,7 +23,7 @@ from ..text import literal
 from .report_diff import ReportDiffScreen, Side, against_saved, when
 
 SCALARS = (str, int, float, bool, type(None))
-ABSENT = "—"
+NAME_WIDTH = 34
 TAG_STYLES = {"PASS": "green", "FAIL": "bold red", "ERROR": "red", "WARN": "yellow", "PROBLEM": "bold red"}
 
 
@@ -70,31 +70,37 @@ def _backfill_items(report: BackfillReport) -> list[Item]:
             *(_issue("WARN", warning, warning.warning) for warning in report.warnings)]
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    # The console's own recon fields are not validated like the §4 ones: a hand-made file may differ.
+    return value if isinstance(value, dict) else {}
+
+
 def _recon_items(report: ReconReport) -> list[Item]:
     extra = report.model_extra or {}
-    sizes, anomalies = extra.get("tables") or {}, extra.get("anomalies") or {}
+    sizes, indexes = _dict(extra.get("tables")), _dict(extra.get("indexes"))
+    v2_names = set(report.mapping.values())
     items = []
-    for legacy in dict.fromkeys([*report.target_tables, *report.schemas, *sizes]):
-        body: dict[str, Any] = {"v2": report.mapping.get(legacy, ABSENT)}
-        body |= sizes.get(legacy, {}) if isinstance(sizes.get(legacy), dict) else {}
-        body |= {"columns": [_dump(c) for c in report.schemas.get(legacy, [])],
-                 "constraints": [_dump(c) for c in report.constraints.get(legacy, [])],
-                 "indexes": (extra.get("indexes") or {}).get(legacy, [])}
-        items.append(_item("table", legacy, body))
-    for table, issues in anomalies.items():
-        for text, issue in (issues.items() if isinstance(issues, dict) else ()):
-            issue = issue if isinstance(issue, dict) else {"value": issue}
-            tag = {"error": "ERROR", "warning": "WARN"}.get(str(issue.get("kind")), "anomaly")
-            body = {"count": issue.get("count"), "examples": issue.get("rows", []),
-                    **{k: v for k, v in issue.items() if k not in ("kind", "count", "rows")}}
+    for name in dict.fromkeys([*report.target_tables, *report.schemas, *sizes]):
+        body: dict[str, Any] = {"v2": report.mapping[name]} if name in report.mapping else {}
+        body |= _dict(sizes.get(name))
+        body |= {"columns": [_dump(c) for c in report.schemas.get(name, [])],
+                 "constraints": [_dump(c) for c in report.constraints.get(name, [])],
+                 "indexes": indexes.get(name, [])}
+        items.append(_item("v2 table" if name in v2_names else "table", name, body))
+    for table, issues in _dict(extra.get("anomalies")).items():
+        for text, issue in _dict(issues).items():
+            found = _dict(issue)
+            tag = {"error": "ERROR", "warning": "WARN"}.get(str(found.get("kind")), "anomaly")
+            body = {"count": found.get("count"), "examples": found.get("rows", []),
+                    **{k: v for k, v in found.items() if k not in ("kind", "count", "rows")}}
             items.append(_item(tag, f"{table}: {text}", body))
-    for problem in extra.get("problems") or []:
+    problems = extra.get("problems")
+    for problem in problems if isinstance(problems, list) else []:
         if isinstance(problem, dict):
             items.append(_item("PROBLEM", str(problem.get("table", "?")), problem, frozenset({"table"})))
     if isinstance(extra.get("estimate"), dict):
         items.append(_item("estimate", "backfill duration", extra["estimate"]))
     return items
-
 
 
 def items(report: Report) -> list[Item]:
@@ -121,16 +127,15 @@ def _json(value: Any) -> str:
 
 def _nested(name: str, value: Any, indent: str) -> list[Text]:
     """A list as one JSON line per row under its name, a dict one line per key."""
+    if isinstance(value, (list, dict)) and not value:
+        return [literal(f"{indent}{name}: none")]
     if isinstance(value, list):
-        if not value:
-            return [literal(f"{indent}{name}: none")]
         head = literal(f"{indent}{name} ({len(value)}):", "bold")
         return [head, *(literal(f"{indent}  {_json(row)}") for row in value)]
     if isinstance(value, dict):
         lines = [literal(f"{indent}{name}:", "bold")]
         for key, inner in value.items():
-            lines += (_nested(key, inner, indent + "  ") if isinstance(inner, (list, dict)) and inner
-                      else [literal(f"{indent}  {key}: {_json(inner)}")])
+            lines += _nested(key, inner, indent + "  ")
         return lines
     return [literal(f"{indent}{name}: {_json(value)}")]
 
@@ -145,15 +150,20 @@ def details(item: Item) -> Text:
     return Text("\n").join(lines)
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _summary(report: Report) -> str:
     if isinstance(report, VerifyReport):
-        failed = sum(not check.ok for check in report.checks)
-        return f"{failed} of {len(report.checks)} checks failed" if failed else f"all {len(report.checks)} checks passed"
+        failed, total = sum(not check.ok for check in report.checks), len(report.checks)
+        return f"{failed} of {total} checks failed" if failed else f"all {total} checks passed"
     if isinstance(report, BackfillReport):
         rows = sum(error.row_count for error in report.errors)
-        return (f"{len(report.stages)} stages, {len(report.errors)} error groups ({rows} rows), "
-                f"{len(report.warnings)} warning groups")
+        return (f"{_count(len(report.stages), 'stage')}, {_count(len(report.errors), 'error group')} "
+                f"({_count(rows, 'row')}), {_count(len(report.warnings), 'warning group')}")
     missing = (report.model_extra or {}).get("missingTables") or []
+    missing = missing if isinstance(missing, list) else [missing]
     return (f"auth user id {report.auth_user_id_type}, {len(report.discovered_better_auth_tables)} auth tables, "
             f"missing tables: {', '.join(map(str, missing)) or 'none'}")
 
@@ -194,7 +204,8 @@ class ReportScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         yield Static(self._heading(), id="report-heading")
-        yield DataTable(id="report-items", cursor_type="row", zebra_stripes=True)
+        yield DataTable(id="report-items", cursor_type="row", zebra_stripes=True,
+                        cursor_foreground_priority="renderable")  # PASS/FAIL colours stay under the cursor
         with VerticalScroll(id="report-details-box"):
             yield Static(id="report-details")
         yield Footer()
@@ -204,14 +215,19 @@ class ReportScreen(Screen):
         stage = f" · taken in stage {self.stored.stage}" if self.stored and self.stored.stage else ""
         return Text("\n").join([
             Text.assemble((f"{self.kind} report", "bold"), f" · {when(self.report.generated_at)} · ", verdict,
-                          " · ", _summary(self.report)),
+                          " · ", literal(_summary(self.report))),
             literal(self.side.source + stage, "dim"),
         ])
 
     def on_mount(self) -> None:
         self.query_one("#report-details-box").border_title = "details"
         table = self.query_one(DataTable)
-        table.add_columns("", "name", "figures")
+        # Names wider than this (long error messages) would push the figures off an 80-column screen;
+        # the details below show them in full.
+        width = min(NAME_WIDTH, max((len(item.name) for item in self.items), default=4))
+        table.add_column("", key="tag")
+        table.add_column("name", key="name", width=width)
+        table.add_column("figures", key="figures")
         for index, item in enumerate(self.items):
             table.add_row(Text(item.tag, style=TAG_STYLES.get(item.tag, "")), literal(item.name), _figures(item),
                           key=str(index))

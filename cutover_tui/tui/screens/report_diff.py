@@ -21,6 +21,7 @@ from ...reports import Report, StoredReport, VerifyCheck, VerifyReport
 from ..text import literal
 
 ABSENT = "—"
+WHAT_WIDTH = 34
 
 
 def when(at: datetime) -> str:
@@ -50,7 +51,8 @@ def saved(conn: psycopg.Connection, stored: StoredReport) -> Side:
     return Side(reports.load_stored(conn, stored.id), stored.kind, f"saved {stored.id}")
 
 
-def against_saved(conn: psycopg.Connection, this: Side, stored: StoredReport | None) -> tuple[ReportDiff, Side, Side]:
+def against_saved(conn: psycopg.Connection, this: Side,
+                  stored: StoredReport | None) -> tuple[ReportDiff, Side, Side]:
     """A saved report against the one of its kind saved before it; a file against the latest saved."""
     if stored is not None:
         other = reports.previous(conn, stored.id)
@@ -109,10 +111,11 @@ def _checks(report: Report) -> dict[str, VerifyCheck]:
 class ReportDiffScreen(Screen):
     HELP = ("Two reports of one kind compared, the older as before and the newer as after: one row "
             "per check (verify) or per stage, error and warning group (backfill). The mark says what "
-            "happened: +FAIL a new failure (red), FIXED (green), FAIL~ still failing with changed "
-            "figures, ~ changed (yellow), = unchanged (dim), + added, - removed, +ERR a new error "
-            "group. Before and after show PASS or FAIL and the figures that changed. The summary on "
-            "top says 'worse than before' when a check newly fails or an error group appeared.")
+            "happened: +FAIL newly failing (red), FIXED (green), FAIL~ still failing with changed "
+            "figures, ~ changed (yellow), = unchanged (dim), =FAIL unchanged and still failing, + added, "
+            "- removed, +ERR and +WARN a new error or warning group, ERR and WARN one still present. "
+            "Before and after show PASS or FAIL and the values of the figures that changed. The "
+            "summary on top says 'worse than before' when a check newly fails or an error group appeared.")
     CSS_PATH = "../reports.tcss"
     SUB_TITLE = "Report diff"
 
@@ -126,7 +129,8 @@ class ReportDiffScreen(Screen):
         yield Header(show_clock=False)
         yield Static(self._heading(), id="diff-heading")
         yield Static(self._summary(), id="diff-summary")
-        yield DataTable(id="diff-entries", cursor_type="row", zebra_stripes=True)
+        yield DataTable(id="diff-entries", cursor_type="row", zebra_stripes=True,
+                        cursor_foreground_priority="renderable")  # PASS/FAIL colours stay under the cursor
         yield Footer()
 
     def _heading(self) -> Text:
@@ -136,20 +140,26 @@ class ReportDiffScreen(Screen):
             for label, side in (("before", self.before), ("after", self.after)))
 
     def _summary(self) -> Text:
-        summary = Text.assemble((f"{self.diff.kind}: ", "bold"), self.diff.summary())
+        summary = Text.assemble((f"{self.diff.kind}: ", "bold"), literal(self.diff.summary()))
         if self.diff.worse:
             summary.append("; worse than before", style="bold red")
         return summary
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("mark", "what", "before", "after")
+        labels = [f"stage {entry.key}" if entry.section == "stage" else entry.key for entry in self.diff.entries]
+        table.add_column("mark")
+        # Long error groups wrap rather than push before and after off an 80-column screen.
+        table.add_column("what", width=min(WHAT_WIDTH, max(map(len, labels), default=4)))
+        table.add_columns("before", "after")
         checks = [_checks(self.before.report), _checks(self.after.report)]
-        for entry in self.diff.entries:
+        for entry, label in zip(self.diff.entries, labels, strict=True):
             style, present = _style(entry), _present(entry, checks)
-            label = f"stage {entry.key}" if entry.section == "stage" else entry.key
             table.add_row(Text(mark(entry), style=style), literal(label, style),
                           *(_side(entry, checks[i].get(entry.key), present[i], i) for i in (0, 1)), height=None)
+        # Start on the first row that needs the operator's eye.
+        first = next((i for i, entry in enumerate(self.diff.entries) if _style(entry) != "dim"), 0)
+        table.move_cursor(row=first)
 
     def action_back(self) -> None:
         self.dismiss()

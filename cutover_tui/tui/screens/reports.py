@@ -51,8 +51,8 @@ class ReportsScreen(Screen):
         # Priority, so the list's own (hidden) enter does not shadow it in the footer.
         Binding("enter", "open", "Open", priority=True),
         Binding("space", "mark", "Mark"),
-        Binding("equals_sign", "compare_marked", "Diff marked", key_display="="),
-        Binding("p", "compare_previous", "Diff previous"),
+        Binding("equals_sign", "compare_marked", "Diff", key_display="="),
+        Binding("p", "compare_previous", "Diff prev"),
         Binding("o", "open_file", "Open file"),
         Binding("r", "reload", "Refresh"),
         Binding("escape", "back", "Back"),
@@ -65,7 +65,8 @@ class ReportsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
-        yield DataTable(id="report-list", cursor_type="row", zebra_stripes=True)
+        yield DataTable(id="report-list", cursor_type="row", zebra_stripes=True,
+                        cursor_foreground_priority="renderable")  # PASS/FAIL colours stay under the cursor
         yield Static(id="report-list-empty", markup=False)
         yield Footer()
 
