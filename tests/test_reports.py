@@ -391,3 +391,19 @@ def test_load_stored_unknown_or_malformed(conn):
                            stage=None, path=None)
     with pytest.raises(BadInput, match=rf"Stored report {stored.id} is not a valid verify report: field checks"):
         load_stored(conn, stored.id)
+
+
+def test_recent_all_lists_every_kind_newest_first_and_previous_keeps_to_the_kind(conn):
+    at = datetime(2026, 2, 23, tzinfo=timezone.utc)
+
+    def put(kind, hours):
+        body = {"ok": True, "generatedAt": (at + timedelta(hours=hours)).isoformat(), "checks": []}
+        return reports.store(conn, kind, body, generated_at=at + timedelta(hours=hours), stage=None, path=None)
+
+    first, backfill, second, reads = put("verify", 0), put("backfill", 1), put("verify", 2), put("verify-reads", 3)
+    assert reports.recent_all(conn, 10) == [reads, second, backfill, first]
+    assert reports.recent_all(conn, 2) == [reads, second]
+    assert reports.previous(conn, second.id) == first
+    assert reports.previous(conn, first.id) is None
+    assert reports.previous(conn, reads.id) is None  # verify-reads is a kind of its own
+    assert reports.previous(conn, "nope") is None

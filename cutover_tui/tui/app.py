@@ -44,6 +44,9 @@ from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
 from .screens.job import JobScreen
 from .screens.journal import JournalScreen
+from .screens.report import ReportScreen
+from .screens.report_diff import ReportDiffScreen
+from .screens.reports import ReportsScreen
 from .screens.rollback import RollbackWizard
 from .text import literal
 
@@ -68,6 +71,7 @@ class CutoverApp(App[int]):
         Binding("d", "dashboard", "Dashboard"),
         Binding("j", "journal", "Journal"),
         Binding("r", "refresh", "Refresh"),
+        Binding("o", "reports", "Reports"),
         Binding("J", "watch_job", "Job"),
         Binding("t", "traffic", "Traffic on/off"),
     ]
@@ -304,6 +308,10 @@ class CutoverApp(App[int]):
                         timeout=8)
         self._gather()
 
+    def action_reports(self) -> None:
+        if not isinstance(self.screen, ReportsScreen):
+            self.push_screen(ReportsScreen())
+
     def action_watch_job(self) -> None:
         if self.job is None:
             self.notify("No job has run in this console yet.", timeout=4)
@@ -405,7 +413,7 @@ class CutoverApp(App[int]):
         if action == "traffic":
             return self.traffic is not None
         modal = isinstance(self.screen, ModalScreen)
-        return not (modal and action in ("dashboard", "journal", "refresh", "help", "watch_job", "traffic"))
+        return not (modal and action in ("dashboard", "journal", "refresh", "help", "watch_job", "traffic", "reports"))
 
     def action_quit_console(self) -> None:
         if self.job is not None:
@@ -434,8 +442,9 @@ class CutoverApp(App[int]):
         keys = [(b.binding.key_display or self.get_key_display(b.binding), b.binding.description)
                 for b in screen.active_bindings.values() if b.binding.show and b.binding.description]
         keys.append(("^p", "Command palette: every action by name"))
-        title = {DashboardScreen: "Dashboard", JournalScreen: "Journal", RollbackWizard: "Rollback wizard"}.get(
-            type(screen), TITLES.get(getattr(screen, "kind", ""), "Console"))
+        title = {DashboardScreen: "Dashboard", JournalScreen: "Journal", RollbackWizard: "Rollback wizard",
+                 ReportsScreen: "Reports", ReportScreen: "Report", ReportDiffScreen: "Two reports compared",
+                 }.get(type(screen)) or TITLES.get(getattr(screen, "kind", ""), "Console")
         self.push_screen(HelpScreen(f"Help: {title}", screen.HELP or "", keys))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -455,6 +464,7 @@ class CutoverApp(App[int]):
             yield SystemCommand(TITLES[kind], "Shows what it will do; enter starts it",
                                 lambda k=kind: self.open_job(k))
         yield SystemCommand("Watch the job", "The running or last job", self.action_watch_job)
+        yield SystemCommand("Reports", "Saved reports, a report file, two compared", self.action_reports)
         yield SystemCommand("Close the rollback window", "Asks first; journaled", self.open_close_window)
         yield SystemCommand("Stage F: archive", "Shows the SQL; type the database name to run it", self.open_archive)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..backfill import BackfillProgress
@@ -26,9 +27,9 @@ class ItemProgress:
     """One table (or check) of a job: rows done of total, and how fast."""
 
     name: str
+    started: float
     done: int = 0
     total: int = 0
-    started: float = field(default_factory=time.monotonic)
     rate: float | None = None  # rows/s the engine measured; else worked out here
 
     def rows_per_second(self, now: float) -> float:
@@ -46,12 +47,14 @@ class ItemProgress:
 
 
 class JobRun:
-    def __init__(self, kind: JobKind, plan: JobPlan, previous: VerifyReport | None = None) -> None:
+    def __init__(self, kind: JobKind, plan: JobPlan, previous: VerifyReport | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.kind, self.plan = kind, plan
         self.previous = previous  # the verify a running verify is compared with
+        self.clock = clock  # a fixed clock gives pictures that do not change from run to run
         self.cancel = threading.Event()
         self.pause = threading.Event()
-        self.started = time.monotonic()
+        self.started = clock()
         self.finished: float | None = None
         self.stored: StoredReport | None = None
         self.report: Report | None = None
@@ -77,7 +80,7 @@ class JobRun:
         with self._lock:
             item = self._items.get(name)
             if item is None:
-                item = self._items[name] = ItemProgress(name)
+                item = self._items[name] = ItemProgress(name, self.clock())
             item.done, item.total, item.rate = done, total, rate
             self._changed()
 
@@ -108,7 +111,7 @@ class JobRun:
         with self._lock:
             self.stored, self.report = stored, report
             self._state = "cancelled" if self.cancel.is_set() else "done"
-            self.finished = time.monotonic()
+            self.finished = self.clock()
             self._changed()
         if self.kind not in ("verify", "repair"):  # a verify logged each check as it completed
             for line in outcome_lines(report):
@@ -119,7 +122,7 @@ class JobRun:
     def fail(self, message: str) -> None:
         with self._lock:
             self.error, self._state = message, "failed"
-            self.finished = time.monotonic()
+            self.finished = self.clock()
             self._changed()
         self.note(f"FAILED: {message}")
 
@@ -156,8 +159,8 @@ class JobRun:
 
     def snapshot(self) -> tuple[list[ItemProgress], list[str], list[VerifyCheck]]:
         with self._lock:
-            return ([ItemProgress(i.name, i.done, i.total, i.started, i.rate) for i in self._items.values()],
+            return ([ItemProgress(i.name, i.started, i.done, i.total, i.rate) for i in self._items.values()],
                     list(self._log), list(self._checks))
 
     def elapsed(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
+        return (self.finished or self.clock()) - self.started

@@ -25,6 +25,7 @@ from ...session import Session
 from ..job_run import TITLES, JobRun
 from ..text import literal
 from ..widgets.job_progress import JobProgress, duration
+from .report import ReportScreen
 
 if TYPE_CHECKING:
     from ..app import CutoverApp
@@ -47,12 +48,14 @@ class JobScreen(Screen):
             "allows it now; enter starts it. While it runs: a bar per table with rows/s and the time "
             "left, the log, and for a verify each check against the previous verify as it completes. "
             "p pauses a backfill between batches, x cancels (the checkpoint stays valid, a re-run "
-            "resumes), escape goes back while the job carries on; J brings you here again.")
+            "resumes), escape goes back while the job carries on; J brings you here again. When it "
+            "has ended, o opens its report.")
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "start", "Start"),
         Binding("p", "pause", "Pause/resume"),
         Binding("x", "cancel", "Cancel job"),
+        Binding("o", "open_report", "Open report"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -146,7 +149,7 @@ class JobScreen(Screen):
         self._shown_version = run.version
         items, log, checks = run.snapshot()
         progress = self.query_one(JobProgress)
-        progress.items = items
+        progress.items, progress.now = items, run.clock()
         progress.refresh(layout=True)
         journal = self.query_one(RichLog)
         for entry in log[self._shown_log:]:
@@ -179,6 +182,8 @@ class JobScreen(Screen):
             return True if self.kind == "backfill" and run is not None and run.running else None
         if action == "cancel":
             return True if run is not None and run.running and not run.cancel.is_set() else None
+        if action == "open_report":
+            return True if run is not None and run.report is not None else None
         return True
 
     def action_start(self) -> None:
@@ -203,6 +208,10 @@ class JobScreen(Screen):
         if self.run is not None:
             self.run.request_cancel()
             self.refresh_bindings()
+
+    def action_open_report(self) -> None:
+        if self.run is not None and self.run.report is not None:
+            self.app.push_screen(ReportScreen(self.run.report, stored=self.run.stored))
 
     def action_back(self) -> None:
         self.app.pop_screen()

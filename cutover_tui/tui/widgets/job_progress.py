@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from rich.console import RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -22,18 +20,19 @@ def duration(seconds: float | None) -> str:
 
 
 class JobProgress(Widget):
-    """Set `items` (and call refresh); width decides how wide the bars are."""
+    """Set `items` and `now` (and call refresh); width decides how wide the bars are."""
 
     DEFAULT_CSS = "JobProgress { height: auto; }"
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
         super().__init__(id=id)
         self.items: list[ItemProgress] = []
+        self.now = 0.0
 
     def render(self) -> RenderableType:
         if not self.items:
             return Text("waiting for the first figures…", style="dim")
-        now = time.monotonic()
+        now = self.now
         bar_width = max(8, min(40, self.size.width - 62))
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold", expand=False)
         for name, justify in (("table", "left"), ("", "left"), ("done", "right"), ("rows", "right"),

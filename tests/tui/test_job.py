@@ -1,0 +1,116 @@
+"""Long jobs on screen with a real database: pause and cancel a backfill, the live diff of a
+verify against the previous one, and the job going on while the operator looks elsewhere."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from helpers import record_report
+
+from cutover_tui.demo.seed import seed_legacy
+from cutover_tui.migrate import apply_legacy_baseline
+from cutover_tui.tui.app import make_app
+from cutover_tui.tui.screens.dashboard import DashboardScreen
+from cutover_tui.tui.screens.job import JobScreen
+from cutover_tui.tui.screens.report import ReportScreen
+
+from .support import ROOT, screen_text, settings_for, settle
+from .test_happy_path import last_action
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def bigger_url(empty_db_url) -> str:
+    """Enough rows that a backfill takes a few seconds: time to pause and cancel it."""
+    from conftest import apply_v2
+
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        apply_legacy_baseline(conn, ROOT / "sql")
+        seed_legacy(conn, workspaces=3000)
+    return apply_v2(empty_db_url)
+
+
+def v2_rows(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT (SELECT count(*) FROM accounts) + (SELECT count(*) FROM identities) "
+                            "+ (SELECT count(*) FROM pixbooks)").fetchone()[0]
+
+
+async def until(pilot, condition, rounds: int = 300) -> None:
+    for _ in range(rounds):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(screen_text(pilot.app))
+
+
+async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url, env_file):
+    app = make_app(settings_for(bigger_url, env_file))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("f")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, JobScreen) and "Ready" in screen_text(app)
+        await pilot.press("enter", "p")
+        run = screen.run
+        assert run is not None and run.pause.is_set()
+        await pilot.pause(1.0)
+        assert "PAUSED" in screen_text(app)
+        held = v2_rows(bigger_url)
+        await pilot.pause(1.0)
+        assert v2_rows(bigger_url) == held  # nothing moves while paused
+
+        # settle() would wait for every worker, the paused job too: wait on what is shown instead.
+        await pilot.press("escape")  # the job goes on without its screen
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await pilot.press("v")  # and nothing else starts meanwhile
+        await pilot.pause(0.5)
+        assert isinstance(app.screen, DashboardScreen) and run.running
+
+        await pilot.press("J")
+        await until(pilot, lambda: getattr(app.screen, "run", None) is run)
+        await pilot.press("p")  # resume: rows move again
+        await until(pilot, lambda: v2_rows(bigger_url) > held)
+        await pilot.press("x")
+        await until(pilot, lambda: not run.running)
+        await settle(pilot)
+        assert run.state == "cancelled" and run.report.model_extra["cancelled"] is True
+        assert "CANCELLED" in screen_text(app)
+        assert last_action(bigger_url) == "backfill"
+
+        await pilot.press("escape", "f")  # a new backfill screen: it says it resumes the cancelled run
+        await settle(pilot)
+        assert "Resumes run" in screen_text(app)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen.run is not None and not app.screen.run.running)
+        assert app.screen.run.report.model_extra["resumed"] is True
+        await pilot.press("o")  # its report
+        await settle(pilot)
+        assert isinstance(app.screen, ReportScreen)
+
+
+async def test_a_verify_fills_in_its_diff_against_the_previous_one(backfilled_url, env_file):
+    record_report(backfilled_url, "backfill", ok=True)  # the gate of verify: a backfill report exists
+    app = make_app(settings_for(backfilled_url, env_file))
+    async with app.run_test(size=(120, 50)) as pilot:
+        await settle(pilot)
+        for first in (True, False):
+            await pilot.press("v")
+            await settle(pilot)
+            screen = app.screen
+            await pilot.press("enter")
+            await until(pilot, lambda: not screen.run.running)
+            await settle(pilot)
+            if first:
+                assert not screen.query_one("#live-diff-box").display  # nothing to compare with yet
+                await pilot.press("escape")
+                await settle(pilot)
+        checks = len(screen.run.report.checks)
+        table = screen.query_one("#live-diff")
+        assert screen.query_one("#live-diff-box").display
+        assert table.row_count == checks  # one row per check, as each completed
+        rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+        assert all(row[0].startswith(("=", "FAIL~", "~")) for row in rows), rows
+        assert any(row[1] == "content:accounts" and row[2] == row[3] == "PASS" for row in rows)
