@@ -136,7 +136,7 @@ class JobScreen(Screen):
             else:
                 state.update(Text("Ready: enter starts it, escape goes back.", style="bold"))
             return
-        line = Text.assemble((run.state.upper(), _STATE_STYLES[run.state]), f"  {duration(run.elapsed())}")
+        line = Text.assemble((run.state.upper(), _STATE_STYLES[run.state]), f" · {duration(run.elapsed())}")
         if run.error:
             line.append("  ")
             line.append_text(literal(run.error, "red"))

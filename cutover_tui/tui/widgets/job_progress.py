@@ -35,7 +35,7 @@ class JobProgress(Widget):
         now = self.now
         bar_width = max(8, min(40, self.size.width - 62))
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold", expand=False)
-        for name, justify in (("table", "left"), ("", "left"), ("done", "right"), ("rows", "right"),
+        for name, justify in (("table", "left"), ("", "left"), ("%", "right"), ("rows", "right"),
                               ("rows/s", "right"), ("left", "right")):
             table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         for item in self.items:

@@ -1,0 +1,76 @@
+"""Pictures of the job screen, a refused gate and the rollback wizard, reviewed by eye; clock-free:
+fixed report and journal times, a fixed clock for the job's figures, fixed labels."""
+
+from __future__ import annotations
+
+from helpers import record_report
+
+from cutover_tui import jobs, transitions
+from cutover_tui.backfill import BackfillProgress
+from cutover_tui.session import Session
+from cutover_tui.tui.app import make_app
+from cutover_tui.tui.job_run import JobRun
+from cutover_tui.tui.screens.job import JobScreen
+
+from .support import BACKFILL_AT, VERIFY_AT, set_journal_times, settings_for, settle
+from .test_dashboard_snapshots import D_SINCE, LABEL, pressing
+
+
+def _in_d(url: str, env_file) -> None:
+    record_report(url, "backfill", ok=True, at=BACKFILL_AT)
+    record_report(url, "verify", ok=True, at=VERIFY_AT, stage="G")
+    with Session(settings_for(url, env_file)) as session:
+        for stage in ("C", "D"):
+            transitions.apply_change(session, transitions.plan_promotion(session, stage))
+    set_journal_times(url, D_SINCE)
+
+
+class TestJob:
+    def test_backfill_running(self, snap_compare, v2_db_url, env_file):
+        """A backfill 42 s in, as the engine's progress callbacks left it: 'RUNNING  42s';
+        the plan (what it does, that it writes v2 rows only, 2 workers); a bar per table:
+        accounts (10,000/10,000) and account_members 100% 'done' in green, identities 60%
+        (24,600/41,000) at 1,200 rows/s with '14s' left, pixbooks 10% at 800 rows/s with '46s' left; the log below with the
+        catch-up pass line; footer with p Pause/resume and x Cancel job lit, Start dimmed."""
+        settings = settings_for(v2_db_url, env_file)
+        with Session(settings) as session:
+            plan = jobs.plan(session, "backfill")
+        now = [1000.0]
+        run = JobRun("backfill", plan, clock=lambda: now[0])
+        totals = {"accounts": 10_000, "account_members": 32_000, "identities": 41_000, "pixbooks": 41_000}
+        for name, share, rate in (("accounts", 1.0, 1500.0), ("account_members", 1.0, 2100.0),
+                                  ("identities", 0.6, 1200.0), ("pixbooks", 0.1, 800.0)):
+            run.on_backfill(BackfillProgress(table=name, pass_no=1, done=int(totals[name] * share),
+                                             total=totals[name], rows_per_second=rate))
+        run.on_backfill(BackfillProgress(table="accounts", pass_no=2, done=totals["accounts"],
+                                         total=totals["accounts"], rows_per_second=1500.0))
+        now[0] = 1042.0
+        app = make_app(settings, target_label=LABEL)
+
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await app.push_screen(JobScreen("backfill", run))
+            await settle(pilot)
+
+        assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+
+
+class TestGate:
+    def test_promote_e_refused_in_d(self, snap_compare, v2_db_url, env_file):
+        """Stage D, e pressed before any verify in D: the dashboard stays, 'promote E [e]' red
+        with its reason (no verify since D began, 2026-01-05 11:00 UTC), and an error toast
+        'Promote E is refused' repeating the reason; e is dimmed in the footer's promote group."""
+        _in_d(v2_db_url, env_file)
+        app = make_app(settings_for(v2_db_url, env_file), target_label=LABEL)
+        assert snap_compare(app, terminal_size=(120, 36), run_before=pressing("e"))
+
+
+class TestRollbackWizard:
+    def test_from_d(self, snap_compare, v2_db_url, env_file):
+        """b at stage D: 'Rollback wizard', 'Step 1 of 2: the change', 'Before write cutover
+        (from C or D)' with what it does, 'flags READS=true WRITES=false DUAL_WRITE=true ->
+        READS=false ... DUAL_WRITE=true   dual-write kept', the env diff for deploy.env
+        (-READS=true, +READS=false), and the y / k / escape line; footer: y, k lit, v dimmed."""
+        _in_d(v2_db_url, env_file)
+        app = make_app(settings_for(v2_db_url, env_file), target_label=LABEL, env_label="deploy.env")
+        assert snap_compare(app, terminal_size=(100, 30), run_before=pressing("b"))
