@@ -350,11 +350,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings = resolve_settings(runbook_path=args.runbook, env_file=demo.env_file,
                                     database_url=demo.database_url, operator=args.operator,
                                     report_dir=demo.report_dir)
-        user, cookie = demo_session(api, demo.database_url)
+        account, user, cookie = demo_session(api, demo.database_url)
         notice = f"stand-in API {api} · cookie for {user}: {cookie}"
         if not args.no_tui and _on_a_terminal():
             return run_console(settings, notice, jobs.ApiTarget(api=api, cookie=cookie),
-                               TrafficSwitch(api, demo.database_url))
+                               TrafficSwitch(api, demo.database_url, exclude={account}))
         if not args.no_tui:
             print("cutover: no terminal to open the console on; printing the demo's status.", file=sys.stderr)
         with Session(settings) as session:

@@ -40,18 +40,18 @@ def prepare_demo(server_url: str, folder: Path, sql_dir: Path, workspaces: int =
     return DemoEnvironment(database_url=url, env_file=env_file, report_dir=folder / "reports")
 
 
-def demo_session(api_base: str, database_url: str) -> tuple[str, str]:
-    """A session cookie on the stand-in API for the demo's first workspace owner."""
+def demo_session(api_base: str, database_url: str) -> tuple[str, str, str]:
+    """A session on the stand-in API for the demo's first workspace owner: account, user, cookie."""
     import httpx
 
     from .api import COOKIE_NAME
 
     with psycopg.connect(database_url) as conn:
-        user = conn.execute("SELECT user_id FROM platform_workspace_members WHERE role = 'owner' "
-                            "AND status = 'active' ORDER BY workspace_id, user_id LIMIT 1").fetchone()[0]
+        account, user = conn.execute("SELECT workspace_id, user_id FROM platform_workspace_members WHERE role = 'owner' "
+                                     "AND status = 'active' ORDER BY workspace_id, user_id LIMIT 1").fetchone()
     with httpx.Client(base_url=api_base, timeout=10) as client:
         client.post("/v1/demo/session", json={"userId": user}).raise_for_status()
-        return user, client.cookies[COOKIE_NAME]
+        return account, user, client.cookies[COOKIE_NAME]
 
 
 @contextmanager

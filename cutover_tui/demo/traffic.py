@@ -432,11 +432,13 @@ def run_traffic(base_url: str, database_url: str, rate: float, duration: float, 
 
 
 class TrafficSwitch:
-    """The demo console's on/off switch: each switch-on starts fresh traffic; thread-safe."""
+    """The demo console's on/off switch: each switch-on starts fresh traffic; thread-safe.
+    Accounts in `exclude` get none, so a read check on one compares lists nobody is changing."""
 
-    def __init__(self, base_url: str, database_url: str, rate: float = 20.0, accounts: int = 3) -> None:
+    def __init__(self, base_url: str, database_url: str, rate: float = 20.0, accounts: int = 3, *,
+                 exclude: Collection[str] = ()) -> None:
         self.base_url, self.database_url = require_loopback(base_url), database_url
-        self.rate, self.accounts = rate, accounts
+        self.rate, self.accounts, self.exclude = rate, accounts, tuple(exclude)
         self._traffic: Traffic | None = None
         self._lock = threading.Lock()
         self._runs = 0
@@ -452,7 +454,7 @@ class TrafficSwitch:
             if self.running:
                 self._traffic.stop()
                 return False
-            cookies = demo_cookies(self.base_url, self.database_url, self.accounts)
+            cookies = demo_cookies(self.base_url, self.database_url, self.accounts, exclude=self.exclude)
             self._runs += 1  # a new random stream each time, so it does not replay the same writes
             self._traffic = Traffic(self.base_url, cookies, self.rate, seed=self._runs, max_seconds=SWITCH_MAX_SECONDS).start()
             return True

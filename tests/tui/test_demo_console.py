@@ -27,8 +27,8 @@ async def wait_for(pilot, condition, rounds: int = 150) -> None:
 
 async def test_traffic_switch_and_api_read_check(backfilled_url, env_file):
     with serve_api(backfilled_url, env_file) as base:
-        _, cookie = demo_session(base, backfilled_url)
-        switch = TrafficSwitch(base, backfilled_url, rate=30)
+        account, _, cookie = demo_session(base, backfilled_url)
+        switch = TrafficSwitch(base, backfilled_url, rate=30, exclude={account})
         app = make_app(settings_for(backfilled_url, env_file), api_target=ApiTarget(api=base, cookie=cookie),
                        traffic=switch)
         async with app.run_test(size=(120, 40)) as pilot:

@@ -56,8 +56,9 @@ class DashboardScreen(Screen):
     HELP = ("Where the Accounts V2 cutover stands: the stage line, the four flags as the deploy env "
             "file declares them against what the promotion matrix expects, the last backfill and "
             "verify, who holds the operator lock, and every next step, green when the runbook "
-            "allows it and red with each reason when it does not. The flag keys show the env diff "
-            "and ask before writing anything.")
+            "allows it and red with each reason when it does not. One key per stage runs it: a "
+            "job shows what it will do before it starts, a flag change shows the env diff and "
+            "asks. A dimmed key is refused now; pressing it says why.")
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "change('promote', 'C')", "Promote C", group=PROMOTE),
