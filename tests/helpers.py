@@ -31,3 +31,12 @@ def age_journal(url: str, hours: float) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE cutover.journal SET at = at - %s", (timedelta(hours=hours),))
         conn.execute("UPDATE cutover.reports SET generated_at = generated_at - %s", (timedelta(hours=hours),))
+
+
+def fingerprint(url: str) -> dict[str, str]:
+    """Every v2 row's content, one digest per table: equal digests, equal tables row for row."""
+    from cutover_tui.mapping import TABLES
+
+    with psycopg.connect(url) as conn:
+        return {t.v2: conn.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x.id), '')) FROM {t.v2} x")
+                .fetchone()[0] for t in TABLES}

@@ -13,6 +13,7 @@ import threading
 import psycopg
 import pytest
 from conftest import ROOT, apply_v2
+from helpers import fingerprint
 
 from cutover_tui.backfill import JOB_LOCK_KEY, Backfill, BackfillOptions, repair_rows
 from cutover_tui.demo.seed import seed_legacy
@@ -25,13 +26,6 @@ V2_TABLES = [t.v2 for t in TABLES]
 
 def backfill(url: str, **options) -> dict:
     return Backfill(url, "test", BackfillOptions(**options)).run()
-
-
-def fingerprint(url: str) -> dict[str, str]:
-    """Every v2 row's content, one digest per table (equal digests: equal tables)."""
-    with psycopg.connect(url) as conn:
-        return {t: conn.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x.id), '')) FROM {t} x")
-                .fetchone()[0] for t in V2_TABLES}
 
 
 def physical(url: str) -> dict[str, str]:

@@ -42,7 +42,11 @@ def database_url(server_url: str, dbname: str) -> str:
     return base.rsplit("/", 1)[0] + "/" + dbname + ("?" + query if query else "")
 
 
-def create_database(server_url: str, dbname: str) -> str:
+def create_database(server_url: str, dbname: str, template: str | None = None) -> str:
+    """A new database; with `template`, a copy of that one (nobody may be connected to it)."""
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(statement)
     return database_url(server_url, dbname)

@@ -291,76 +291,70 @@ def test_a_broken_mirror_is_found_row_for_row_and_repaired(session, api, env_fil
     assert after["ok"]
 
 
+class WriteInFlight:
+    """In D, an API rename of one account whose mirror write into v2 waits behind a row lock we
+    hold: legacy has the new name, v2 not yet. `land()` lets the mirror through."""
+
+    def __init__(self, session: Session, api: str) -> None:
+        self.url = session.settings.database_url
+        verify_ok(session)
+        promote(session, "C")
+        promote(session, "D")
+        (self.account, cookie), = demo_cookies(api, self.url, 1, exclude={READ_ACCOUNT}).items()
+        self.holder = psycopg.connect(self.url)
+        self.holder.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (self.account,))
+        self.result: dict = {}
+
+        def rename() -> None:
+            self.result["response"] = httpx.patch(
+                f"{api}/v1/account/workspace", json={"accountId": self.account, "name": "In Flight"},
+                headers={"cookie": f"{COOKIE_NAME}={cookie}"}, timeout=30)
+
+        self.writer = threading.Thread(target=rename)
+
+    def __enter__(self) -> WriteInFlight:
+        self.writer.start()
+        for _ in range(500):  # until the primary (legacy) write has committed
+            with psycopg.connect(self.url) as conn:
+                if conn.execute("SELECT name FROM platform_workspaces WHERE id = %s",
+                                (self.account,)).fetchone()[0] == "In Flight":
+                    break
+            time.sleep(0.01)
+        return self
+
+    def land(self) -> None:
+        self.holder.commit()
+        self.writer.join(30)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.land()
+        self.holder.close()
+        assert self.result["response"].status_code == 200
+
+
 def test_a_verify_sees_a_write_caught_between_primary_and_mirror(session, api, env_file):
     """Why the walk's verifies hold the traffic at a request boundary: in D the API commits the
     v1 write, then mirrors it to v2 in a second transaction. A verify that runs in between
     reports the row as different, although nothing is wrong once the mirror lands."""
-    url = session.settings.database_url
-    verify_ok(session)
-    promote(session, "C")
-    promote(session, "D")
-    (account, cookie), = demo_cookies(api, url, 1, exclude={READ_ACCOUNT}).items()
-    result: dict = {}
-    with psycopg.connect(url) as holder:  # holds the v2 row: the mirror write waits behind it
-        holder.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account,))
-
-        def rename() -> None:
-            result["response"] = httpx.patch(f"{api}/v1/account/workspace", json={"accountId": account, "name": "Mid Air"},
-                                             headers={"cookie": f"{COOKIE_NAME}={cookie}"}, timeout=30)
-
-        writer = threading.Thread(target=rename)
-        writer.start()
-        for _ in range(500):
-            with psycopg.connect(url) as conn:
-                if conn.execute("SELECT name FROM platform_workspaces WHERE id = %s", (account,)).fetchone()[0] == "Mid Air":
-                    break
-            time.sleep(0.01)
-        mid = run_verify(url, VerifyOptions())
-        holder.commit()
-    writer.join(30)
-    assert result["response"].status_code == 200
+    with WriteInFlight(session, api) as flight:
+        mid = run_verify(flight.url, VerifyOptions())
     accounts = content(mid, "accounts")
     assert not mid["ok"] and accounts["different"] == 1
-    assert [d["id"] for d in accounts["examples"]["different"]] == [account]
+    assert [d["id"] for d in accounts["examples"]["different"]] == [flight.account]
     assert verify_ok(session)["ok"]  # the mirror landed: in step again
 
 
 def test_a_write_that_reaches_its_mirror_while_verify_looks_again_is_no_difference(session, api, env_file):
     """The same write caught between primary and mirror, but the mirror lands while verify waits
     to look at the differing range again: the range settles and the verify passes."""
-    url = session.settings.database_url
-    verify_ok(session)
-    promote(session, "C")
-    promote(session, "D")
-    (account, cookie), = demo_cookies(api, url, 1, exclude={READ_ACCOUNT}).items()
-    result: dict = {}
-    holder = psycopg.connect(url)
-    holder.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account,))
+    with WriteInFlight(session, api) as flight:
 
-    def rename() -> None:
-        result["response"] = httpx.patch(f"{api}/v1/account/workspace", json={"accountId": account, "name": "Landed"},
-                                         headers={"cookie": f"{COOKIE_NAME}={cookie}"}, timeout=30)
+        class MirrorLandsWhileVerifyWaits(threading.Event):
+            def wait(self, timeout: float | None = None) -> bool:
+                flight.land()
+                return super().wait(timeout)
 
-    class MirrorLandsWhileVerifyWaits(threading.Event):
-        def wait(self, timeout: float | None = None) -> bool:
-            holder.commit()  # the mirror's write goes through now
-            writer.join(30)
-            return super().wait(timeout)
-
-    writer = threading.Thread(target=rename)
-    writer.start()
-    try:
-        for _ in range(500):
-            with psycopg.connect(url) as conn:
-                if conn.execute("SELECT name FROM platform_workspaces WHERE id = %s", (account,)).fetchone()[0] == "Landed":
-                    break
-            time.sleep(0.01)
-        report = run_verify(url, VerifyOptions(), cancel=MirrorLandsWhileVerifyWaits())
-    finally:
-        holder.commit()
-        holder.close()
-        writer.join(30)
-    assert result["response"].status_code == 200
+        report = run_verify(flight.url, VerifyOptions(), cancel=MirrorLandsWhileVerifyWaits())
     accounts = content(report, "accounts")
     assert report["ok"], failing(report)
     assert accounts["rangesSettled"] == 1 and accounts["different"] == 0

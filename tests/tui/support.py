@@ -53,3 +53,13 @@ def screen_text(app) -> str:
 def toasts(app) -> str:
     """The text of the notifications on screen (run the app with `notifications=True`)."""
     return " ".join(toast.render().plain for toast in app.screen.query("Toast"))
+
+
+async def wait_until(pilot: Pilot, condition, rounds: int = 300) -> None:
+    """Pause until `condition()` holds (30 s at most); a job in a worker may take a while,
+    and `settle` would wait for every worker, a paused job's too."""
+    for _ in range(rounds):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(screen_text(pilot.app))

@@ -12,17 +12,9 @@ from cutover_tui.jobs import ApiTarget
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.job import JobScreen
 
-from .support import screen_text, settings_for, settle
+from .support import screen_text, settings_for, settle, wait_until
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_for(pilot, condition, rounds: int = 150) -> None:
-    for _ in range(rounds):
-        if condition():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(screen_text(pilot.app))
 
 
 async def test_traffic_switch_and_api_read_check(backfilled_url, env_file):
@@ -34,7 +26,7 @@ async def test_traffic_switch_and_api_read_check(backfilled_url, env_file):
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
             await pilot.press("t")
-            await wait_for(pilot, lambda: app.dashboard.traffic is not None and app.dashboard.traffic[0].requests > 5)
+            await wait_until(pilot, lambda: app.dashboard.traffic is not None and app.dashboard.traffic[0].requests > 5)
             text = screen_text(app)
             assert "demo traffic ON" in text and "requests/s" in text and "0 errors" in text
             assert "0 mirror failures" in text
@@ -45,7 +37,7 @@ async def test_traffic_switch_and_api_read_check(backfilled_url, env_file):
             assert isinstance(screen, JobScreen) and screen.kind == "verify-reads"
             assert base in screen_text(app) and "legacy" in screen_text(app)  # READS=false: legacy is the store
             await pilot.press("enter")
-            await wait_for(pilot, lambda: screen.run is not None and not screen.run.running)
+            await wait_until(pilot, lambda: screen.run is not None and not screen.run.running)
             await settle(pilot)
             assert screen.run.stored.ok, screen_text(app)
             log = "\n".join(screen.run.snapshot()[1])
@@ -53,5 +45,5 @@ async def test_traffic_switch_and_api_read_check(backfilled_url, env_file):
             assert cookie not in screen_text(app) and cookie not in log
 
             await pilot.press("escape", "t")
-            await wait_for(pilot, lambda: not switch.running and "demo traffic off" in screen_text(app))
+            await wait_until(pilot, lambda: not switch.running and "demo traffic off" in screen_text(app))
         assert not switch.running  # quitting the console stops the traffic

@@ -14,7 +14,7 @@ from cutover_tui.tui.screens.dashboard import DashboardScreen
 from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.tui.screens.report import ReportScreen
 
-from .support import ROOT, screen_text, settings_for, settle
+from .support import ROOT, screen_text, settings_for, settle, wait_until
 from .test_happy_path import last_action
 
 pytestmark = pytest.mark.anyio
@@ -37,14 +37,6 @@ def v2_rows(url: str) -> int:
                             "+ (SELECT count(*) FROM pixbooks)").fetchone()[0]
 
 
-async def until(pilot, condition, rounds: int = 300) -> None:
-    for _ in range(rounds):
-        if condition():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(screen_text(pilot.app))
-
-
 async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url, env_file):
     app = make_app(settings_for(bigger_url, env_file))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -64,17 +56,17 @@ async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url
 
         # settle() would wait for every worker, the paused job too: wait on what is shown instead.
         await pilot.press("escape")  # the job goes on without its screen
-        await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
         await pilot.press("v")  # and nothing else starts meanwhile
         await pilot.pause(0.5)
         assert isinstance(app.screen, DashboardScreen) and run.running
 
         await pilot.press("J")
-        await until(pilot, lambda: getattr(app.screen, "run", None) is run)
+        await wait_until(pilot, lambda: getattr(app.screen, "run", None) is run)
         await pilot.press("p")  # resume: rows move again
-        await until(pilot, lambda: v2_rows(bigger_url) > held)
+        await wait_until(pilot, lambda: v2_rows(bigger_url) > held)
         await pilot.press("x")
-        await until(pilot, lambda: not run.running)
+        await wait_until(pilot, lambda: not run.running)
         await settle(pilot)
         assert run.state == "cancelled" and run.report.model_extra["cancelled"] is True
         assert "CANCELLED" in screen_text(app)
@@ -84,7 +76,7 @@ async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url
         await settle(pilot)
         assert "Resumes run" in screen_text(app)
         await pilot.press("enter")
-        await until(pilot, lambda: app.screen.run is not None and not app.screen.run.running)
+        await wait_until(pilot, lambda: app.screen.run is not None and not app.screen.run.running)
         assert app.screen.run.report.model_extra["resumed"] is True
         await pilot.press("o")  # its report
         await settle(pilot)
@@ -101,7 +93,7 @@ async def test_a_verify_fills_in_its_diff_against_the_previous_one(backfilled_ur
             await settle(pilot)
             screen = app.screen
             await pilot.press("enter")
-            await until(pilot, lambda: not screen.run.running)
+            await wait_until(pilot, lambda: not screen.run.running)
             await settle(pilot)
             if first:
                 assert not screen.query_one("#live-diff-box").display  # nothing to compare with yet
