@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -327,6 +329,21 @@ class _SeedProgress:
             sys.stderr.flush()
 
 
+@contextmanager
+def _unwound_by_signals() -> Iterator[None]:
+    """A closed terminal (SIGHUP) or a plain kill (SIGTERM) unwinds like ctrl+q, so the demo's
+    embedded server and its folder are removed instead of left running."""
+    def exit_on(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {signum: signal.signal(signum, exit_on) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _on_a_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
@@ -345,7 +362,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return cmd_demo_traffic(args)
     runbook = load_runbook(args.runbook)
     workspaces = SIZES[args.size] if args.size else DEMO_WORKSPACES
-    with demo_environment(runbook.paths.sql_dir, workspaces, _SeedProgress(sys.stderr.isatty())) as demo, \
+    with _unwound_by_signals(), demo_environment(runbook.paths.sql_dir, workspaces, _SeedProgress(sys.stderr.isatty())) as demo, \
             serve_api(demo.database_url, demo.env_file) as api:
         settings = resolve_settings(runbook_path=args.runbook, env_file=demo.env_file,
                                     database_url=demo.database_url, operator=args.operator,

@@ -341,3 +341,34 @@ def test_demo_without_a_terminal_prints_status_and_the_stand_in_api(capsys):
 def test_the_console_without_a_terminal_points_to_the_commands(cutover):
     code, _, err = cutover("tui")
     assert code == 2 and "The console needs a terminal; use `cutover status`" in err
+
+
+def test_demo_killed_with_sigterm_removes_its_embedded_server(tmp_path):
+    """A closed terminal or a plain kill must not leave the demo's postmaster running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    child = subprocess.Popen([sys.executable, "-m", "cutover_tui.cli", "--runbook", str(ROOT / "runbook.toml"),
+                              "demo", "--size", "S", "--no-tui"], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(300):  # until its server runs (it is then seeding 10,000 workspaces)
+            if list(tmp_path.glob("cutover-demo-pg-*/data/postmaster.pid")):
+                break
+            time.sleep(0.1)
+        folders = list(tmp_path.glob("cutover-demo-pg-*"))
+        assert folders, "the demo's embedded server never started"
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 128 + signal.SIGTERM and b"Traceback" not in err
+    finally:
+        child.kill()
+        child.communicate()
+    assert not folders[0].exists()
+    running = subprocess.run(["pgrep", "-f", str(folders[0])], capture_output=True, text=True).stdout
+    assert running == "", running

@@ -93,8 +93,11 @@ class JobRun:
     def on_verify(self, p: VerifyProgress) -> None:
         self.progress(p.check, p.done, p.total)
 
-    def on_recon(self, table: str, done: int, total: int) -> None:
-        self.progress(table, done, total)
+    def on_recon(self, step: str, done: int, total: int) -> None:
+        """Recon reports steps (schemas, a count per table, ...), not rows: one bar, each step logged."""
+        if done < total:
+            self.note(f"{step}…")
+        self.progress("recon steps", done, total)
 
     def on_check(self, check: dict[str, Any]) -> None:
         model = VerifyCheck.model_validate(check)

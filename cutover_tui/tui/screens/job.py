@@ -150,6 +150,7 @@ class JobScreen(Screen):
         items, log, checks = run.snapshot()
         progress = self.query_one(JobProgress)
         progress.items, progress.now = items, run.clock()
+        progress.display = bool(items) or (run.running and self.kind != "verify-reads")  # that one has no tables
         progress.refresh(layout=True)
         journal = self.query_one(RichLog)
         for entry in log[self._shown_log:]:
