@@ -52,6 +52,7 @@ from .text import literal
 
 JOURNAL_ROWS = 500
 TRAFFIC_SECONDS = 1.0
+STATUS_SECONDS = 15.0
 T = TypeVar("T")
 
 
@@ -96,6 +97,8 @@ class CutoverApp(App[int]):
     def on_mount(self) -> None:
         self.push_screen(self.dashboard)
         self._open_session()
+        # Gates move with time (the confidence period) and with other operators' changes.
+        self.set_interval(STATUS_SECONDS, self._refresh_quietly)
         if self.traffic is not None:
             self.set_interval(TRAFFIC_SECONDS, self._traffic_figures)
 
@@ -169,6 +172,10 @@ class CutoverApp(App[int]):
 
     def refresh_status(self) -> None:
         self._gather()
+
+    def _refresh_quietly(self) -> None:
+        if self.session is not None:
+            self._gather()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="status")
     def _gather(self) -> None:
