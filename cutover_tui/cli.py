@@ -7,6 +7,7 @@ Data goes to stdout, diagnostics to stderr, one sentence each. Exit codes: 0 don
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TextIO, TypeVar
 
 import psycopg
 
@@ -24,6 +25,7 @@ from . import jobs, journal, migrate, transitions
 from .archive import plan_archive, run_archive
 from .backfill import BackfillOptions, BackfillProgress, parse_tables
 from .db import connect, redact
+from .display import visible
 from .demo.seed import SIZES, seed_legacy
 from .demo.api import serve_api
 from .demo.run import DEMO_WORKSPACES, demo_environment, demo_session
@@ -380,8 +382,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one sentence, like every other diagnostic (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cutover", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="cutover", description=__doc__.splitlines()[0])
     parser.add_argument("--runbook", type=Path, default=Path("runbook.toml"), help="runbook file (default ./runbook.toml)")
     parser.add_argument("--env-file", type=Path, help="deploy env file (overrides the runbook file)")
     parser.add_argument("--database-url", help="target database (else DATABASE_URL, else the runbook file)")
@@ -431,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("verify-reads", cmd_verify_reads,
                 "Check the account API's answers against the read store the flags declare.")
     p.add_argument("--api", help=f"API base (else ${API_ENV}, else the runbook file)")
-    p.add_argument("--cookie", help=f"session cookie (else ${COOKIE_ENV}); never written anywhere")
+    p.add_argument("--cookie", help=f"session cookie (else ${COOKIE_ENV}); never written anywhere; "
+                   "write --cookie=VALUE when it starts with -")
     p.add_argument("--profile-id")
     p.add_argument("--identity-public-key")
     p.add_argument("--collection-id", default="primary")
@@ -471,6 +481,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Literal(io.TextIOBase):
+    """stdout on a terminal: text from the database or a report may hold escape sequences;
+    they are written as visible escapes, never obeyed. (To a pipe it goes byte for byte.)"""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(visible(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+
+@contextmanager
+def _shown_literally() -> Iterator[None]:
+    if not sys.stdout.isatty():
+        yield
+        return
+    real = sys.stdout
+    sys.stdout = _Literal(real)
+    try:
+        yield
+    finally:
+        sys.stdout = real
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -482,7 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(args)
         if getattr(args, "offline", False):
-            return args.run(None, args)
+            with _shown_literally():
+                return args.run(None, args)
         if args.command in (None, "tui"):
             if not _on_a_terminal():
                 raise BadInput("The console needs a terminal; use `cutover status` and the other commands in scripts.")
@@ -491,20 +533,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings: Settings = resolve_settings(runbook_path=args.runbook, env_file=args.env_file,
                                               database_url=args.database_url, operator=args.operator)
         url_hint = settings.database_url
-        with Session(settings) as session:
+        with Session(settings) as session, _shown_literally():
             try:
                 return args.run(session, args)
             except psycopg.Error as exc:
                 raise session.database_error(exc) from None
     except CutoverError as exc:
-        print(f"cutover: {redact(exc.message, url_hint)}", file=sys.stderr)
+        print(f"cutover: {visible(redact(exc.message, url_hint))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("cutover: interrupted; nothing more was done.", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the operator gets one sentence, never a traceback
         first_line = (str(exc).strip().splitlines() or [""])[0]
-        print(f"cutover: unexpected {type(exc).__name__}: {redact(first_line, url_hint)}; "
+        print(f"cutover: unexpected {type(exc).__name__}: {visible(redact(first_line, url_hint))}; "
               "please report this.", file=sys.stderr)
         return 1
 

@@ -93,8 +93,11 @@ def password_of(url: str) -> str | None:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password shown as `***`, for any output."""
-    parts = urlsplit(url)
+    """The URL with its password shown as `***`, for any output; never raises."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a URL urlsplit cannot parse (an unclosed IPv6 bracket) still hides its password
+        return re.sub(r"(//[^/:@]*:)[^@]*@", r"\1***@", url)
     if parts.scheme and "@" in parts.netloc:
         creds, _, host = parts.netloc.rpartition("@")
         if ":" in creds:
@@ -126,6 +129,20 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
             f"Cannot connect to {redact_url(url)} ({reason}); check --database-url or "
             "DATABASE_URL and that the server is up."
         ) from None
+
+
+def lock_blocker(conn: psycopg.Connection) -> tuple[str, int, str] | None:
+    """A table of this database another session holds in a mode that blocks the console's
+    reads or writes, as (table, pid, lock mode); None if there is none (a row lock, say)."""
+    return conn.execute("""
+        SELECT c.relname, l.pid, l.mode FROM pg_locks l
+        JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+          AND c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+        ORDER BY l.mode = 'AccessExclusiveLock' DESC, c.relname, l.pid LIMIT 1""").fetchone()
 
 
 def ensure_console_schema(conn: psycopg.Connection) -> None:

@@ -110,8 +110,8 @@ def api_target(session: Session, *, api: str | None = None, cookie: str | None =
         raise BadInput(f"No session cookie: pass --cookie or set {reads.COOKIE_ENV}.")
     if bool(profile_id) != bool(identity_public_key):
         raise BadInput("--profile-id and --identity-public-key go together: give both or neither.")
-    return ApiTarget(api=api or os.environ.get(reads.API_ENV) or session.runbook.api.base or reads.DEFAULT_API,
-                     cookie=cookie, profile_id=profile_id, identity_public_key=identity_public_key,
+    base = api or os.environ.get(reads.API_ENV) or session.runbook.api.base or reads.DEFAULT_API
+    return ApiTarget(api=reads.check_api_url(base), cookie=cookie, profile_id=profile_id, identity_public_key=identity_public_key,
                      collection_id=collection_id or "primary")
 
 

@@ -17,13 +17,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from psycopg.rows import dict_row
 
 from .db import connect
 from .envfile import ALIAS, READS, read_env_file
-from .errors import CutoverError
+from .errors import BadInput, CutoverError
 
 if TYPE_CHECKING:  # httpx pulls in rich when installed; the engine imports it only when it calls out
     import httpx
@@ -116,6 +116,35 @@ def redact_api(url: str) -> str:
     return urlunsplit(parts._replace(netloc=host, query="", fragment=""))
 
 
+def check_api_url(url: str) -> str:
+    """`url` if it is an http(s) address with a host; BadInput otherwise."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise BadInput(f"The API address {redact_api_safely(url)!r} is not an http(s) URL with a host; give one "
+                       "like http://127.0.0.1:8080 (--api, the environment or runbook.toml's api.base).")
+    return url
+
+
+def redact_api_safely(url: str) -> str:
+    try:
+        return redact_api(url)
+    except ValueError:
+        return "(an address that cannot be parsed)"
+
+
+def _credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without user info, and that user info as basic-auth credentials: httpx logs
+    every request URL, so a password must not travel in it."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    return redact_api(url), (unquote(parts.username), unquote(parts.password or ""))
+
+
 def _scrub(text: str, cookie: str) -> str:
     return text.replace(cookie, "***") if cookie else text
 
@@ -144,7 +173,7 @@ class _Caller:
             response = self.client.get(url, params=params)
         except httpx.TimeoutException:
             raise ApiTimeout(f"The account API at {self.where} did not answer {path} within {self.timeout:g} s; "
-                             "check it is up and not overloaded, or raise --timeout.") from None
+                             "check it is up and not overloaded, then run the check again.") from None
         except httpx.HTTPError as exc:
             chain = _chain(exc)
             if any(isinstance(e, ssl.SSLError) for e in chain) or "SSL" in str(exc) or "CERTIFICATE" in str(exc):
@@ -260,8 +289,9 @@ def run_verify_reads(database_url: str, env_file: Path, *, api: str, cookie: str
     checks: list[dict[str, Any]] = []
     headers = {"cookie": f"{COOKIE_NAME}={cookie}", "accept": "application/json"}
     try:
-        with httpx.Client(headers=headers, timeout=timeout, follow_redirects=False) as client:
-            caller = _Caller(client, api, cookie, timeout)
+        base, auth = _credentials(check_api_url(api))
+        with httpx.Client(headers=headers, timeout=timeout, follow_redirects=False, auth=auth) as client:
+            caller = _Caller(client, base, cookie, timeout)
             checks.extend(_run(caller, database_url, store, alias_on, profile_id, identity_public_key,
                                collection_id, account_id))
     except CutoverError as exc:  # belt and braces: no message may carry the cookie

@@ -411,7 +411,17 @@ def load_report(path: str | os.PathLike[str]) -> Report:
     except json.JSONDecodeError as exc:
         raise BadInput(f"Report file {path} is not valid JSON ({exc.msg} at line {exc.lineno}, "
                        f"column {exc.colno}); it may be truncated.") from None
-    return _parse(data, f"Report file {path}")
+    except RecursionError:
+        raise BadInput(f"Report file {path} nests its JSON far deeper than any report; check that it is "
+                       "the right file.") from None
+    except ValueError as exc:  # Python refuses integers of more than 4,300 digits
+        raise BadInput(f"Report file {path} holds a value no report has ({exc}); check that it is the "
+                       "right file.") from None
+    try:
+        return _parse(data, f"Report file {path}")
+    except RecursionError:  # validation walks the nesting too
+        raise BadInput(f"Report file {path} nests its JSON far deeper than any report; check that it is "
+                       "the right file.") from None
 
 
 def load_stored(conn: psycopg.Connection, report_id: str) -> Report:
@@ -516,9 +526,10 @@ def outcome_lines(report: Report) -> list[str]:
             lines += [f"  {issue['kind'].upper():<8} {table}: {text} ({issue['count']:,} rows)"
                       for text, issue in issues.items()]
         estimate = extra.get("estimate") or {}
-        if estimate:
-            lines.append(f"Estimated backfill time: {estimate.get('seconds', 0):,.0f} s "
-                         f"({estimate.get('method', '')})")
+        if isinstance(estimate.get("seconds"), (int, float)):
+            lines.append(f"Estimated backfill time: {estimate['seconds']:,.0f} s ({estimate.get('method', '')})")
+        elif estimate:
+            lines.append(f"Estimated backfill time: {estimate.get('method', 'none')}")
         return lines + [f"MISSING  {name}" for name in extra.get("missingTables", [])]
     lines = []
     for check in report.checks:  # a verify-reads report: each call with its latency

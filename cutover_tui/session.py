@@ -17,7 +17,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from . import lock
-from .db import connect, database_name, ensure_console_schema, redact, redact_url
+from .db import connect, database_name, ensure_console_schema, lock_blocker, redact, redact_url
 from .envfile import EnvFile, read_env_file
 from .errors import BadInput, CutoverError, DatabaseUnreachable
 from .flags import Flags
@@ -69,11 +69,25 @@ class Session:
         self.settings = settings
         self.conn: psycopg.Connection = connect(settings.database_url, autocommit=True)
         try:
+            self._refuse_a_foreign_database()
             ensure_console_schema(self.conn)
-        except psycopg.Error as exc:
+        except CutoverError:
             self.close()
-            raise self.database_error(exc) from None
+            raise
+        except psycopg.Error as exc:
+            error = self.database_error(exc)  # before closing: it may ask the database who holds a lock
+            self.close()
+            raise error from None
         self._locked = False
+
+    def _refuse_a_foreign_database(self) -> None:
+        """The console's schema goes only where the account API's migrations ran (or already is):
+        a wrong URL must leave someone else's database as it was."""
+        api, console = self.conn.execute("SELECT to_regclass('public.platform_schema_migrations'), "
+                                         "to_regnamespace('cutover')").fetchone()
+        if api is None and console is None:
+            raise BadInput(f"Database {self.database_name} has no platform_schema_migrations table, so it is not "
+                           "the account API's database; check --database-url or DATABASE_URL. Nothing was written.")
 
     def __enter__(self) -> Session:
         return self
@@ -97,10 +111,41 @@ class Session:
         """A database failure as one redacted sentence."""
         text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
                       self.settings.database_url)
+        # Both are OperationalErrors to psycopg, but the database is up: say what stopped us.
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return self._lock_timeout_error()
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            return self._cancelled_error(exc)
         if isinstance(exc, psycopg.OperationalError):
             return DatabaseUnreachable(f"Lost the database at {self.settings.safe_database_url} ({text}); "
                                        "check it is up and run the command again.")
         return CutoverError(f"The database refused the request ({text}).")
+
+    def _lock_timeout_error(self) -> CutoverError:
+        """A wait for a lock passed lock_timeout: name the table and who holds it, if still held."""
+        try:
+            blocker = lock_blocker(self.conn)
+        except psycopg.Error:
+            blocker = None
+        if blocker is None:
+            return CutoverError("Another session held a lock the console needed past the console's lock_timeout; "
+                                "nothing committed was lost: run the command again once that session is done.")
+        table, pid, mode = blocker
+        return CutoverError(f"Table {table} is locked by another session (pid {pid}, {mode}), so the console "
+                            "gave up waiting at its lock_timeout; nothing committed was lost: let that session "
+                            "finish (or end it), then run the command again.")
+
+    def _cancelled_error(self, exc: psycopg.Error) -> CutoverError:
+        if "statement timeout" not in (exc.diag.message_primary or str(exc)):
+            return CutoverError("Another session cancelled one of the console's statements (pg_cancel_backend); "
+                                "nothing committed was lost: run the command again.")
+        try:
+            limit = f" ({self.conn.execute('SHOW statement_timeout').fetchone()[0]})"
+        except psycopg.Error:
+            limit = ""
+        return CutoverError(f"A statement ran longer than the database's statement_timeout{limit} and was "
+                            "cancelled; nothing committed was lost: raise statement_timeout for the console's role "
+                            "(0 turns it off), then run the command again.")
 
     def read_env(self) -> EnvFile:
         return read_env_file(self.settings.env_file)

@@ -435,7 +435,7 @@ class _Api:
         with self.connect() as conn:
             if conn.execute("SELECT 1 FROM auth_users WHERE id = %s", (user_id,)).fetchone() is None:
                 raise ApiError(404, "No such user.")
-        token = secrets.token_urlsafe(32)
+        token = "s" + secrets.token_urlsafe(32)  # never starting with "-", which a command line takes for an option
         self.sessions[token] = user_id
         return {"ok": True, "userId": user_id}, token
 

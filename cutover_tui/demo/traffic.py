@@ -64,6 +64,11 @@ class TrafficWrite(BaseModel):
     book_id: str | None = None  # for snapshots: the book whose current_version moved too
 
 
+def _check_rate(rate: float) -> None:
+    if not 0 < rate <= 1000:
+        raise ValueError("rate must be above 0 and at most 1000 requests per second.")
+
+
 def require_loopback(base_url: str) -> str:
     """The base URL, if it points at this machine; ValueError otherwise."""
     parts = urlsplit(base_url)
@@ -148,8 +153,7 @@ class Traffic:
         self.base_url = require_loopback(base_url)
         if not cookies:
             raise ValueError("Traffic needs at least one account cookie.")
-        if not 0 < rate <= 1000:
-            raise ValueError("rate must be above 0 and at most 1000 requests per second.")
+        _check_rate(rate)
         if not 0 < max_seconds <= 86_400 or not 0 < max_requests <= 10_000_000:
             raise ValueError("max_seconds and max_requests must be positive and bounded.")
         self.rate, self.seed = float(rate), seed
@@ -414,6 +418,7 @@ def run_traffic(base_url: str, database_url: str, rate: float, duration: float, 
     calling `on_stats` about once a second; returns the final figures."""
     if not 0 < duration <= 86_400:
         raise ValueError("duration must be above 0 and at most 86400 seconds.")
+    _check_rate(rate)  # before asking the API for sessions
     cookies = demo_cookies(base_url, database_url, accounts)
     traffic = Traffic(base_url, cookies, rate, seed=seed, max_seconds=duration)
     with traffic:
