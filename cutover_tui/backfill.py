@@ -365,8 +365,11 @@ class Backfill:
                 return first.merge(self._range_with_checkpoint(conn, run_id, pass_no, part, hi, last))
             key = conn.execute(table.key_at(lo, hi), params | {"offset": 0}).fetchone()
             result = _Result()
-            result.add_issue("error", f"conflicts with existing v2 rows ({exc.diag.constraint_name or 'constraint'})",
-                             [{"id": key[0] if key else None}])
+            constraint = exc.diag.constraint_name or "constraint" if isinstance(exc, psycopg.Error) else "constraint"
+            text = (f"its parent row is not in v2 ({constraint}); written in legacy after its parent's table was "
+                    "walked, a later pass brings both" if isinstance(exc, psycopg.errors.ForeignKeyViolation)
+                    else f"conflicts with existing v2 rows ({constraint})")
+            result.add_issue("error", text, [{"id": key[0] if key else None}])
             with conn.transaction():
                 merged = self._checkpoint(conn, run_id, pass_no, part, hi, last, result)
         part.result, part.last_key, part.finished = merged, hi, last
