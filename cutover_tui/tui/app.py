@@ -90,7 +90,6 @@ class CutoverApp(App[int]):
         self.session: Session | None = None
         self.fixed_label = target_label
         self.dashboard = DashboardScreen()
-        self.journal_screen = JournalScreen()
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -211,7 +210,8 @@ class CutoverApp(App[int]):
         self.dashboard.status = message.status
 
     def on_journal_loaded(self, message: JournalLoaded) -> None:
-        self.journal_screen.entries = message.entries
+        if isinstance(self.screen, JournalScreen):  # the operator may have left it meanwhile
+            self.screen.entries = message.entries
 
     @on(JournalRequested)
     def _journal_requested(self) -> None:
@@ -240,7 +240,7 @@ class CutoverApp(App[int]):
         self.notify(f"Written {self.env_label}; journal entry {message.entry.id}.",
                     title=message.change.describe(), timeout=6)
         self._gather()
-        if self.screen is self.journal_screen:
+        if isinstance(self.screen, JournalScreen):
             self._load_journal()
 
     def on_operation_failed(self, message: OperationFailed) -> None:
@@ -433,13 +433,14 @@ class CutoverApp(App[int]):
         self._gather()
 
     def action_journal(self) -> None:
-        if self.screen is not self.journal_screen:
-            self.push_screen(self.journal_screen)
+        # A new screen each time: Textual removes a popped screen, timers and all.
+        if not isinstance(self.screen, JournalScreen):
+            self.push_screen(JournalScreen())
 
     def action_refresh(self) -> None:
         if self.session is None:
             self._open_session()
-        elif self.screen is self.journal_screen:
+        elif isinstance(self.screen, JournalScreen):
             self._load_journal()
         else:
             self._gather()

@@ -193,3 +193,26 @@ async def test_r_rereads_the_env_file(v2_db_url, env_file):
         await settle(pilot)
         assert not app.dashboard.status.assessment.flags_legal
         assert "ILLEGAL flag combination" in screen_text(app)
+
+
+async def test_the_journal_opens_again_after_leaving_it(v2_db_url, env_file):
+    """j, d, j: a fresh journal screen each time, filled again; leaving it before its rows
+    arrive is no crash."""
+    record_report(v2_db_url, "backfill", ok=True)
+    record_report(v2_db_url, "verify", ok=True)
+    with Session(settings_for(v2_db_url, env_file)) as session:
+        transitions.apply_change(session, transitions.plan_promotion(session, "C"))
+    app = make_app(settings_for(v2_db_url, env_file))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("j", "d")  # gone before its rows land
+        await settle(pilot)
+        assert isinstance(app.screen, DashboardScreen)
+        for _ in range(2):
+            await pilot.press("j")
+            await settle(pilot)
+            assert isinstance(app.screen, JournalScreen)
+            assert app.screen.query_one("DataTable").row_count == 1
+            await pilot.press("d")
+            await settle(pilot)
+        assert app.return_code is None  # still running: nothing crashed
