@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from http.server import ThreadingHTTPServer
 
 import psycopg
 
@@ -40,3 +44,19 @@ def fingerprint(url: str) -> dict[str, str]:
     with psycopg.connect(url) as conn:
         return {t.v2: conn.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x.id), '')) FROM {t.v2} x")
                 .fetchone()[0] for t in TABLES}
+
+
+@contextmanager
+def http_server(handler: type) -> Iterator[str]:
+    """A real local HTTP server answering with `handler` (a BaseHTTPRequestHandler); its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.handle_error = lambda request, address: None  # a client that hangs up is part of the test
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -10,13 +10,13 @@ import ssl
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from helpers import http_server
 
 from cutover_tui import reads, reports
 from cutover_tui.demo.api import COOKIE_NAME, serve_api
@@ -126,20 +126,8 @@ class Canned(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
 def canned_server(routes: dict):
-    handler = type("Handler", (Canned,), {"routes": routes})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    server.handle_error = lambda request, address: None
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    return http_server(type("Handler", (Canned,), {"routes": routes}))
 
 
 def js(obj, status=200, delay=0.0):

@@ -33,19 +33,19 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
 import psycopg
 import pytest
 from conftest import ROOT, apply_v2
+from helpers import http_server
 
 from cutover_tui import jobs, reports, transitions
 from cutover_tui.cli import main
@@ -205,16 +205,8 @@ class _MisbehavingApi(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def bad_api():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _MisbehavingApi)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with http_server(_MisbehavingApi) as base:
+        yield base
 
 
 def _closed_port() -> int:
