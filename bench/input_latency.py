@@ -372,7 +372,10 @@ def check_alive(app: CutoverApp) -> None:
 @asynccontextmanager
 async def console(settings: Settings) -> AsyncIterator[tuple[CutoverApp, Pilot, FrameWatch]]:
     """A fresh console under Pilot, on the dashboard with its status; a crash becomes ConsoleStopped.
-    On the way out a running job is cancelled and waited for, before the console closes."""
+    On the way out a running job is cancelled and waited for, before the console closes.
+    A full garbage collection first, so that the heap a phase starts with holds no garbage of
+    an earlier console (the first full collection of the phase would pay for it)."""
+    gc.collect()
     app = make_app(settings)
     try:
         async with app.run_test(size=SIZE) as pilot:
@@ -541,9 +544,9 @@ def report(size: str, rows: int, phases: list[Phase], info: dict) -> bool:
         if ph.missed:
             keys = sorted({(key, screen) for key, screen, _ in ph.missed})
             dead = sum(1 for *_, d in ph.missed if d)
-            print(f"NEVER DRAWN: {ph.name}: {len(ph.missed)} presses drew no frame within {MISS_AFTER:.0f} s "
+            print(f"NO FRAME: {ph.name}: {len(ph.missed)} presses drew no frame within {MISS_AFTER:.0f} s "
                   f"({', '.join(f'{k} -> {s}' for k, s in keys)}); in {dead} of them the screen's update timer "
-                  f"had no task (it paints nothing until something else forces a refresh)")
+                  f"had no task (it cannot paint until something else forces a refresh)")
         if ph.note:
             print(f"note: {ph.name}: {ph.note}")
 
