@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+import psycopg
 from pydantic import BaseModel, computed_field
 
 from .errors import BadInput
-from .reports import (BackfillError, BackfillReport, BackfillStage, BackfillWarning, Report, VerifyCheck,
-                      VerifyReport, report_kind)
+from .reports import (BackfillError, BackfillReport, BackfillStage, BackfillWarning, Report, StoredReport,
+                      VerifyCheck, VerifyReport, latest, load_stored, previous, report_kind)
 
 Section = Literal["check", "stage", "error", "warning"]
 Status = Literal["new_failure", "fixed", "still_failing", "changed", "unchanged", "added", "removed",
@@ -191,3 +193,44 @@ def render_diff(diff: ReportDiff) -> str:
         lines.append(f"{mark(entry):<6} {label}" + (f"  {details}" if details else ""))
     lines.append(diff.summary() + ("; worse than before" if diff.worse else ""))
     return "\n".join(lines) + "\n"
+
+
+# --- two reports chosen by the operator (the console's report screens) -----------------
+
+@dataclass(frozen=True)
+class Side:
+    """A report and where it came from: `saved <id>` or `file <path>`; `kind` as stored or named."""
+
+    report: Report
+    kind: str
+    source: str
+
+
+def compared(a: Side, b: Side) -> tuple[ReportDiff, Side, Side]:
+    """The diff with the older report as before; BadInput when the two cannot be compared."""
+    if a.kind != b.kind:
+        # verify and verify-reads share a shape, so the engine alone would diff them.
+        raise BadInput(f"Cannot compare a {a.kind} report with a {b.kind} report; choose two reports "
+                       "of the same kind.")
+    before, after = sorted((a, b), key=lambda side: side.report.generated_at)
+    return diff_reports(before.report, after.report), before, after
+
+
+def saved(conn: psycopg.Connection, stored: StoredReport) -> Side:
+    return Side(load_stored(conn, stored.id), stored.kind, f"saved {stored.id}")
+
+
+def against_saved(conn: psycopg.Connection, this: Side,
+                  stored: StoredReport | None) -> tuple[ReportDiff, Side, Side]:
+    """A saved report against the one of its kind saved before it; a file against the latest saved."""
+    if stored is not None:
+        other = previous(conn, stored.id)
+        if other is None:
+            raise BadInput(f"No {this.kind} report was saved before this one, so there is nothing to "
+                           "compare it with.")
+    else:
+        other = latest(conn, this.kind)  # type: ignore[arg-type]
+        if other is None:
+            raise BadInput(f"No {this.kind} report is saved in this database yet, so there is nothing to "
+                           "compare this file with.")
+    return compared(saved(conn, other), this)

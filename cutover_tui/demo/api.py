@@ -323,7 +323,7 @@ class _Api:
 
         self.write(sw, op)
         return {"ok": True, "accountId": account, "workspaceId": account,
-                "user": _user({**row, "created_at": now, "updated_at": now})}
+                "user": _user(row)}
 
     def update_identity(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
         changes = {col: body[key] for key, col in _IDENTITY_FIELDS.items() if key in body}

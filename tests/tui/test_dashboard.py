@@ -213,6 +213,8 @@ async def test_the_journal_opens_again_after_leaving_it(v2_db_url, env_file):
             await settle(pilot)
             assert isinstance(app.screen, JournalScreen)
             assert app.screen.query_one("DataTable").row_count == 1
+            # Its repaint timer: a popped screen pushed again had none and never painted.
+            assert app.screen._timers
             await pilot.press("d")
             await settle(pilot)
         assert app.return_code is None  # still running: nothing crashed

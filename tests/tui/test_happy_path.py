@@ -18,7 +18,7 @@ from cutover_tui.tui.screens.confirm import Confirm
 from cutover_tui.tui.screens.dashboard import DashboardScreen
 from cutover_tui.tui.screens.job import JobScreen
 
-from .support import ROOT, screen_text, settings_for, settle, toasts
+from .support import ROOT, screen_text, settings_for, settle, toasts, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -43,15 +43,14 @@ def last_action(url: str) -> str:
 
 
 async def run_job(pilot, key: str) -> JobScreen:
-    """Press the job's key on the dashboard, start it, wait for it to end, and go back."""
+    """Press the job's key, start the job, wait for it to end, and go back."""
     app = pilot.app
     await pilot.press(key)
     await settle(pilot)
     screen = app.screen
     assert isinstance(screen, JobScreen), screen_text(app)
     await pilot.press("enter")
-    while screen.run is None or screen.run.running:
-        await pilot.pause(0.1)
+    await wait_until(pilot, lambda: screen.run is not None and not screen.run.running)
     await settle(pilot)
     assert screen.run.error is None, screen.run.error
     await pilot.press("escape")

@@ -48,17 +48,16 @@ async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url
         await pilot.press("enter", "p")
         run = screen.run
         assert run is not None and run.pause.is_set()
-        await pilot.pause(1.0)
-        assert "PAUSED" in screen_text(app)
+        await wait_until(pilot, lambda: "PAUSED" in screen_text(app))
         held = v2_rows(bigger_url)
-        await pilot.pause(1.0)
+        await pilot.pause(1.0)  # a window to watch: not a wait for anything
         assert v2_rows(bigger_url) == held  # nothing moves while paused
 
         # settle() would wait for every worker, the paused job too: wait on what is shown instead.
         await pilot.press("escape")  # the job goes on without its screen
         await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
-        await pilot.press("v")  # and nothing else starts meanwhile
-        await pilot.pause(0.5)
+        await pilot.press("v")  # and nothing else starts meanwhile (refused on the key itself)
+        await pilot.pause()
         assert isinstance(app.screen, DashboardScreen) and run.running
 
         await pilot.press("J")

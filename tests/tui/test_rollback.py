@@ -12,7 +12,7 @@ from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.tui.screens.rollback import RollbackWizard
 
 from .support import screen_text, settings_for, settle, toasts
-from .test_happy_path import flags, last_action
+from .test_happy_path import flags, last_action, run_job
 
 pytestmark = pytest.mark.anyio
 
@@ -69,15 +69,8 @@ async def test_after_write_cutover_writes_go_back_dual_write_stays_and_the_archi
         await settle(pilot)
         assert flags(env_file) == (True, False, True)  # dual-write kept for the mirrored catch-up
         assert last_action(backfilled_url) == "rollback-opened"
-        await pilot.press("v")
-        await settle(pilot)
-        await pilot.press("enter")
-        while app.screen.run is None or app.screen.run.running:
-            await pilot.pause(0.1)
-        await settle(pilot)
-        assert app.screen.run.stored.ok, screen_text(app)
-        await pilot.press("escape")
-        await settle(pilot)
+        verify = await run_job(pilot, "v")  # the wizard's offer
+        assert verify.kind == "verify" and verify.run.stored.ok
         await pilot.press("A")  # F during a rollback: refused, with the reason on screen
         await settle(pilot)
         assert "rollback" in toasts(app).lower() and "Archive is refused" in toasts(app)

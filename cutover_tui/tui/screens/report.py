@@ -17,10 +17,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ... import reports
-from ...report_diff import ReportDiff
+from ...report_diff import ReportDiff, Side, against_saved
 from ...reports import BackfillIssue, BackfillReport, ReconReport, Report, StoredReport, VerifyReport
 from ..text import literal
-from .report_diff import ReportDiffScreen, Side, against_saved, when
+from .report_diff import ReportDiffScreen, when
 
 SCALARS = (str, int, float, bool, type(None))
 NAME_WIDTH = 34

@@ -1,23 +1,19 @@
 """Two reports of one kind side by side: each check, stage or error group with its mark,
-before and after, what changed coloured. The functions above the screen run in workers."""
+before and after, what changed coloured."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
 
-import psycopg
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ... import reports
-from ...errors import BadInput
-from ...report_diff import DiffEntry, ReportDiff, diff_reports, mark
-from ...reports import Report, StoredReport, VerifyCheck, VerifyReport
+from ...report_diff import DiffEntry, ReportDiff, Side, mark
+from ...reports import Report, VerifyCheck, VerifyReport
 from ..text import literal
 
 ABSENT = "—"
@@ -26,45 +22,6 @@ WHAT_WIDTH = 34
 
 def when(at: datetime) -> str:
     return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-
-
-@dataclass(frozen=True)
-class Side:
-    """A report and where it came from: `saved <id>` or `file <path>`; `kind` as stored or named."""
-
-    report: Report
-    kind: str
-    source: str
-
-
-def compared(a: Side, b: Side) -> tuple[ReportDiff, Side, Side]:
-    """The diff with the older report as before; BadInput when the two cannot be compared."""
-    if a.kind != b.kind:
-        # verify and verify-reads share a shape, so the engine alone would diff them.
-        raise BadInput(f"Cannot compare a {a.kind} report with a {b.kind} report; choose two reports "
-                       "of the same kind.")
-    before, after = sorted((a, b), key=lambda side: side.report.generated_at)
-    return diff_reports(before.report, after.report), before, after
-
-
-def saved(conn: psycopg.Connection, stored: StoredReport) -> Side:
-    return Side(reports.load_stored(conn, stored.id), stored.kind, f"saved {stored.id}")
-
-
-def against_saved(conn: psycopg.Connection, this: Side,
-                  stored: StoredReport | None) -> tuple[ReportDiff, Side, Side]:
-    """A saved report against the one of its kind saved before it; a file against the latest saved."""
-    if stored is not None:
-        other = reports.previous(conn, stored.id)
-        if other is None:
-            raise BadInput(f"No {this.kind} report was saved before this one, so there is nothing to "
-                           "compare it with.")
-    else:
-        other = reports.latest(conn, this.kind)  # type: ignore[arg-type]
-        if other is None:
-            raise BadInput(f"No {this.kind} report is saved in this database yet, so there is nothing to "
-                           "compare this file with.")
-    return compared(saved(conn, other), this)
 
 
 def _style(entry: DiffEntry) -> str:

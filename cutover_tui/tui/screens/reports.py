@@ -12,11 +12,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ... import reports
-from ...report_diff import ReportDiff
+from ...report_diff import ReportDiff, Side, against_saved, compared, saved
 from ...reports import StoredReport
 from ..text import literal
 from .report import ReportScreen
-from .report_diff import ReportDiffScreen, Side, against_saved, compared, saved, when
+from .report_diff import ReportDiffScreen, when
 from .report_path import ReportPathScreen
 
 LIST_ROWS = 500
