@@ -22,9 +22,12 @@ loaded and after phases share a second one. So what the console accumulates as k
    finished job), so the two differ only by the running job.
 --no-journal leaves j and d out of every cycle.
 
-What one sample measures: from just before the key is handed to Pilot (`pilot.press(key)`,
-which posts it to the app the way a terminal driver does) to the first frame of the screen
-that key leads to. The app's `_display` is wrapped. Textual calls it with each compositor
+What one sample measures: from the moment the key is due (its gap after the previous key
+has passed; it is then handed to Pilot, `pilot.press(key)`, which posts it to the app the
+way a terminal driver does) to the first frame of the screen that key leads to. Pilot runs
+on the UI's own event loop, so a stall of the loop (a garbage collection between keys)
+delays the hand-over itself; timing from the due moment counts that wait, as an operator
+would feel it. The app's `_display` is wrapped. Textual calls it with each compositor
 update of the top screen, after the key's action, the screen switch, layout and every
 widget's render. The wrapper also builds the terminal output a real driver would send
 (`render_segments`; the headless driver skips it). It takes the time when the screen is
@@ -299,6 +302,7 @@ async def measure(pilot, watch: FrameWatch, phase: Phase, steps: list[Step], sam
     presses: list[asyncio.Task] = []
     diagnostics = Diagnostics().__enter__()
     i = 0
+    due = time.monotonic()
 
     def returned(pressed: float) -> Callable[[asyncio.Task], None]:
         return lambda task: phase.returned.append(time.monotonic() - pressed)
@@ -309,7 +313,9 @@ async def measure(pilot, watch: FrameWatch, phase: Phase, steps: list[Step], sam
             step = steps[i % len(steps)]
             i += 1
             watch.arm(step.frame)
-            pressed = time.monotonic()
+            # Timed from when the key was due: if the loop was stalled then (a garbage
+            # collection), a terminal's key would have waited just the same.
+            pressed = due
             press = asyncio.create_task(pilot.press(step.key))  # sends the key at its first step
             press.add_done_callback(returned(pressed))
             presses.append(press)
@@ -331,7 +337,8 @@ async def measure(pilot, watch: FrameWatch, phase: Phase, steps: list[Step], sam
                 phase.spans.append((pressed, at))
             if step.then is not None:
                 await wait_until(pilot, step.then, f"{step.key!r} to finish loading")
-            await asyncio.sleep(rng.uniform(*GAP))
+            due = time.monotonic() + rng.uniform(*GAP)
+            await asyncio.sleep(due - time.monotonic())
     finally:
         phase.seconds = time.monotonic() - started
         phase.load = (load, os.getloadavg()[0])

@@ -489,11 +489,13 @@ class Backfill:
                WHERE id = %s""", (final_pass, run_id, final_pass, Jsonb(counts), run_id))
 
     def _unchanged_since(self, conn, run_id: int) -> tuple | None:
-        """The last finished run of these tables, if provably nothing changed since: no
-        legacy row newer than its last pass, no v2 row newer than its end, the same counts."""
+        """The last run of these tables that walked them (a shortcut run has no parts of its
+        own to report from), if provably nothing changed since: no legacy row newer than its
+        last pass, no v2 row newer than its end, the same counts."""
         last = conn.execute(
             """SELECT id, final_pass, legacy_xmin, v2_xmin, end_counts FROM cutover.backfill_runs
-               WHERE state = 'done' AND tables = %s AND legacy_xmin IS NOT NULL AND id <> %s
+               WHERE state = 'done' AND tables = %s AND legacy_xmin IS NOT NULL AND final_pass > 0
+                     AND id <> %s
                ORDER BY id DESC LIMIT 1""", (list(self.options.tables), run_id)).fetchone()
         if last is None or last[4] != self._counts(conn):
             return None

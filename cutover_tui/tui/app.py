@@ -11,7 +11,7 @@ from contextlib import contextmanager, suppress
 from typing import ClassVar, TypeVar
 
 import psycopg
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
@@ -27,6 +27,7 @@ from ..reports import VerifyReport
 from ..session import Session, Settings
 from ..status import gather
 from ..verify import VerifyOptions
+from .idle_collector import IdleCollector
 from .job_run import TITLES, JobRun
 from .messages import (
     ChangeApplied,
@@ -49,10 +50,12 @@ from .screens.report_diff import ReportDiffScreen
 from .screens.reports import ReportsScreen
 from .screens.rollback import RollbackWizard
 from .text import literal
+from .watchers import forget_closed_watchers
 
 JOURNAL_ROWS = 500
 TRAFFIC_SECONDS = 1.0
 STATUS_SECONDS = 15.0
+COLLECTOR_SECONDS = 0.25
 T = TypeVar("T")
 
 
@@ -90,6 +93,7 @@ class CutoverApp(App[int]):
         self.session: Session | None = None
         self.fixed_label = target_label
         self.dashboard = DashboardScreen()
+        self.collector = IdleCollector()
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -100,13 +104,25 @@ class CutoverApp(App[int]):
         self.set_interval(STATUS_SECONDS, self._refresh_quietly)
         if self.traffic is not None:
             self.set_interval(TRAFFIC_SECONDS, self._traffic_figures)
+        self.collector.start()
+        self.set_interval(COLLECTOR_SECONDS, self._between_keys)
 
     def on_unmount(self) -> None:
+        self.collector.stop()
         if self.traffic is not None:
             self.traffic.stop()
         if self.session is not None:
             self.session.close()
             self.session = None
+
+    def _between_keys(self) -> None:
+        forget_closed_watchers(self)  # the title watchers of every screen's Header
+        self.collector.tick()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent) and not event.is_forwarded:
+            self.collector.saw_input()
+        await super().on_event(event)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="session")
     def _open_session(self) -> None:

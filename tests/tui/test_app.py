@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
+from textual.widgets import Header
 
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.dashboard import DashboardScreen
 from cutover_tui.tui.screens.help import HelpScreen
 from cutover_tui.tui.screens.journal import JournalScreen
 
-from .support import screen_text, settings_for, settle
+from .support import screen_text, settings_for, settle, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -22,6 +25,33 @@ async def test_ctrl_q_exits_with_code_zero(tui_settings):
         await pilot.press("ctrl+q")
     assert app.return_code == 0
     assert app.session is None  # closed on exit
+
+
+async def test_full_collections_wait_for_the_console_and_python_gets_its_settings_back(tui_settings):
+    saved = gc.get_threshold()
+    app = make_app(tui_settings)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert gc.get_threshold()[2] > 10**8  # Python starts none in the middle of a key
+        await pilot.press("ctrl+q")
+    assert gc.get_threshold() == saved
+
+
+async def test_screens_left_behind_are_not_kept_alive_by_their_headers(tui_settings):
+    app = make_app(tui_settings)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        for _ in range(10):  # a new journal screen each time, with a Header watching the app's title
+            await pilot.press("j")
+            await wait_until(pilot, lambda: isinstance(app.screen, JournalScreen))
+            await pilot.press("d")
+            await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+
+        def watching() -> int:
+            return len(getattr(app, "__watchers")["title"])
+
+        # Textual would keep all eleven (Textualize/textual#6666); only the dashboard's is alive.
+        await wait_until(pilot, lambda: watching() == len(app.screen.query(Header)) == 1)
 
 
 async def test_ctrl_q_exits_from_the_journal_too(tui_settings):

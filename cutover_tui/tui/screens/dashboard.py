@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import actions
-
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.events import Key, Resize
 from textual.reactive import reactive
 from textual.screen import Screen
-from rich.text import Text
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from ...demo.traffic import TrafficStats
 from ...jobs import JobKind
@@ -25,6 +24,7 @@ from ...matrix import Step
 from ...status import Status
 from ..messages import ChangeRequested
 from ..text import literal
+from ..widgets.footer import Footer
 from ..widgets.status_view import FactsPanel, FlagsPanel, StageLine, StepsPanel
 
 if TYPE_CHECKING:

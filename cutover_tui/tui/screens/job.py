@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, RichLog, Static
+from textual.widgets import DataTable, Header, RichLog, Static
 
 from ... import jobs, reports
 from ...jobs import JobKind, JobPlan
@@ -24,6 +24,7 @@ from ...reports import VerifyCheck, VerifyReport
 from ...session import Session
 from ..job_run import TITLES, JobRun
 from ..text import literal
+from ..widgets.footer import Footer
 from ..widgets.job_progress import JobProgress, duration
 from .report import ReportScreen
 

@@ -8,12 +8,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header
+from textual.widgets import DataTable, Header
 
 from ...flags import Flags
 from ...journal import JournalEntry
 from ..messages import JournalRequested
 from ..text import literal
+from ..widgets.footer import Footer
 
 COLUMNS = ("time", "operator", "action", "flags on: before -> after", "report")
 

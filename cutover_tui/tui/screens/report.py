@@ -14,12 +14,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from ... import reports
 from ...report_diff import ReportDiff, Side, against_saved
 from ...reports import BackfillIssue, BackfillReport, ReconReport, Report, StoredReport, VerifyReport
 from ..text import literal
+from ..widgets.footer import Footer
 from .report_diff import ReportDiffScreen, when
 
 SCALARS = (str, int, float, bool, type(None))

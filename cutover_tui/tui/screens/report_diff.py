@@ -10,11 +10,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from ...report_diff import DiffEntry, ReportDiff, Side, mark
 from ...reports import Report, VerifyCheck, VerifyReport
 from ..text import literal
+from ..widgets.footer import Footer
 
 ABSENT = "—"
 WHAT_WIDTH = 34

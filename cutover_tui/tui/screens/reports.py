@@ -9,12 +9,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from ... import reports
 from ...report_diff import ReportDiff, Side, against_saved, compared, saved
 from ...reports import StoredReport
 from ..text import literal
+from ..widgets.footer import Footer
 from .report import ReportScreen
 from .report_diff import ReportDiffScreen, when
 from .report_path import ReportPathScreen

@@ -14,13 +14,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from ... import transitions
 from ...errors import CutoverError
 from ...journal import JournalEntry
 from ...transitions import FlagChange
 from ..text import literal
+from ..widgets.footer import Footer
 from .confirm import coloured_diff
 
 if TYPE_CHECKING:

@@ -1,1 +1,1 @@
-"""Small widgets the screens are built from; each renders one slice of a `Status`."""
+"""Small widgets the screens are built from."""
