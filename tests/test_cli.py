@@ -343,8 +343,12 @@ def test_the_console_without_a_terminal_points_to_the_commands(cutover):
     assert code == 2 and "The console needs a terminal; use `cutover status`" in err
 
 
-def test_demo_killed_with_sigterm_removes_its_embedded_server(tmp_path):
-    """A closed terminal or a plain kill must not leave the demo's postmaster running."""
+# Seconds after the postmaster's pid file appears: while it starts (writing its first WAL and
+# catalogs; half of such kills once left the folder half removed), then while the demo seeds.
+@pytest.mark.parametrize("after", [0.0, 0.05, 0.1, 0.2, 0.4, 1.0])
+def test_demo_killed_with_sigterm_removes_its_embedded_server(tmp_path, after):
+    """A closed terminal or a plain kill must not leave the demo's postmaster running or its
+    folder behind, whenever it comes."""
     import os
     import signal
     import subprocess
@@ -357,10 +361,11 @@ def test_demo_killed_with_sigterm_removes_its_embedded_server(tmp_path):
                               "demo", "--size", "S", "--no-tui"], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        for _ in range(300):  # until its server runs (it is then seeding 10,000 workspaces)
+        for _ in range(3000):
             if list(tmp_path.glob("cutover-demo-pg-*/data/postmaster.pid")):
                 break
-            time.sleep(0.1)
+            time.sleep(0.01)
+        time.sleep(after)
         folders = list(tmp_path.glob("cutover-demo-pg-*"))
         assert folders, "the demo's embedded server never started"
         child.send_signal(signal.SIGTERM)

@@ -6,6 +6,7 @@ its data folder stays under the temp dir, never under the caller's home.
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -25,15 +26,31 @@ def _quiet_import():
 
 
 @contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block is over (they are delivered then)."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
 def embedded_postgres(prefix: str = "cutover-pg-") -> Iterator[str]:
     """Yield the server's admin URL; stop the server and remove its folder on exit."""
     pgserver = _quiet_import()
     with tempfile.TemporaryDirectory(prefix=prefix) as folder:
-        server = pgserver.get_server(Path(folder) / "data", cleanup_mode="stop")
+        server = None
         try:
+            # A signal while the server starts would leave its postmaster running, with no
+            # handle to stop it, and its folder half removed: it waits until there is one.
+            with _signals_held():
+                server = pgserver.get_server(Path(folder) / "data", cleanup_mode="stop")
             yield server.get_uri()
         finally:
-            server.cleanup()
+            if server is not None:
+                server.cleanup()
 
 
 def database_url(server_url: str, dbname: str) -> str:
