@@ -109,6 +109,8 @@ class CutoverApp(App[int]):
 
     def on_unmount(self) -> None:
         self.collector.stop()
+        if self.job is not None:  # however the console ends: a paused job would never let it exit
+            self.job.request_cancel()
         if self.traffic is not None:
             self.traffic.stop()
         if self.session is not None:

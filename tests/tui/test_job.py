@@ -37,6 +37,18 @@ def v2_rows(url: str) -> int:
                             "+ (SELECT count(*) FROM pixbooks)").fetchone()[0]
 
 
+async def settled_rows(pilot, url: str) -> int:
+    """The v2 rows once the batches in flight when the pause came have committed (each
+    worker stops at its next batch boundary, up to one batch's time later)."""
+    rows = v2_rows(url)
+    for _ in range(20):
+        await pilot.pause(0.5)
+        rows, before = v2_rows(url), rows
+        if rows == before:
+            return rows
+    raise AssertionError(f"v2 rows still moving 10 s into the pause: {rows}")
+
+
 async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url, env_file):
     app = make_app(settings_for(bigger_url, env_file))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -49,7 +61,7 @@ async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url
         run = screen.run
         assert run is not None and run.pause.is_set()
         await wait_until(pilot, lambda: "PAUSED" in screen_text(app))
-        held = v2_rows(bigger_url)
+        held = await settled_rows(pilot, bigger_url)
         await pilot.pause(1.0)  # a window to watch: not a wait for anything
         assert v2_rows(bigger_url) == held  # nothing moves while paused
 
@@ -105,3 +117,19 @@ async def test_a_verify_fills_in_its_diff_against_the_previous_one(backfilled_ur
         rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
         assert all(row[0].startswith(("=", "FAIL~", "~")) for row in rows), rows
         assert any(row[1] == "content:accounts" and row[2] == row[3] == "PASS" for row in rows)
+
+
+async def test_a_console_ending_otherwise_than_by_ctrl_q_cancels_its_paused_job(bigger_url, env_file):
+    app = make_app(settings_for(bigger_url, env_file))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("f")
+        await settle(pilot)
+        await pilot.press("enter", "p")
+        run = app.screen.run
+        await wait_until(pilot, lambda: "PAUSED" in screen_text(app))
+        app.exit()  # as an error or a signal ends it
+    try:
+        assert run.cancel.is_set() and not run.pause.is_set()
+    finally:
+        run.request_cancel()  # else a failure here would leave its worker waiting: the test would hang
