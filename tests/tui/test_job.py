@@ -49,18 +49,24 @@ async def settled_rows(pilot, url: str) -> int:
     raise AssertionError(f"v2 rows still moving 10 s into the pause: {rows}")
 
 
+async def paused_backfill(pilot):
+    """From the dashboard: the backfill's screen, started and paused at once; its run."""
+    app = pilot.app
+    await settle(pilot)
+    await pilot.press("f")
+    await settle(pilot)
+    assert isinstance(app.screen, JobScreen) and "Ready" in screen_text(app)
+    await pilot.press("enter", "p")
+    run = app.screen.run
+    assert run is not None and run.pause.is_set()
+    await wait_until(pilot, lambda: "PAUSED" in screen_text(app))
+    return run
+
+
 async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url, env_file):
     app = make_app(settings_for(bigger_url, env_file))
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        await pilot.press("f")
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, JobScreen) and "Ready" in screen_text(app)
-        await pilot.press("enter", "p")
-        run = screen.run
-        assert run is not None and run.pause.is_set()
-        await wait_until(pilot, lambda: "PAUSED" in screen_text(app))
+        run = await paused_backfill(pilot)
         held = await settled_rows(pilot, bigger_url)
         await pilot.pause(1.0)  # a window to watch: not a wait for anything
         assert v2_rows(bigger_url) == held  # nothing moves while paused
@@ -122,12 +128,7 @@ async def test_a_verify_fills_in_its_diff_against_the_previous_one(backfilled_ur
 async def test_a_console_ending_otherwise_than_by_ctrl_q_cancels_its_paused_job(bigger_url, env_file):
     app = make_app(settings_for(bigger_url, env_file))
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        await pilot.press("f")
-        await settle(pilot)
-        await pilot.press("enter", "p")
-        run = app.screen.run
-        await wait_until(pilot, lambda: "PAUSED" in screen_text(app))
+        run = await paused_backfill(pilot)
         app.exit()  # as an error or a signal ends it
     try:
         assert run.cancel.is_set() and not run.pause.is_set()
