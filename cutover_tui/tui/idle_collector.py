@@ -31,8 +31,7 @@ class IdleCollector:
         self.most = most
         self._clock = clock
         self._heap = heap  # the gc module; tests hand in one they drive themselves
-        self._saved: tuple[int, int, int] | None = None
-        self._due_after = heap.get_threshold()[2]  # middle-generation collections Python waits for
+        self._saved: tuple[int, int, int] | None = None  # Python's thresholds, while it runs
         self._frozen = False
         self.last_input = clock()
         self.collections = 0
@@ -40,7 +39,6 @@ class IdleCollector:
     def start(self) -> None:
         if self._saved is None:
             self._saved = self._heap.get_threshold()
-            self._due_after = self._saved[2]
             self._heap.set_threshold(self._saved[0], self._saved[1], _NEVER)
 
     def stop(self) -> None:
@@ -58,10 +56,13 @@ class IdleCollector:
     def tick(self) -> bool:
         """Collect now if one is due and the keys have paused, or too much has piled up;
         say whether it did."""
-        piled = self._heap.get_count()[2]
-        if piled < self._due_after:
+        if self._saved is None:  # not started: Python runs its own
             return False
-        if self._clock() - self.last_input < self.quiet and piled < self._due_after * self.most:
+        due_after = self._saved[2]  # middle-generation collections Python waits for
+        piled = self._heap.get_count()[2]
+        if piled < due_after:
+            return False
+        if self._clock() - self.last_input < self.quiet and piled < due_after * self.most:
             return False
         self._heap.collect()
         self.collections += 1

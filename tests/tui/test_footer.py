@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets._footer import FooterKey
 
@@ -16,7 +18,8 @@ pytestmark = pytest.mark.anyio
 
 
 class _Stage(Screen):
-    BINDINGS = [Binding("p", "promote", "Promote"), Binding("x", "hidden", "Hidden", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("p", "promote", "Promote"),
+                                             Binding("x", "hidden", "Hidden", show=False)]
     allowed = True
 
     def compose(self) -> ComposeResult:

@@ -68,6 +68,12 @@ def test_nothing_is_collected_before_python_would_have(heap, collector):
     assert collector.tick() is False and heap.full == 0
 
 
+def test_before_start_python_keeps_its_own_full_collections(heap):
+    idle = IdleCollector(clock=lambda: heap.now, heap=heap)
+    heap.piled, heap.now = DUE * 10, heap.now + 120
+    assert idle.tick() is False and heap.full == 0 and heap.threshold == (700, 10, DUE)
+
+
 def test_a_due_collection_waits_while_the_operator_types(heap, collector):
     heap.piled = DUE
     _typing(heap, collector, 10)
