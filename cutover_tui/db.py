@@ -12,9 +12,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import conninfo
 
-from .errors import CutoverError, DatabaseUnreachable
+from .errors import BadInput, CutoverError, DatabaseUnreachable
 
 CONSOLE_SCHEMA = "cutover"
+OLDEST_SERVER = 15  # production runs 17; every statement of the console runs on 15 to 18
 
 # The console's own tables, as numbered steps: a database that holds an older console
 # schema gets only the steps it lacks. Add a step; never edit one that has shipped.
@@ -118,9 +119,10 @@ def redact(text: str, url: str | None) -> str:
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
-    """Open a connection or raise one clear sentence naming the (redacted) target."""
+    """Open a connection or raise one clear sentence naming the (redacted) target; a server
+    older than the console supports is refused before anything is read or written."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             url, autocommit=autocommit, connect_timeout=10, application_name="cutover"
         )
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
@@ -129,6 +131,13 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
             f"Cannot connect to {redact_url(url)} ({reason}); check --database-url or "
             "DATABASE_URL and that the server is up."
         ) from None
+    version = conn.info.server_version  # e.g. 170002 for 17.2
+    if version < OLDEST_SERVER * 10000:
+        conn.close()
+        raise BadInput(f"The server at {redact_url(url)} runs PostgreSQL {version // 10000}.{version % 10000}, and "
+                       f"the console supports PostgreSQL {OLDEST_SERVER} to 18; upgrade the server or point "
+                       "--database-url at a supported one. Nothing was written.")
+    return conn
 
 
 def lock_blocker(conn: psycopg.Connection) -> tuple[str, int, str] | None:

@@ -23,7 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import db
 from .backfill import JOB_LOCK_KEY, SPLIT_ROWS, TableSQL, repair_rows
 from .errors import CutoverError, Refused
-from .mapping import BY_NAME, PIXBOOKS, TABLES, TableMap, column_types, range_filter, row_hash, source_query
+from .mapping import (
+    BY_NAME,
+    PIXBOOKS,
+    TABLES,
+    TableMap,
+    column_types,
+    compared_by_value,
+    range_filter,
+    row_hash,
+    source_query,
+)
 
 EXAMPLE_ROWS = 100
 FIRST_RANGE_ROWS = 20_000
@@ -142,9 +152,6 @@ def _check_ready(conn: psycopg.Connection) -> None:
 
 # --- the statements for one table ------------------------------------------------------
 
-_PLAIN_TYPES = ("bigint", "integer", "smallint", "timestamp with time zone", "text")
-
-
 def _differs(table: TableMap, name: str, kind: str) -> sql.Composable:
     """Whether v2 (`t`) holds another value than the rules give from the source (`s`).
 
@@ -160,7 +167,7 @@ def _differs(table: TableMap, name: str, kind: str) -> sql.Composable:
     expected: sql.Composable = src
     if rerun is not None and rerun != f"EXCLUDED.{name}":
         expected = sql.SQL(rerun.replace("{v2}", "t").replace("EXCLUDED.", "s."))
-    if kind in _PLAIN_TYPES:
+    if compared_by_value(kind):
         return sql.SQL("{} IS DISTINCT FROM ({})").format(v2, expected)
     return sql.SQL("{}::text IS DISTINCT FROM ({})::text").format(v2, expected)
 

@@ -19,10 +19,10 @@ CREATE TABLE IF NOT EXISTS account_members (
   status TEXT NOT NULL DEFAULT 'active',
   created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
   updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-  CONSTRAINT account_members_account_user_key UNIQUE (account_id, user_id)
+  CONSTRAINT account_members_account_id_user_id_key UNIQUE (account_id, user_id)
 );
 
-CREATE INDEX IF NOT EXISTS idx_account_members_user_status
+CREATE INDEX IF NOT EXISTS account_members_user_idx
   ON account_members (user_id, status);
 
 CREATE TABLE IF NOT EXISTS identities (
@@ -38,20 +38,20 @@ CREATE TABLE IF NOT EXISTS identities (
   status TEXT NOT NULL DEFAULT 'active',
   created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
   updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-  CONSTRAINT identities_account_user_key_key UNIQUE (account_id, user_key),
+  CONSTRAINT identities_account_id_user_key_key UNIQUE (account_id, user_key),
   -- Redundant with the primary key on its own; it is the target of the
   -- composite FK that keeps a pixbook in its identity's account.
-  CONSTRAINT identities_account_identity_key UNIQUE (account_id, id)
+  CONSTRAINT identities_account_id_id_key UNIQUE (account_id, id)
 );
 
-CREATE INDEX IF NOT EXISTS idx_identities_account_status
+CREATE INDEX IF NOT EXISTS identities_account_idx
   ON identities (account_id, status);
 
-CREATE INDEX IF NOT EXISTS idx_identities_account_profile_fingerprint
+CREATE INDEX IF NOT EXISTS identities_account_profile_identity_idx
   ON identities (account_id, profile_id, identity_key_fingerprint);
 
 -- Deleted identities keep their fingerprint, so only live ones must be unique.
-CREATE UNIQUE INDEX IF NOT EXISTS uq_identities_account_fingerprint_active
+CREATE UNIQUE INDEX IF NOT EXISTS identities_account_identity_fingerprint_uq
   ON identities (account_id, identity_key_fingerprint)
   WHERE identity_key_fingerprint IS NOT NULL AND status != 'deleted';
 
@@ -67,17 +67,17 @@ CREATE TABLE IF NOT EXISTS pixbooks (
   current_version BIGINT NOT NULL DEFAULT 0,
   created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
   updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-  CONSTRAINT pixbooks_account_identity_fkey FOREIGN KEY (account_id, identity_id)
+  CONSTRAINT pixbooks_account_identity_fk FOREIGN KEY (account_id, identity_id)
     REFERENCES identities (account_id, id) ON DELETE CASCADE
 );
 
-CREATE INDEX IF NOT EXISTS idx_pixbooks_account_status
+CREATE INDEX IF NOT EXISTS pixbooks_account_idx
   ON pixbooks (account_id, status);
 
-CREATE INDEX IF NOT EXISTS idx_pixbooks_account_identity_collection_status
+CREATE INDEX IF NOT EXISTS pixbooks_account_identity_collection_idx
   ON pixbooks (account_id, identity_id, collection_id, status);
 
-CREATE UNIQUE INDEX IF NOT EXISTS uq_pixbooks_identity_collection_active
+CREATE UNIQUE INDEX IF NOT EXISTS pixbooks_identity_collection_active_uq
   ON pixbooks (identity_id, collection_id)
   WHERE status != 'deleted';
 
@@ -92,10 +92,10 @@ CREATE TABLE IF NOT EXISTS pixbook_snapshots (
   ledger_head TEXT,
   payload_json JSONB,
   created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-  CONSTRAINT pixbook_snapshots_pixbook_version_key UNIQUE (pixbook_id, version)
+  CONSTRAINT pixbook_snapshots_pixbook_id_version_key UNIQUE (pixbook_id, version)
 );
 
-CREATE INDEX IF NOT EXISTS idx_pixbook_snapshots_pixbook_created_at
+CREATE INDEX IF NOT EXISTS pixbook_snapshots_pixbook_idx
   ON pixbook_snapshots (pixbook_id, created_at DESC);
 
 -- Audit history outlives the account and the actor, hence SET NULL.
@@ -110,5 +110,5 @@ CREATE TABLE IF NOT EXISTS audit_events (
   created_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
 );
 
-CREATE INDEX IF NOT EXISTS idx_audit_events_account_created_at
+CREATE INDEX IF NOT EXISTS audit_events_account_created_idx
   ON audit_events (account_id, created_at DESC);

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import os
 import uuid
 from pathlib import Path
 
 import pytest
 
+from cutover_tui.demo import servers
 from cutover_tui.demo.embedded import create_database, embedded_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
+# The server version every database test runs on (README: "Other Postgres versions").
+TEST_POSTGRES = servers.requested_version(os.environ.get(servers.TEST_SETTING))
 _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def pg_server_url():
-    with embedded_postgres(prefix="cutover-test-pg-") as url:
+    with embedded_postgres(prefix="cutover-test-pg-", version=TEST_POSTGRES) as url:
         yield url
 
 

@@ -200,7 +200,7 @@ def test_a_conflicting_v2_row_is_reported_and_the_rest_lands(v2_db_url):
         conn.execute("INSERT INTO identities (id, account_id, display_name, user_key) "
                      "VALUES ('squatter', 'ws_2', 'Squatter', %s)", (key,))
     report = backfill(v2_db_url)
-    conflict = [e for e in report["errors"] if "identities_account_user_key_key" in e["error"]]
+    conflict = [e for e in report["errors"] if "identities_account_id_user_key_key" in e["error"]]
     assert conflict and conflict[0]["count"] == 1
     with psycopg.connect(v2_db_url) as conn:
         landed = conn.execute("SELECT count(*) FROM identities WHERE id <> 'squatter'").fetchone()[0]

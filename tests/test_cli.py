@@ -338,6 +338,17 @@ def test_demo_without_a_terminal_prints_status_and_the_stand_in_api(capsys):
     assert "stand-in API http://127.0.0.1:" in out and "cookie for user_" in out
 
 
+def test_the_demo_runs_on_the_postgres_version_asked_for(capsys):
+    """Production runs 17: a rehearsal can run on the same major version."""
+    from conftest import ROOT
+
+    from cutover_tui.cli import main
+
+    code = main(["--runbook", str(ROOT / "runbook.toml"), "--operator", "demo", "demo", "--no-tui", "--postgres", "16"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "embedded PostgreSQL 16." in out and "ok  migrate" in out
+
+
 def test_the_console_without_a_terminal_points_to_the_commands(cutover):
     code, _, err = cutover("tui")
     assert code == 2 and "The console needs a terminal; use `cutover status`" in err

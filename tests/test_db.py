@@ -108,3 +108,24 @@ def test_console_schema_is_versioned_and_refuses_a_newer_one(empty_db_url):
         conn.execute("INSERT INTO cutover.schema_version VALUES (99)")
         with pytest.raises(CutoverError, match="version 99, newer than this console knows"):
             ensure_console_schema(conn)
+
+
+def test_a_server_older_than_15_is_refused_in_one_sentence_and_nothing_is_written(capsys, env_file):
+    """A real PostgreSQL 14 holding an API database: exit 2, its version and the supported range named."""
+    from cutover_tui.demo.embedded import create_database, embedded_postgres
+    from cutover_tui.migrate import apply_legacy_baseline
+
+    with embedded_postgres(prefix="cutover-test-pg14-", version=14) as server_url:
+        url = create_database(server_url, "api")
+        with psycopg.connect(url, autocommit=True) as conn:
+            apply_legacy_baseline(conn, ROOT / "sql")
+        for command in (["status"], ["migrate"]):
+            code = main(["--runbook", str(ROOT / "runbook.toml"), "--database-url", url,
+                         "--env-file", str(env_file), "--operator", "alice", *command])
+            out, err = capsys.readouterr()
+            assert code == 2 and out == ""
+            assert err.startswith("cutover: The server at ") and "runs PostgreSQL 14." in err
+            assert "supports PostgreSQL 15 to 18" in err and len(err.strip().splitlines()) == 1
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT to_regnamespace('cutover')").fetchone()[0] is None
+            assert conn.execute("SELECT to_regclass('public.accounts')").fetchone()[0] is None

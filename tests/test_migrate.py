@@ -71,14 +71,88 @@ def test_database_without_legacy_tables_is_refused(capsys, empty_db_url, env_fil
     assert "no platform_schema_migrations table" in err
 
 
-def test_changed_checksum_stops_naming_file_and_both_checksums(cutover):
-    assert cutover("migrate")[0] == 0
+def test_changed_checksum_stops_naming_file_and_both_checksums(tmp_path, cutover):
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sql_dir)
+    extra = sql_dir / "0006_later.sql"
+    extra.write_text("CREATE TABLE later (id text);\n", encoding="utf-8")
     with psycopg.connect(cutover.database_url, autocommit=True) as conn:
-        conn.execute("UPDATE platform_schema_migrations SET checksum = %s WHERE id = %s", ("ab" * 32, V2))
-    code, _, err = cutover("migrate")
-    assert code == 1
-    file_sum = migrate.checksum((ROOT / "sql" / V2).read_text(encoding="utf-8"))
-    assert V2 in err and "ab" * 32 in err and file_sum in err
+        conn.execute("INSERT INTO platform_schema_migrations (id, checksum) VALUES (%s, %s)", (extra.name, "ab" * 32))
+        with pytest.raises(MigrationError) as caught:
+            migrate.plan(conn, sql_dir)
+    assert extra.name in str(caught.value) and "ab" * 32 in str(caught.value)
+    assert migrate.checksum(extra.read_text(encoding="utf-8")) in str(caught.value)
+
+
+# SYSTEM.md §2: every name the API's own 0005 gives (constraints, then indexes of their own).
+API_CATALOG = {
+    "accounts": {"accounts_pkey"},
+    "account_members": {"account_members_pkey", "account_members_account_id_fkey", "account_members_user_id_fkey",
+                        "account_members_account_id_user_id_key", "account_members_user_idx"},
+    "identities": {"identities_pkey", "identities_account_id_fkey", "identities_account_id_user_key_key",
+                   "identities_account_id_id_key", "identities_account_idx",
+                   "identities_account_profile_identity_idx", "identities_account_identity_fingerprint_uq"},
+    "pixbooks": {"pixbooks_pkey", "pixbooks_account_id_fkey", "pixbooks_identity_id_fkey",
+                 "pixbooks_account_identity_fk", "pixbooks_account_idx", "pixbooks_account_identity_collection_idx",
+                 "pixbooks_identity_collection_active_uq"},
+    "pixbook_snapshots": {"pixbook_snapshots_pkey", "pixbook_snapshots_pixbook_id_fkey",
+                          "pixbook_snapshots_pixbook_id_version_key", "pixbook_snapshots_pixbook_idx"},
+    "audit_events": {"audit_events_pkey", "audit_events_account_id_fkey", "audit_events_actor_user_id_fkey",
+                     "audit_events_account_created_idx"},
+}
+
+
+def test_migrate_builds_the_apis_catalog_names_included(cutover):
+    assert cutover("migrate")[0] == 0
+    with psycopg.connect(cutover.database_url) as conn:
+        for table, names in API_CATALOG.items():
+            # NOT NULL constraints (catalogued from 18 on) carry no name of the API's.
+            found = {n for (n,) in conn.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype <> 'n' "
+                "UNION SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE i.indrelid = %s::regclass", (table, table))}
+            assert found == names, table
+
+
+def test_0005_the_apis_migrator_applied_is_stage_a_done(tmp_path, cutover):
+    """The API applied its own 0005 (other bytes, another checksum): never re-applied, history kept."""
+    theirs = (ROOT / "sql" / V2).read_text(encoding="utf-8") + "\n-- the API's own copy\n"
+    with psycopg.connect(cutover.database_url, autocommit=True) as conn:
+        conn.execute(theirs)
+        conn.execute("INSERT INTO platform_schema_migrations (id, checksum) VALUES (%s, %s)",
+                     (V2, migrate.checksum(theirs)))
+    code, out, err = cutover("migrate")
+    assert (code, err) == (0, "")
+    ours = migrate.checksum((ROOT / "sql" / V2).read_text(encoding="utf-8"))
+    assert "Stage A is done" in out and migrate.checksum(theirs) in out and ours in out
+    assert _history(cutover.database_url)[V2] == migrate.checksum(theirs)
+    with psycopg.connect(cutover.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM cutover.journal WHERE action = 'migrate'").fetchone()[0] == 0
+
+
+def test_a_v2_table_of_another_shape_is_refused_before_anything_is_applied(cutover):
+    with psycopg.connect(cutover.database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE identities (id text PRIMARY KEY, account_id text NOT NULL, "
+                     "display_name varchar(12) NOT NULL, user_key text NOT NULL)")
+    for args in (("migrate", "--dry-run"), ("migrate",)):
+        code, out, err = cutover(*args)
+        assert code == 1 and out == ""
+        assert "table identities" in err and "column display_name is character varying(12) NOT NULL" in err
+        assert "column status missing" in err and "constraint identities_account_id_user_key_key missing" in err
+        assert "index identities_account_identity_fingerprint_uq missing" in err
+        assert len(err.strip().splitlines()) == 1
+    assert V2 not in _history(cutover.database_url)
+    with psycopg.connect(cutover.database_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.accounts')").fetchone()[0] is None
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'cutover_shape%%'").fetchone()[0] == 0
+
+
+def test_v2_tables_already_as_0005_makes_them_are_accepted(cutover):
+    """Tables the file itself made (say, by hand before the history row) are no stranger."""
+    with psycopg.connect(cutover.database_url, autocommit=True) as conn:
+        conn.execute((ROOT / "sql" / V2).read_text(encoding="utf-8"))
+    code, out, err = cutover("migrate")
+    assert (code, err) == (0, "") and f"Applied {V2}." in out
 
 
 def test_manual_folder_is_never_applied(tmp_path, legacy_db_url):

@@ -251,9 +251,9 @@ V2_SCHEMA = {
             "account_members_pkey": PK,
             "account_members_account_id_fkey": fk("account_id", "accounts(id)"),
             "account_members_user_id_fkey": fk("user_id", "auth_users(id)"),
-            "account_members_account_user_key": unique("account_id, user_id"),
+            "account_members_account_id_user_id_key": unique("account_id, user_id"),
         },
-        {"idx_account_members_user_status": "(user_id, status)"},
+        {"account_members_user_idx": "(user_id, status)"},
     ),
     "identities": Table(
         {
@@ -271,15 +271,15 @@ V2_SCHEMA = {
         {
             "identities_pkey": PK,
             "identities_account_id_fkey": fk("account_id", "accounts(id)"),
-            "identities_account_user_key_key": unique("account_id, user_key"),
-            "identities_account_identity_key": unique("account_id, id"),
+            "identities_account_id_user_key_key": unique("account_id, user_key"),
+            "identities_account_id_id_key": unique("account_id, id"),
         },
         {
-            "idx_identities_account_status": "(account_id, status)",
-            "idx_identities_account_profile_fingerprint": (
+            "identities_account_idx": "(account_id, status)",
+            "identities_account_profile_identity_idx": (
                 "(account_id, profile_id, identity_key_fingerprint)"
             ),
-            "uq_identities_account_fingerprint_active": (
+            "identities_account_identity_fingerprint_uq": (
                 "UNIQUE (account_id, identity_key_fingerprint)"
                 f" WHERE ((identity_key_fingerprint IS NOT NULL) AND {NOT_DELETED})"
             ),
@@ -300,14 +300,14 @@ V2_SCHEMA = {
             "pixbooks_pkey": PK,
             "pixbooks_account_id_fkey": fk("account_id", "accounts(id)"),
             "pixbooks_identity_id_fkey": fk("identity_id", "identities(id)"),
-            "pixbooks_account_identity_fkey": fk("account_id, identity_id", "identities(account_id, id)"),
+            "pixbooks_account_identity_fk": fk("account_id, identity_id", "identities(account_id, id)"),
         },
         {
-            "idx_pixbooks_account_status": "(account_id, status)",
-            "idx_pixbooks_account_identity_collection_status": (
+            "pixbooks_account_idx": "(account_id, status)",
+            "pixbooks_account_identity_collection_idx": (
                 "(account_id, identity_id, collection_id, status)"
             ),
-            "uq_pixbooks_identity_collection_active": (
+            "pixbooks_identity_collection_active_uq": (
                 f"UNIQUE (identity_id, collection_id) WHERE {NOT_DELETED}"
             ),
         },
@@ -327,9 +327,9 @@ V2_SCHEMA = {
         {
             "pixbook_snapshots_pkey": PK,
             "pixbook_snapshots_pixbook_id_fkey": fk("pixbook_id", "pixbooks(id)"),
-            "pixbook_snapshots_pixbook_version_key": unique("pixbook_id, version"),
+            "pixbook_snapshots_pixbook_id_version_key": unique("pixbook_id, version"),
         },
-        {"idx_pixbook_snapshots_pixbook_created_at": "(pixbook_id, created_at DESC)"},
+        {"pixbook_snapshots_pixbook_idx": "(pixbook_id, created_at DESC)"},
     ),
     "audit_events": Table(
         {
@@ -345,7 +345,7 @@ V2_SCHEMA = {
             "audit_events_account_id_fkey": fk("account_id", "accounts(id)", "SET NULL"),
             "audit_events_actor_user_id_fkey": fk("actor_user_id", "auth_users(id)", "SET NULL"),
         },
-        {"idx_audit_events_account_created_at": "(account_id, created_at DESC)"},
+        {"audit_events_account_created_idx": "(account_id, created_at DESC)"},
     ),
 }
 
@@ -449,7 +449,7 @@ def test_composite_fk_rejects_identity_of_another_account(v2_conn: psycopg.Conne
         v2_conn.execute(
             "INSERT INTO pixbooks (id, account_id, identity_id, name) VALUES ('b1', 'a1', 'i2', 'x')"
         )
-    assert caught.value.diag.constraint_name == "pixbooks_account_identity_fkey"
+    assert caught.value.diag.constraint_name == "pixbooks_account_identity_fk"
 
 
 def test_one_live_pixbook_per_identity_and_collection(v2_conn: psycopg.Connection) -> None:
@@ -460,7 +460,7 @@ def test_one_live_pixbook_per_identity_and_collection(v2_conn: psycopg.Connectio
     v2_conn.execute(insert, ("b3", "active", "other"))
     with pytest.raises(psycopg.errors.UniqueViolation) as caught:
         v2_conn.execute(insert, ("b4", "active", "primary"))
-    assert caught.value.diag.constraint_name == "uq_pixbooks_identity_collection_active"
+    assert caught.value.diag.constraint_name == "pixbooks_identity_collection_active_uq"
 
 
 def test_fingerprint_unique_among_live_identities_of_an_account(v2_conn: psycopg.Connection) -> None:
@@ -474,7 +474,7 @@ def test_fingerprint_unique_among_live_identities_of_an_account(v2_conn: psycopg
     v2_conn.execute(insert, ("f5", "a1", "k5", None, "active"))
     with pytest.raises(psycopg.errors.UniqueViolation) as caught:
         v2_conn.execute(insert, ("f6", "a1", "k6", "fp", "active"))
-    assert caught.value.diag.constraint_name == "uq_identities_account_fingerprint_active"
+    assert caught.value.diag.constraint_name == "identities_account_identity_fingerprint_uq"
 
 
 def test_archive_moves_the_seven_tables_with_their_rows(v2_db: str) -> None:

@@ -153,8 +153,8 @@ def test_the_report_is_a_verify_report_with_true_counts(filled_url):
 
 def test_each_integrity_check_fails_on_a_planted_defect_with_its_true_count(filled_url):
     url = filled_url
-    execute(url, "DROP INDEX uq_identities_account_fingerprint_active",
-            "DROP INDEX uq_pixbooks_identity_collection_active")
+    execute(url, "DROP INDEX identities_account_identity_fingerprint_uq",
+            "DROP INDEX pixbooks_identity_collection_active_uq")
     execute(url,
             # three members and two identities of an account that does not exist
             "INSERT INTO account_members (id, account_id, user_id, role) "
@@ -525,7 +525,7 @@ def test_a_row_repair_cannot_write_is_reported_and_the_others_are_mended(filled_
     assert (identities["ok"], identities["failed"], identities["repaired"], identities["stillDifferent"]) == (
         False, 1, 1, 1)
     assert identities["failedRows"][0]["id"] == "mu_5"
-    assert identities["failedRows"][0]["constraint"] == "identities_account_user_key_key"
+    assert identities["failedRows"][0]["constraint"] == "identities_account_id_user_key_key"
     assert checks["repair:pixbooks"]["failed"] == 1 and checks["repair:pixbooks"]["ok"] is False
     snapshots = checks["repair:pixbook_snapshots"]
     assert snapshots["leftOutByRules"] == {"its book did not land": 5} and snapshots["stillDifferent"] == 5

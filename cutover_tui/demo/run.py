@@ -11,6 +11,7 @@ import psycopg
 from pydantic import BaseModel
 
 from ..migrate import apply_legacy_baseline
+from . import servers
 from .embedded import create_database, embedded_postgres
 from .envfile_text import DEMO_ENV
 from .seed import seed_legacy
@@ -56,8 +57,9 @@ def demo_session(api_base: str, database_url: str) -> tuple[str, str, str]:
 
 @contextmanager
 def demo_environment(sql_dir: Path, workspaces: int = DEMO_WORKSPACES,
-                     progress: Callable[[str, int, int], None] | None = None) -> Iterator[DemoEnvironment]:
-    """An embedded server with the demo in it; everything is removed on exit."""
-    with embedded_postgres(prefix="cutover-demo-pg-") as server_url, \
+                     progress: Callable[[str, int, int], None] | None = None,
+                     version: int = servers.DEFAULT) -> Iterator[DemoEnvironment]:
+    """An embedded server of `version` with the demo in it; everything is removed on exit."""
+    with embedded_postgres(prefix="cutover-demo-pg-", version=version) as server_url, \
             tempfile.TemporaryDirectory(prefix="cutover-demo-") as folder:
         yield prepare_demo(server_url, Path(folder), sql_dir, workspaces, progress)

@@ -380,7 +380,7 @@ class CutoverApp(App[int]):
 
         def planned(plan) -> None:
             if not plan.to_apply:
-                self.notify(f"Nothing to apply: {', '.join(plan.already_applied)} already applied.", timeout=6)
+                self.notify(plan.nothing_to_apply(), timeout=6)
                 return
             body = Text("\n\n").join(literal(f"-- {f.id} (sha256 {f.checksum})\n{f.sql}") for f in plan.to_apply)
             self.push_screen(Confirm(f"Stage A: apply {', '.join(f.id for f in plan.to_apply)}",

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -38,12 +37,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TEST_POSTGRES
 from psycopg import sql
 
 from cutover_tui import jobs
 from cutover_tui.backfill import Backfill, BackfillOptions, BackfillProgress
-from cutover_tui.demo.embedded import _quiet_import
+from cutover_tui.demo.embedded import embedded_server
 from cutover_tui.demo.envfile_text import DEMO_ENV
 from cutover_tui.session import Session, resolve_settings
 
@@ -65,13 +64,9 @@ ENGINE_FAULTS = scale(4, 6)  # faults in a row in the in-process chain, restarts
 @pytest.fixture(scope="module")
 def server():
     """This module's own Postgres: its tests restart it, and the session's server is shared."""
-    pgserver = _quiet_import()
-    with tempfile.TemporaryDirectory(prefix="cutover-faults-pg-") as folder:
-        handle = pgserver.get_server(Path(folder) / "data", cleanup_mode="stop")
-        try:
-            yield handle
-        finally:
-            handle.cleanup()  # stops it, restarted or not: pgserver tracks the new postmaster
+    # cleanup() stops it, restarted or not: pgserver tracks the new postmaster
+    with embedded_server("cutover-faults-pg-", TEST_POSTGRES) as handle:
+        yield handle
 
 
 def restart(server) -> float:
