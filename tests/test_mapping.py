@@ -86,6 +86,8 @@ NULLS = (None,) * 6
 @example((NULLS, (None, None, None, "1970-01-01 00:00:00+00", None, None)))
 @example((NULLS, (None, None, None, None, "null", "null")))  # SQL NULL vs JSON null
 @example(((None, None, None, "-infinity", None, None), (None, None, None, "infinity", None, None)))
+# one New York wall-clock time, two instants (the session's TimeZone must not matter)
+@example(((None, None, None, "2024-11-03 01:30:00-04", None, None), (None, None, None, "2024-11-03 01:30:00-05", None, None)))
 @example(((None, None, None, None, '{"a": 1, "b": 2}', None), (None, None, None, None, '{"b": 2, "a": 1}', None)))
 @example(((None, None, None, None, None, '{"a": 1, "b": 2}'), (None, None, None, None, None, '{"b": 2, "a": 1}')))
 @example((("a", 1, 1, None, None, None), ("a", None, 1, None, None, None)))
