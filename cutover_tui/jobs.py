@@ -29,13 +29,17 @@ from .verify import VerifyOptions
 
 def run_job(session: Session, kind: reports.ReportKind, work: Callable[[], dict[str, Any]], *,
             report_path: Path | None = None, detail: dict[str, Any] | None = None,
+            action: journal.JournalAction | None = None,
+            detail_from: Callable[[reports.Report], dict[str, Any]] | None = None,
             ) -> tuple[reports.StoredReport, reports.Report]:
     """Run `work` (which returns a §4 report body) and keep its report; returns both.
-    A job the matrix has a step for runs only when that step is allowed; the API read
-    check only reads, so it has none."""
+    `action` (default: `kind`) is the matrix step and the journal action; `detail_from`
+    adds to the journal what the report says. A job the matrix has a step for runs only
+    when that step is allowed; the API read check only reads, so it has none."""
+    action = action or kind
     facts = session.facts()
     assessment = assess(facts, session.runbook)
-    step = next((s for s in assessment.steps if s.action == kind), None)
+    step = next((s for s in assessment.steps if s.action == action), None)
     if step is not None and not step.allowed:
         raise refuse(step)
     if report_path is not None:
@@ -50,8 +54,9 @@ def run_job(session: Session, kind: reports.ReportKind, work: Callable[[], dict[
             raise CutoverError(f"The {kind} produced a report that does not fit its shape ({exc}).") from None
         stored = reports.save_report(session.conn, report, kind=kind, report_dir=session.settings.report_dir,
                                      path=report_path, stage=verify_stage(facts, session.runbook))
-        journal.record(session.conn, session.settings.operator, kind, report_id=stored.id,
-                       detail={**(detail or {}), "ok": stored.ok, "path": stored.path},
+        extra = detail_from(report) if detail_from is not None else {}
+        journal.record(session.conn, session.settings.operator, action, report_id=stored.id,
+                       detail={**(detail or {}), **extra, "ok": stored.ok, "path": stored.path},
                        flags_before=assessment.flags, flags_after=assessment.flags)
     return stored, report
 
@@ -88,7 +93,18 @@ def verify(session: Session, options: VerifyOptions | None = None, *,
     options = options or VerifyOptions()
     return run_job(session, "verify", lambda: verify_.run_verify(
         session.settings.database_url, options, progress=progress, cancel=cancel, on_check=on_check),
-        report_path=report_path, detail={"repair": options.repair, "sample_size": options.sample_size})
+        report_path=report_path, detail={"repair": options.repair, "sample_size": options.sample_size},
+        action="repair" if options.repair else "verify", detail_from=_repaired_rows if options.repair else None)
+
+
+def _repaired_rows(report: reports.Report) -> dict[str, Any]:
+    """A repair's journal row carries the rows it wrote, per table."""
+    rows = {}
+    for check in report.checks:
+        extra = check.model_extra or {}
+        if check.type == "repair":
+            rows[check.table] = {key: extra[key] for key in ("requested", "inserted", "updated", "failed")}
+    return {"rows": rows}
 
 
 class ApiTarget(BaseModel):
@@ -162,8 +178,7 @@ def plan(session: Session, kind: JobKind, api: str | None = None) -> JobPlan:
     """What `kind` will do here and now, and whether the runbook lets it run; `api` is the
     read check's API when the caller already knows it."""
     conn = session.conn
-    step_kind = "verify" if kind == "repair" else kind
-    step = next((s for s in session.assess().steps if s.action == step_kind), None)
+    step = next((s for s in session.assess().steps if s.action == kind), None)
     summary, writes = _SUMMARIES[kind]
     tables: dict[str, int] = {}
     notes: list[str] = []

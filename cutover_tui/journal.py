@@ -13,7 +13,7 @@ from .flags import Flags
 
 JournalAction = Literal[
     "migrate", "promote", "rollback-opened", "rollback-closed", "rollback-window-closed",
-    "restore-flags", "archive", "backfill", "verify", "recon", "verify-reads", "setting",
+    "restore-flags", "archive", "backfill", "verify", "repair", "recon", "verify-reads", "setting",
 ]
 FLAG_WRITING_ACTIONS = ("promote", "rollback-opened", "restore-flags")
 

@@ -15,7 +15,7 @@ from .flags import Flags
 from .runbook import STAGE_ORDER, Runbook, StageId
 
 Action = Literal[
-    "migrate", "recon", "backfill", "verify", "promote", "rollback",
+    "migrate", "recon", "backfill", "verify", "repair", "promote", "rollback",
     "close-rollback-window", "archive", "restore-flags",
 ]
 
@@ -145,7 +145,7 @@ def assess(facts: Facts, runbook: Runbook) -> Assessment:
     legal = is_legal(facts.flags, runbook, facts.archived)
     gates = _Gates(facts, runbook, stage, legal)
     steps = [
-        gates.migrate(), gates.recon(), gates.backfill(), gates.verify(),
+        gates.migrate(), gates.recon(), gates.backfill(), gates.verify(), gates.repair(),
         *(gates.promote(target) for target in ("C", "D", "E", "E'")),
         gates.rollback(), gates.close_rollback_window(), gates.archive(),
     ]
@@ -217,6 +217,20 @@ class _Gates:
         if self.facts.v2_applied and not self.facts.archived and self.facts.backfill is None:
             reasons.append("There is no backfill report yet: run the backfill first.")
         return self._step("verify", reasons)
+
+    def repair(self) -> Step:
+        """A repair copies legacy over v2, so never while v2 takes the API's writes as primary; a
+        hand edit to WRITES=false does not stop a running API from writing v2 (flags are read at
+        start), so the flags the console last wrote count too."""
+        facts = self.facts
+        reasons = list(self.verify().reasons) + self._flags_legal()
+        if facts.flags.writes:
+            reasons.append("v2 is the primary write store (WRITES=true): a repair would copy legacy "
+                           "values over rows the API wrote in v2; run verify without repair.")
+        elif facts.recorded_flags is not None and facts.recorded_flags.writes:
+            reasons.append(f"The console last wrote WRITES=true ({facts.recorded_flags.short()}), so the API may "
+                           "still write v2 as primary: a repair would revert those writes; run verify without repair.")
+        return self._step("repair", reasons)
 
     def _latest_verify_since(self, since: datetime | None, what: str,
                              stage: StageId | None = None) -> list[str]:

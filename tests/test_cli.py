@@ -306,7 +306,7 @@ def test_verify_command_passes_after_backfill_and_repairs(cutover, tmp_path):
     code, out, _ = cutover("verify", "--repair", "--report", str(tmp_path / "v3.json"))
     assert code == 0 and "PASS repair:pixbooks" in out
     journal = json.loads(cutover("journal", "--json")[1])
-    assert [r["action"] for r in journal][-3:] == ["verify", "verify", "verify"]
+    assert [r["action"] for r in journal][-3:] == ["verify", "verify", "repair"]
     assert journal[-1]["detail"]["repair"] is True
     code, out, _ = cutover("diff", str(tmp_path / "v1.json"), str(tmp_path / "v2.json"))
     assert code == 1 and "content:pixbooks" in out

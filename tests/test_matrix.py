@@ -78,11 +78,11 @@ def _effects(facts: Facts, step: Step) -> Iterator[tuple[str, dict]]:
         case "backfill":
             for ok, outcome in ((True, "clean"), (False, "with errors")):
                 yield f"backfill {outcome}", {"backfill": ReportFact(at=now, ok=ok)}
-        case "verify":
+        case "verify" | "repair":  # a repair's report is a verify's
             stage = verify_stage(facts, RUNBOOK)
             for ok, outcome in ((True, "passes"), (False, "fails")):
                 verify = VerifyFact(at=now, ok=ok, stage=stage)
-                yield f"verify {outcome}", {"verifies": (*facts.verifies, verify)}
+                yield f"{step.action} {outcome}", {"verifies": (*facts.verifies, verify)}
         case "promote":
             yield step.label, {**_write_flags(step.flags_after, now), "rollback_opened_at": None}
         case "rollback":
@@ -193,6 +193,8 @@ PROPERTIES: dict[str, tuple[str | None, Callable[[Facts, Step], bool]]] = {
             step.flags_after,
             rollback_flags(facts, RUNBOOK, keep_dual_write=False) if step.action == "rollback" else None))),
     "no backfill while v2 is the write primary": ("backfill", lambda facts, step: not facts.flags.writes),
+    "no repair while v2 is, or was last written as, the write primary": ("repair", lambda facts, step: (
+        not facts.flags.writes and not (facts.recorded_flags and facts.recorded_flags.writes))),
     "refusals give reasons, one sentence each": (None, lambda facts, step: (
         step.allowed or bool(step.reasons)) and all(_one_sentence(r) for r in step.reasons)),
     "C only after a clean backfill and a passing verify newer than it": ("promote C", lambda facts, step: (

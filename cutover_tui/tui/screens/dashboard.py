@@ -36,7 +36,7 @@ RUN = Binding.Group("Recon/backfill/verify/repair/API check", compact=True)
 # Each key's step in the matrix: its key is dimmed while the step is refused.
 KEY_STEPS: dict[str, tuple[str, str | None]] = {
     "migrate": ("migrate", None), "job:recon": ("recon", None), "job:backfill": ("backfill", None),
-    "job:verify": ("verify", None), "job:repair": ("verify", None), "rollback": ("rollback", None),
+    "job:verify": ("verify", None), "job:repair": ("repair", None), "rollback": ("rollback", None),
     "close_window": ("close-rollback-window", None), "archive": ("archive", None),
 }
 

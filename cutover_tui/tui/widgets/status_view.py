@@ -18,6 +18,7 @@ from ..text import literal
 
 # The keys the dashboard binds to each next step, shown beside the step.
 STEP_KEYS = {("migrate", None): "m", ("recon", None): "n", ("backfill", None): "f", ("verify", None): "v",
+             ("repair", None): "V",
              ("promote", "C"): "c", ("promote", "D"): "D", ("promote", "E"): "e", ("promote", "E'"): "s",
              ("rollback", None): "b", ("restore-flags", None): "R", ("close-rollback-window", None): "w",
              ("archive", None): "A"}

@@ -1,0 +1,127 @@
+"""Gates you can trust: the paths a hostile or hurried operator found around the promotion
+matrix, each driven through the real `cutover` command or the console on a real database.
+
+Repair: in E and E' (v2 is the write primary) a repair would copy legacy over the API's v2
+writes; it is refused in the CLI and the console, and a repair where it is allowed is journaled
+as `repair` with the rows it wrote.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from conftest import ROOT, CliRun
+
+from cutover_tui import journal
+from cutover_tui.session import Settings, resolve_settings
+from cutover_tui.tui.app import make_app
+from cutover_tui.tui.screens.dashboard import DashboardScreen
+from cutover_tui.tui.screens.job import JobScreen
+
+from .support import copy_database, seeded
+
+SMALL = 20
+TO_E = (("migrate",), ("backfill",), ("verify",), ("promote", "C", "--yes"), ("promote", "D", "--yes"),
+        ("verify",), ("promote", "E", "--yes"))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def clean(pg_server_url) -> str:
+    """Stage A applied on clean data (no anomalies), so every gate can open; tests take copies."""
+    return seeded(pg_server_url, workspaces=SMALL)
+
+
+@pytest.fixture
+def run(capsys, pg_server_url, clean, env_file) -> CliRun:
+    return CliRun(capsys, copy_database(pg_server_url, clean), env_file)
+
+
+def settings_of(run: CliRun) -> Settings:
+    return resolve_settings(runbook_path=ROOT / "runbook.toml", env_file=run.env_file,
+                            database_url=run.database_url, operator="alice", environ={})
+
+
+def walk(run: CliRun, *steps: tuple[str, ...]) -> None:
+    for args in steps:
+        code, _, err = run(*args)
+        assert code == 0, (args, err)
+
+
+def actions(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [e.action for e in journal.entries(conn)]
+
+
+def rename_in_v2(url: str) -> tuple[str, str]:
+    """What the API does in E: a write to the primary, v2, that legacy never sees."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("UPDATE identities SET display_name = 'renamed in v2' "
+                            "WHERE id = (SELECT min(id) FROM identities) RETURNING id, display_name").fetchone()
+
+
+@pytest.mark.parametrize("stage", ["E", "E'"])
+def test_repair_is_refused_while_v2_is_the_write_primary(run, stage):
+    walk(run, *TO_E)
+    if stage == "E'":
+        with psycopg.connect(run.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE cutover.journal SET at = at - interval '25 hours'")
+        walk(run, ("verify",), ("promote", "E-steady", "--yes"))
+    renamed = rename_in_v2(run.database_url)
+    before = actions(run.database_url)
+
+    code, out, err = run("verify", "--repair")
+
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "WRITES=true" in err and "repair would copy legacy values over rows the API wrote" in err
+    with psycopg.connect(run.database_url) as conn:
+        assert conn.execute("SELECT id, display_name FROM identities WHERE id = %s", (renamed[0],)).fetchone() == renamed
+    assert actions(run.database_url) == before
+
+
+def test_repair_is_refused_after_a_hand_edit_turned_writes_off_at_e(run):
+    """The API reads its flags at start: a file edited to WRITES=false may still be writing v2."""
+    walk(run, *TO_E)
+    run.env_file.write_text(run.env_file.read_text().replace("ACCOUNT_SCHEMA_V2_WRITES=true",
+                                                             "ACCOUNT_SCHEMA_V2_WRITES=false"))
+    code, _, err = run("verify", "--repair")
+    assert code == 1 and "The console last wrote WRITES=true" in err
+
+
+def test_a_repair_where_it_is_allowed_is_journaled_as_repair_with_its_rows(run):
+    walk(run, ("migrate",), ("backfill",))
+    renamed = rename_in_v2(run.database_url)  # in G the rules own every v2 row: a repair puts it back
+
+    code, out, err = run("verify", "--repair")
+
+    assert code == 0, err
+    with psycopg.connect(run.database_url) as conn:
+        assert conn.execute("SELECT display_name FROM identities WHERE id = %s", (renamed[0],)).fetchone()[0] \
+            != "renamed in v2"
+        entry = journal.entries(conn)[-1]
+    assert entry.action == "repair" and entry.detail["repair"] is True
+    assert entry.detail["rows"]["identities"] == {"requested": 1, "inserted": 0, "updated": 1, "failed": 0}
+    assert all(rows["updated"] == 0 for table, rows in entry.detail["rows"].items() if table != "identities")
+
+
+@pytest.mark.anyio
+async def test_the_console_dims_repair_at_e_and_says_why(run):
+    walk(run, *TO_E)
+    app = make_app(settings_of(run))
+    async with app.run_test(size=(160, 50), notifications=True) as pilot:
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen)
+        await pilot.press("V")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not isinstance(app.screen, JobScreen)
+        shown = " ".join(toast.render().plain for toast in app.screen.query("Toast"))
+        assert "WRITES=true" in shown and "repair would copy legacy values" in shown
+    assert actions(run.database_url)[-1] == "promote"
+
