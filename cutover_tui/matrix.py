@@ -29,6 +29,13 @@ class ReportFact(_Frozen):
     ok: bool
 
 
+class BackfillFact(ReportFact):
+    """The latest backfill; `ok` only when every table's own latest run (full or partial) was
+    clean, and `pending` names the tables whose latest run had errors or that none has covered."""
+
+    pending: tuple[str, ...] = ()
+
+
 class VerifyFact(ReportFact):
     stage: StageId | None = None  # where we were when the verify ran
 
@@ -264,7 +271,10 @@ class _Gates:
             if facts.backfill is None:
                 reasons.append("There is no backfill report yet: run the backfill.")
             elif not facts.backfill.ok:
-                reasons.append("The latest backfill report has errors: fix them and re-run the backfill.")
+                pending = getattr(facts.backfill, "pending", ())
+                reasons.append(f"The latest backfill of {', '.join(pending)} had errors or none has run: fix them "
+                               "and re-run the backfill of those tables." if pending else
+                               "The latest backfill report has errors: fix them and re-run the backfill.")
             else:
                 reasons += self._latest_verify_since(facts.backfill.at, "the latest backfill")
         elif not reasons and target in ("E", "E'"):
@@ -353,5 +363,5 @@ def rollback_flags(facts: Facts, runbook: Runbook, keep_dual_write: bool = True)
     return _Gates(facts, runbook, stage, legal).rollback_flags(keep_dual_write)
 
 
-__all__ = ["STAGE_ORDER", "Facts", "ReportFact", "VerifyFact", "Step", "Assessment", "assess",
+__all__ = ["STAGE_ORDER", "Facts", "ReportFact", "BackfillFact", "VerifyFact", "Step", "Assessment", "assess",
            "current_stage", "is_legal", "nearest_legal", "rollback_flags", "verify_stage"]

@@ -8,7 +8,8 @@ import psycopg
 
 from . import journal, migrate, reports
 from .flags import Flags
-from .matrix import Facts, ReportFact, VerifyFact
+from .mapping import TABLES
+from .matrix import BackfillFact, Facts, ReportFact, VerifyFact
 from .runbook import Runbook
 
 # Enough verifies for any sane archive gate, without reading the whole history.
@@ -17,6 +18,28 @@ _VERIFIES_KEPT = 100
 
 def _fact(report: reports.StoredReport | None) -> ReportFact | None:
     return ReportFact(at=report.generated_at, ok=report.ok) if report else None
+
+
+# Per table, whether its latest backfill run (full or partial) was clean: no error of that
+# table, and none of the run as a whole (a cancelled run's); a table no run covered is missing.
+_TABLE_RUNS = """
+    SELECT DISTINCT ON (t.name) t.name,
+           NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(r.body->'errors', '[]')) e
+                       WHERE e->>'stage' = t.name OR NOT coalesce(e->>'stage' = ANY(%(tables)s), false))
+    FROM unnest(%(tables)s::text[]) AS t(name)
+    JOIN cutover.reports r ON r.kind = 'backfill'
+     AND r.body->'stages' @> jsonb_build_array(jsonb_build_object('stage', t.name))
+    ORDER BY t.name, r.generated_at DESC, r.id DESC"""
+
+
+def _backfill_fact(conn: psycopg.Connection) -> BackfillFact | None:
+    latest = reports.latest(conn, "backfill")
+    if latest is None:
+        return None
+    tables = [t.v2 for t in TABLES]
+    clean = dict(conn.execute(_TABLE_RUNS, {"tables": tables}).fetchall())
+    pending = tuple(t for t in tables if not clean.get(t, False))
+    return BackfillFact(at=latest.generated_at, ok=not pending, pending=pending)
 
 
 def load_facts(conn: psycopg.Connection, flags: Flags, runbook: Runbook, now: datetime) -> Facts:
@@ -34,7 +57,7 @@ def load_facts(conn: psycopg.Connection, flags: Flags, runbook: Runbook, now: da
         legacy_applied=not migrate.missing_legacy(recorded) if recorded else False,
         v2_applied=migrate.V2_MIGRATION in recorded,
         recon=_fact(reports.latest(conn, "recon")),
-        backfill=_fact(reports.latest(conn, "backfill")),
+        backfill=_backfill_fact(conn),
         verifies=tuple(VerifyFact(at=r.generated_at, ok=r.ok, stage=r.stage)
                        for r in reports.recent(conn, "verify", keep)),
         recorded_flags=last_flags.flags_after if last_flags else None,

@@ -106,7 +106,7 @@ def test_c_refused_while_the_backfill_has_errors(cutover):
     record_report(cutover.database_url, "backfill", ok=False)
     record_report(cutover.database_url, "verify", ok=True, stage="B")
     code, _, err = cutover("promote", "C", "--yes")
-    assert code == 1 and "The latest backfill report has errors" in err
+    assert code == 1 and "The latest backfill of pixbooks had errors" in err
     assert declared(cutover.env_file) == ("false", "false", "false")
 
 

@@ -4,6 +4,9 @@ matrix, each driven through the real `cutover` command or the console on a real 
 Repair: in E and E' (v2 is the write primary) a repair would copy legacy over the API's v2
 writes; it is refused in the CLI and the console, and a repair where it is allowed is journaled
 as `repair` with the rows it wrote.
+
+Partial runs: the backfill gate holds per table, so a clean `--tables accounts` after a run
+with errors elsewhere opens nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ def anyio_backend() -> str:
 def clean(pg_server_url) -> str:
     """Stage A applied on clean data (no anomalies), so every gate can open; tests take copies."""
     return seeded(pg_server_url, workspaces=SMALL)
+
+
+@pytest.fixture(scope="module")
+def anomalies(pg_server_url) -> str:
+    """Stage A applied on data with the seeded anomalies: a full backfill reports errors."""
+    return seeded(pg_server_url, workspaces=SMALL, clean=False)
 
 
 @pytest.fixture
@@ -125,3 +134,17 @@ async def test_the_console_dims_repair_at_e_and_says_why(run):
         assert "WRITES=true" in shown and "repair would copy legacy values" in shown
     assert actions(run.database_url)[-1] == "promote"
 
+
+
+def test_a_clean_partial_backfill_does_not_clear_the_gate_of_the_other_tables(capsys, pg_server_url, anomalies,
+                                                                                env_file):
+    run = CliRun(capsys, copy_database(pg_server_url, anomalies), env_file)
+    assert run("backfill")[0] == 1  # errors: rows left out
+    assert run("backfill", "--tables", "accounts")[0] == 0  # clean on its own
+    run("verify")
+
+    code, _, err = run("promote", "C", "--yes")
+
+    assert code == 1 and "The latest backfill of " in err and "pixbooks" in err and "accounts," not in err
+    assert "ACCOUNT_SCHEMA_V2_READS=false" in env_file.read_text()
+    assert "promote" not in actions(run.database_url)
