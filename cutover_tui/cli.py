@@ -25,7 +25,7 @@ from . import jobs, journal, migrate, transitions
 from .archive import plan_archive, run_archive
 from .backfill import BackfillOptions, BackfillProgress, parse_tables
 from .db import connect, redact
-from .display import visible
+from .display import one_line, visible
 from .demo import servers
 from .demo.seed import SIZES, seed_legacy
 from .demo.api import serve_api
@@ -74,7 +74,7 @@ def render_status(status: Status) -> str:
         if value.odd:
             lines.append(f"           {value.name}={value.raw!r} is not a boolean the API knows; it reads as false")
     lines.append(f"rollback   {'OPEN' if a.rollback_open else 'none open'}")
-    lines.append("lock       " + (f"held by {status.lock_holder.describe()}" if status.lock_holder else "free"))
+    lines.append("lock       " + (f"held by {one_line(status.lock_holder.describe())}" if status.lock_holder else "free"))
     for label, report in (("backfill", status.last_backfill), ("verify", status.last_verify)):
         summary = (f"{report.generated_at:%Y-%m-%d %H:%M:%S} {'ok' if report.ok else 'FAILED'}"
                    if report else "none yet")
@@ -160,7 +160,8 @@ def cmd_journal(session: Session, args: argparse.Namespace) -> int:
         flags = (f"  {row.flags_before.short()} -> {row.flags_after.short()}"
                  if row.flags_before and row.flags_after and row.flags_before != row.flags_after else "")
         extra = f"  report {row.report_id}" if row.report_id else ""
-        print(f"{row.id:>5}  {row.at:%Y-%m-%d %H:%M:%S}  {row.operator:<12} {row.action}{flags}{extra}")
+        print(f"{row.id:>5}  {row.at:%Y-%m-%d %H:%M:%S}  {one_line(row.operator):<12} {one_line(row.action)}"
+              f"{flags}{one_line(extra)}  ({one_line(row.who())})")
     if not rows:
         print("The journal is empty.")
     return 0

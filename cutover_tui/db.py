@@ -79,7 +79,16 @@ CREATE TABLE IF NOT EXISTS cutover.operator_lock (
     backend_pid integer NOT NULL,
     client text NOT NULL
 );
-""",)
+""", """
+-- Who did it, beyond the --operator name: the database's own view of the session (filled by
+-- the server, not the console) and the operating-system user and host of the console.
+ALTER TABLE cutover.journal
+    ADD COLUMN IF NOT EXISTS db_session_user text DEFAULT session_user,
+    ADD COLUMN IF NOT EXISTS db_current_user text DEFAULT current_user,
+    ADD COLUMN IF NOT EXISTS client_addr inet DEFAULT inet_client_addr(),
+    ADD COLUMN IF NOT EXISTS os_user text,
+    ADD COLUMN IF NOT EXISTS os_host text;
+""")
 
 # One key per database for the operator lock; "cutover" spelled as an int8.
 OPERATOR_LOCK_KEY = 0x6375746F766572

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import socket
 from datetime import datetime
+from functools import cache
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Literal
 
 import psycopg
@@ -27,9 +32,33 @@ class JournalEntry(BaseModel):
     flags_before: Flags | None
     flags_after: Flags | None
     report_id: str | None
+    db_session_user: str | None = None
+    db_current_user: str | None = None
+    client_addr: IPv4Address | IPv6Address | None = None  # None over a Unix socket
+    os_user: str | None = None
+    os_host: str | None = None
+
+    def who(self) -> str:
+        """Where the action came from, beyond the operator's name."""
+        machine = f"{self.os_user or '?'}@{self.os_host or '?'}"
+        role = self.db_session_user or "?"
+        if self.db_current_user and self.db_current_user != self.db_session_user:
+            role += f" as {self.db_current_user}"
+        return f"{machine}, db {role}" + (f" from {self.client_addr}" if self.client_addr else "")
 
 
-_COLUMNS = "id, at, operator, action, detail, flags_before, flags_after, report_id"
+_COLUMNS = ("id, at, operator, action, detail, flags_before, flags_after, report_id, "
+            "db_session_user, db_current_user, client_addr, os_user, os_host")
+
+
+@cache
+def _machine() -> tuple[str, str]:
+    """The operating-system user (by uid, not $USER, which anyone sets) and host of this console."""
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = f"uid {os.getuid()}"
+    return user, socket.gethostname()
 
 
 def _entry(row: tuple) -> JournalEntry:
@@ -41,12 +70,12 @@ def record(conn: psycopg.Connection, operator: str, action: JournalAction, *,
            flags_after: Flags | None = None, report_id: str | None = None) -> JournalEntry:
     row = conn.execute(
         f"""
-        INSERT INTO cutover.journal (operator, action, detail, flags_before, flags_after, report_id)
-        VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}
+        INSERT INTO cutover.journal (operator, action, detail, flags_before, flags_after, report_id, os_user, os_host)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}
         """,
         (operator, action, Jsonb(detail or {}),
          Jsonb(flags_before.model_dump()) if flags_before else None,
-         Jsonb(flags_after.model_dump()) if flags_after else None, report_id),
+         Jsonb(flags_after.model_dump()) if flags_after else None, report_id, *_machine()),
     ).fetchone()
     return _entry(row)
 

@@ -18,12 +18,16 @@ from pydantic import BaseModel, ConfigDict
 
 from . import lock
 from .db import connect, database_name, ensure_console_schema, lock_blocker, redact, redact_url
+from .display import one_line
 from .envfile import EnvFile, read_env_file
 from .errors import BadInput, CutoverError, DatabaseUnreachable
 from .flags import Flags
 from .matrix import Assessment, Facts, assess
 from .runbook import Runbook, load_runbook
 from .state import load_facts
+
+
+OPERATOR_MAX = 64  # characters of --operator (or $USER): it names a person in the journal
 
 
 class Settings(BaseModel):
@@ -52,6 +56,9 @@ def resolve_settings(*, runbook_path: Path, env_file: Path | None = None,
         raise BadInput("No database given: pass --database-url, set DATABASE_URL, or set "
                        "database.url in the runbook file.")
     who = operator or environ.get("USER") or _login_name()
+    if not (who.isprintable() and len(who) <= OPERATOR_MAX) or not who.strip():
+        raise BadInput(f"The operator name {one_line(who[:OPERATOR_MAX])!r}{'…' if len(who) > OPERATOR_MAX else ''} "
+                       f"must be one printable line of at most {OPERATOR_MAX} characters; pass --operator NAME.")
     return Settings(runbook=runbook, database_url=url,
                     env_file=env_file or runbook.paths.env_file,
                     report_dir=report_dir or runbook.paths.report_dir, operator=who)

@@ -104,7 +104,7 @@ def test_console_schema_is_versioned_and_refuses_a_newer_one(empty_db_url):
         ensure_console_schema(conn)
         ensure_console_schema(conn)  # idempotent: no step runs twice
         versions = conn.execute("SELECT version FROM cutover.schema_version ORDER BY version").fetchall()
-        assert versions == [(1,)]
+        assert versions == [(1,), (2,)]
         conn.execute("INSERT INTO cutover.schema_version VALUES (99)")
         with pytest.raises(CutoverError, match="version 99, newer than this console knows"):
             ensure_console_schema(conn)

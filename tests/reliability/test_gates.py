@@ -7,6 +7,10 @@ as `repair` with the rows it wrote.
 
 Partial runs: the backfill gate holds per table, so a clean `--tables accounts` after a run
 with errors elsewhere opens nothing.
+
+Who did it: `--operator` is one printable line of at most 64 characters; each journal row also
+holds the database's session and current user, the client address and the machine's user and
+host; a line break in a stored name never forges a line of `cutover journal`.
 """
 
 from __future__ import annotations
@@ -148,3 +152,41 @@ def test_a_clean_partial_backfill_does_not_clear_the_gate_of_the_other_tables(ca
     assert code == 1 and "The latest backfill of " in err and "pixbooks" in err and "accounts," not in err
     assert "ACCOUNT_SCHEMA_V2_READS=false" in env_file.read_text()
     assert "promote" not in actions(run.database_url)
+
+
+FORGED = "eve\n    9  2026-01-01 00:00:00  root         archive"
+
+
+@pytest.mark.parametrize("operator", [FORGED, "eve\r", "x" * 65, "bell\x07", "tab\there", " "])
+def test_an_operator_name_that_is_not_one_printable_line_is_bad_input(run, operator):
+    code, out, err = run("promote", "C", "--yes", operator=operator)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "must be one printable line of at most 64 characters" in err
+    with psycopg.connect(run.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM cutover.journal").fetchone()[0] == 0
+    assert "ACCOUNT_SCHEMA_V2_READS=false" in run.env_file.read_text()
+
+
+def test_journal_rows_say_who_from_the_database_and_the_machine(run):
+    import os
+    import pwd
+    import socket
+
+    walk(run, ("backfill",))
+    with psycopg.connect(run.database_url) as conn:
+        entry = journal.entries(conn)[-1]
+        session_user = conn.execute("SELECT session_user").fetchone()[0]
+    assert (entry.operator, entry.db_session_user, entry.db_current_user) == ("alice", session_user, session_user)
+    assert (entry.os_user, entry.os_host) == (pwd.getpwuid(os.getuid()).pw_name, socket.gethostname())
+    assert entry.client_addr is None  # a Unix socket has no address; over TCP the server fills it in
+    code, out, _ = run("journal")
+    assert code == 0 and f"{entry.os_user}@{entry.os_host}, db {session_user}" in out
+
+
+def test_a_stored_name_with_line_breaks_stays_on_its_own_line(run):
+    """A row written by an older console, or by hand: `cutover journal` prints one line per row."""
+    walk(run, ("backfill",))
+    with psycopg.connect(run.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE cutover.journal SET operator = %s", (FORGED,))
+    code, out, _ = run("journal")
+    assert code == 0 and len(out.strip().splitlines()) == 1 and "eve\\n    9" in out

@@ -87,7 +87,8 @@ class TestConfirmChange:
 class TestJournal:
     def test_after_c_and_d(self, snap_compare, v2_db_url, env_file):
         """The journal after promotions to C and D by alice, both at 2026-01-05 11:00:00 UTC:
-        two rows, 'all off -> READS' and 'READS -> READS+DUAL_WRITE', the cursor on the last row."""
+        two rows, 'all off -> READS' and 'READS -> READS+DUAL_WRITE', each from 'alice@laptop, db
+        postgres', the cursor on the last row."""
         _backfilled_and_verified(v2_db_url)
         settings = settings_for(v2_db_url, env_file)
         with Session(settings) as session:

@@ -13,10 +13,10 @@ from textual.widgets import DataTable, Header
 from ...flags import Flags
 from ...journal import JournalEntry
 from ..messages import JournalRequested
-from ..text import literal
+from ..text import field
 from ..widgets.footer import Footer
 
-COLUMNS = ("time", "operator", "action", "flags on: before -> after", "report")
+COLUMNS = ("time", "operator", "action", "flags on: before -> after", "report", "from")
 
 
 def _on(flags: Flags | None) -> str:
@@ -59,8 +59,8 @@ class JournalScreen(Screen):
         table = self.query_one(DataTable)
         table.clear()
         for entry in entries:
-            table.add_row(Text(f"{entry.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"), literal(entry.operator),
-                          literal(entry.action), _flags(entry), literal(entry.report_id or ""),
-                          key=str(entry.id))
+            table.add_row(Text(f"{entry.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"), field(entry.operator),
+                          field(entry.action), _flags(entry), field(entry.report_id or ""),
+                          field(entry.who(), "dim"), key=str(entry.id))
         if entries:
             table.move_cursor(row=len(entries) - 1)

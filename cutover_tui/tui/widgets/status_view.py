@@ -14,7 +14,7 @@ from textual.widget import Widget
 from ...envfile import DUAL_WRITE, READS, WRITES
 from ...flags import Flags
 from ...status import Status
-from ..text import literal
+from ..text import field, literal
 
 # The keys the dashboard binds to each next step, shown beside the step.
 STEP_KEYS = {("migrate", None): "m", ("recon", None): "n", ("backfill", None): "f", ("verify", None): "v",
@@ -111,7 +111,7 @@ class FactsPanel(StatusView):
                     ("ok", "green") if report.ok else ("FAILED", "bold red"),
                     *((f"  (in {report.stage})",) if report.stage else ())))
         holder = status.lock_holder
-        table.add_row("lock", literal(f"held by {holder.describe()}", "yellow") if holder
+        table.add_row("lock", field(f"held by {holder.describe()}", "yellow") if holder
                       else Text("free", style="green"))
         return table
 
