@@ -55,6 +55,6 @@ def run_archive(session: Session, plan: ArchivePlan, confirm: str) -> journal.Jo
         except psycopg.Error as exc:
             session.conn.execute("ROLLBACK")  # the file's own BEGIN left a failed transaction
             raise session.database_error(exc) from None
-        return journal.record(session.conn, session.settings.operator, "archive",
+        return session.record("archive",
                               detail={"file": plan.path.name, "database": plan.database},
                               flags_before=assessment.flags, flags_after=assessment.flags)

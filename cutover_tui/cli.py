@@ -161,7 +161,7 @@ def cmd_journal(session: Session, args: argparse.Namespace) -> int:
                  if row.flags_before and row.flags_after and row.flags_before != row.flags_after else "")
         extra = f"  report {row.report_id}" if row.report_id else ""
         print(f"{row.id:>5}  {row.at:%Y-%m-%d %H:%M:%S}  {one_line(row.operator):<12} {one_line(row.action)}"
-              f"{flags}{one_line(extra)}  ({one_line(row.who())})")
+              f"{flags}{one_line(extra)}  ({one_line(row.who())}{'; ' + one_line(row.gates()) if row.runbook else ''})")
     if not rows:
         print("The journal is empty.")
     return 0

@@ -80,14 +80,16 @@ CREATE TABLE IF NOT EXISTS cutover.operator_lock (
     client text NOT NULL
 );
 """, """
--- Who did it, beyond the --operator name: the database's own view of the session (filled by
+-- Who did it, and under which runbook file. Who, beyond the --operator name: the database's own view of the session (filled by
 -- the server, not the console) and the operating-system user and host of the console.
 ALTER TABLE cutover.journal
     ADD COLUMN IF NOT EXISTS db_session_user text DEFAULT session_user,
     ADD COLUMN IF NOT EXISTS db_current_user text DEFAULT current_user,
     ADD COLUMN IF NOT EXISTS client_addr inet DEFAULT inet_client_addr(),
     ADD COLUMN IF NOT EXISTS os_user text,
-    ADD COLUMN IF NOT EXISTS os_host text;
+    ADD COLUMN IF NOT EXISTS os_host text,
+    -- the runbook file in force (its hash and gates), so a rehearsal's short gate shows afterwards
+    ADD COLUMN IF NOT EXISTS runbook jsonb;
 """)
 
 # One key per database for the operator lock; "cutover" spelled as an int8.

@@ -55,7 +55,7 @@ def run_job(session: Session, kind: reports.ReportKind, work: Callable[[], dict[
         stored = reports.save_report(session.conn, report, kind=kind, report_dir=session.settings.report_dir,
                                      path=report_path, stage=verify_stage(facts, session.runbook))
         extra = detail_from(report) if detail_from is not None else {}
-        journal.record(session.conn, session.settings.operator, action, report_id=stored.id,
+        session.record(action, report_id=stored.id,
                        detail={**(detail or {}), **extra, "ok": stored.ok, "path": stored.path},
                        flags_before=assessment.flags, flags_after=assessment.flags)
     return stored, report

@@ -37,6 +37,7 @@ class JournalEntry(BaseModel):
     client_addr: IPv4Address | IPv6Address | None = None  # None over a Unix socket
     os_user: str | None = None
     os_host: str | None = None
+    runbook: dict[str, Any] | None = None  # the runbook file in force: its sha256 and gates
 
     def who(self) -> str:
         """Where the action came from, beyond the operator's name."""
@@ -46,9 +47,18 @@ class JournalEntry(BaseModel):
             role += f" as {self.db_current_user}"
         return f"{machine}, db {role}" + (f" from {self.client_addr}" if self.client_addr else "")
 
+    def gates(self) -> str:
+        """The gates of the runbook file in force when it was written, and the file's hash."""
+        if not self.runbook:
+            return ""
+        gates = self.runbook.get("gates") or {}
+        return (f"runbook {str(self.runbook.get('sha256') or '?')[:12]}: confidence "
+                f"{gates.get('confidence_period_hours', '?')} h, {gates.get('passing_verifies_before_archive', '?')} "
+                "passing verifies before the archive")
+
 
 _COLUMNS = ("id, at, operator, action, detail, flags_before, flags_after, report_id, "
-            "db_session_user, db_current_user, client_addr, os_user, os_host")
+            "db_session_user, db_current_user, client_addr, os_user, os_host, runbook")
 
 
 @cache
@@ -67,15 +77,18 @@ def _entry(row: tuple) -> JournalEntry:
 
 def record(conn: psycopg.Connection, operator: str, action: JournalAction, *,
            detail: dict[str, Any] | None = None, flags_before: Flags | None = None,
-           flags_after: Flags | None = None, report_id: str | None = None) -> JournalEntry:
+           flags_after: Flags | None = None, report_id: str | None = None,
+           runbook: dict[str, Any] | None = None) -> JournalEntry:
     row = conn.execute(
         f"""
-        INSERT INTO cutover.journal (operator, action, detail, flags_before, flags_after, report_id, os_user, os_host)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}
+        INSERT INTO cutover.journal (operator, action, detail, flags_before, flags_after, report_id, os_user, os_host,
+                                     runbook)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}
         """,
         (operator, action, Jsonb(detail or {}),
          Jsonb(flags_before.model_dump()) if flags_before else None,
-         Jsonb(flags_after.model_dump()) if flags_after else None, report_id, *_machine()),
+         Jsonb(flags_after.model_dump()) if flags_after else None, report_id, *_machine(),
+         Jsonb(runbook) if runbook is not None else None),
     ).fetchone()
     return _entry(row)
 

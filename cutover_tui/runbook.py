@@ -1,13 +1,15 @@
 """`runbook.toml`: the runbook as data, validated at start, written back with comments kept.
 
-Structure (stage ids, their order, the rollback paths) is checked here so that the
-promotion matrix can trust it; the values (flag rows, gates, paths) are the team's.
+Structure (stage ids, their order, their flag rows, the rollback paths) is the runbook's and
+is checked here so that the promotion matrix can trust it: the file may tighten the gates,
+never change what a stage or a rollback means. The gates, paths and addresses are the team's.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,6 +22,20 @@ from .flags import Flags
 StageId = Literal["A", "0", "B", "G", "C", "D", "E", "E'", "F"]
 STAGE_ORDER: tuple[StageId, ...] = ("A", "0", "B", "G", "C", "D", "E", "E'", "F")
 PROMOTABLE: tuple[StageId, ...] = ("C", "D", "E", "E'")
+
+# The runbook's own flag rows (reads, writes, dual-write) and rollback paths; a file that
+# says otherwise would make the console write flags the runbook never declares.
+RUNBOOK_ROWS: dict[StageId, tuple[bool, bool, bool] | None] = {
+    "A": (False, False, False), "0": (False, False, False), "B": (False, False, False),
+    "G": (False, False, False), "C": (True, False, False), "D": (True, False, True),
+    "E": (True, True, True), "E'": (True, True, False), "F": None,
+}
+RUNBOOK_ROLLBACK: dict[str, dict[str, Any]] = {
+    "before-write-cutover": {"from": ["C", "D"], "set": {"reads": False}, "dual_write_kept": "unchanged"},
+    "after-write-cutover": {"from": ["E", "E'"], "set": {"writes": False}, "dual_write_kept": True},
+}
+MAX_CONFIDENCE_HOURS = 720.0  # 30 days
+MAX_PASSING_VERIFIES = 100
 
 
 class _Strict(BaseModel):
@@ -48,8 +64,8 @@ class Api(_Strict):
 
 
 class Gates(_Strict):
-    confidence_period_hours: float = Field(ge=0)
-    passing_verifies_before_archive: int = Field(ge=1, strict=True)
+    confidence_period_hours: float = Field(gt=0, le=MAX_CONFIDENCE_HOURS, allow_inf_nan=False)
+    passing_verifies_before_archive: int = Field(ge=1, le=MAX_PASSING_VERIFIES, strict=True)
 
 
 class FlagRow(_Strict):
@@ -88,6 +104,7 @@ class Runbook(_Strict):
     stages: list[Stage]
     rollback: list[RollbackPath]
     source: Path | None = None
+    source_sha256: str | None = None  # of the file's text, recorded with every journal row
 
     @field_validator("stages")
     @classmethod
@@ -95,9 +112,16 @@ class Runbook(_Strict):
         ids = tuple(stage.id for stage in stages)
         if ids != STAGE_ORDER:
             raise ValueError(f"stages must be, in this order: {', '.join(STAGE_ORDER)} (found {', '.join(ids)})")
-        for stage in stages:
+        for index, stage in enumerate(stages):
             if (stage.flags is None) != (stage.id == "F"):
                 raise ValueError(f"stage {stage.id}: every stage but F needs a flag row, and F has none")
+            expected = RUNBOOK_ROWS[stage.id]
+            found = stage.flags and (stage.flags.reads, stage.flags.writes, stage.flags.dual_write)
+            if found != expected:
+                wrong = next(name for name, a, b in zip(("reads", "writes", "dual_write"), found, expected) if a != b)
+                raise ValueError(f"`stages.{index}.flags.{wrong}` of stage {stage.id} must be "
+                                 f"{str(dict(zip(('reads', 'writes', 'dual_write'), expected))[wrong]).lower()}, "
+                                 "as the runbook declares; the file may tighten gates, never change a stage's flags")
         return stages
 
     @field_validator("rollback")
@@ -105,7 +129,20 @@ class Runbook(_Strict):
     def _two_paths(cls, paths: list[RollbackPath]) -> list[RollbackPath]:
         if sorted(r.path for r in paths) != ["after-write-cutover", "before-write-cutover"]:
             raise ValueError("rollback must list the two paths before-write-cutover and after-write-cutover")
+        for index, path in enumerate(paths):
+            expected = RUNBOOK_ROLLBACK[path.path]
+            found = {"from": list(path.from_), "set": path.set.model_dump(exclude_none=True),
+                     "dual_write_kept": path.dual_write_kept}
+            for key, value in expected.items():
+                if found[key] != value or type(found[key]) is not type(value):
+                    raise ValueError(f"`rollback.{index}.{key}` of {path.path} must be {value!r}, as the runbook "
+                                     "declares; the file may tighten gates, never change a rollback path")
         return paths
+
+    def in_force(self) -> dict[str, Any]:
+        """What a journal row records of this file: its hash and the gates it set."""
+        return {"file": str(self.source) if self.source else None, "sha256": self.source_sha256,
+                "gates": self.gates.model_dump()}
 
     def stage(self, stage_id: StageId) -> Stage:
         return next(stage for stage in self.stages if stage.id == stage_id)
@@ -145,7 +182,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
         if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
             return []
         model = inner
-    return sorted((f.alias or name) for name, f in model.model_fields.items() if name != "source")
+    return sorted((f.alias or name) for name, f in model.model_fields.items() if name not in ("source", "source_sha256"))
 
 
 def _describe(error: dict) -> str:
@@ -173,7 +210,8 @@ def parse_runbook(text: str, source: Path) -> Runbook:
     paths = runbook.paths.model_copy(update={
         name: (base / value) for name, value in runbook.paths.model_dump().items()
     })
-    return runbook.model_copy(update={"paths": paths, "source": source})
+    return runbook.model_copy(update={"paths": paths, "source": source,
+                                      "source_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()})
 
 
 def load_runbook(path: Path) -> Runbook:

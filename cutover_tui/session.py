@@ -12,11 +12,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from pydantic import BaseModel, ConfigDict
 
-from . import lock
+from . import journal, lock
 from .db import connect, database_name, ensure_console_schema, lock_blocker, redact, redact_url
 from .display import one_line
 from .envfile import EnvFile, read_env_file
@@ -109,6 +110,10 @@ class Session:
     @property
     def runbook(self) -> Runbook:
         return self.settings.runbook
+
+    def record(self, action: journal.JournalAction, **fields: Any) -> journal.JournalEntry:
+        """A journal row of this session: its operator, and the runbook file in force."""
+        return journal.record(self.conn, self.settings.operator, action, runbook=self.runbook.in_force(), **fields)
 
     @property
     def database_name(self) -> str:

@@ -103,12 +103,10 @@ def apply_change(session: Session, change: FlagChange) -> journal.JournalEntry:
         with session.conn.transaction():
             facts = session.facts(change.env)
             if change.action == "promote" and facts.rollback_open:
-                journal.record(session.conn, session.settings.operator, "rollback-closed",
-                               detail={"by": f"promote {change.target}"})
-            entry = journal.record(
-                session.conn, session.settings.operator, change.action,
-                detail={"target": change.target, "env_file": str(session.settings.env_file)},
-                flags_before=change.flags_before, flags_after=change.flags_after)
+                session.record("rollback-closed", detail={"by": f"promote {change.target}"})
+            entry = session.record(change.action,
+                                   detail={"target": change.target, "env_file": str(session.settings.env_file)},
+                                   flags_before=change.flags_before, flags_after=change.flags_after)
             write_flags(change.env, change.flags_after.as_env())
     return entry
 
@@ -119,7 +117,7 @@ def close_rollback_window(session: Session) -> journal.JournalEntry:
         step = assessment.step("close-rollback-window")
         if not step.allowed:
             raise refuse(step)
-        return journal.record(session.conn, session.settings.operator, "rollback-window-closed",
+        return session.record("rollback-window-closed",
                               flags_before=assessment.flags, flags_after=assessment.flags)
 
 
@@ -141,5 +139,5 @@ def apply_stage_a(session: Session, shown: migrate.MigrationPlan) -> list[str]:
         if not step.allowed:
             raise refuse(step)
         applied = migrate.apply_plan(session.conn, fresh)
-        journal.record(session.conn, session.settings.operator, "migrate", detail={"applied": applied})
+        session.record("migrate", detail={"applied": applied})
     return applied

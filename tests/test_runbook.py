@@ -58,7 +58,7 @@ def test_relative_paths_are_taken_from_the_file_not_the_working_folder(runbook_f
                  "stages.3.id", ["""should be 'A', '0', 'B', 'G', 'C', 'D', 'E', "E'" or 'F' (got 'X')"""],
                  id="bad stage name"),
     pytest.param({"confidence_period_hours = 24.0": "confidence_period_hours = -1.0"},
-                 "gates.confidence_period_hours", ["greater than or equal to 0 (got -1.0)"],
+                 "gates.confidence_period_hours", ["greater than 0 (got -1.0)"],
                  id="negative confidence period"),
     pytest.param({'base = "http://localhost:3000"': 'base = "localhost:3000"'},
                  "api.base", ["must start with http:// or https://"], id="bad API base"),

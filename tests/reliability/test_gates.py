@@ -8,6 +8,10 @@ as `repair` with the rows it wrote.
 Partial runs: the backfill gate holds per table, so a clean `--tables accounts` after a run
 with errors elsewhere opens nothing.
 
+The runbook file: it may tighten the gates, never change the runbook. A stage row or a rollback
+path other than the runbook's, or a gate that is not a finite number in range, is refused naming
+the key; every journal row records the file's hash and the gates in force.
+
 Who did it: `--operator` is one printable line of at most 64 characters; each journal row also
 holds the database's session and current user, the client address and the machine's user and
 host; a line break in a stored name never forges a line of `cutover journal`.
@@ -18,6 +22,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 from conftest import ROOT, CliRun
+
+from cutover_tui.cli import main
 
 from cutover_tui import journal
 from cutover_tui.session import Settings, resolve_settings
@@ -190,3 +196,65 @@ def test_a_stored_name_with_line_breaks_stays_on_its_own_line(run):
         conn.execute("UPDATE cutover.journal SET operator = %s", (FORGED,))
     code, out, _ = run("journal")
     assert code == 0 and len(out.strip().splitlines()) == 1 and "eve\\n    9" in out
+
+
+def runbook_variant(tmp_path, *replace: tuple[str, str]):
+    """The project's runbook file with `replace` applied, its paths made absolute."""
+    text = (ROOT / "runbook.toml").read_text(encoding="utf-8").replace('sql_dir = "sql"', f'sql_dir = "{ROOT / "sql"}"')
+    for old, new in replace:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "runbook.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_with(capsys, run: CliRun, runbook, *command: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["--runbook", str(runbook), "--database-url", run.database_url, "--env-file", str(run.env_file),
+                 "--operator", "alice", *command])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+C_ROW = 'id = "C"\ntitle = "Reads on v2"\nflags = { reads = true, writes = false, dual_write = false }'
+
+
+@pytest.mark.parametrize("replace, key", [
+    ((C_ROW, C_ROW.replace("reads = true", "reads = false")), "`stages.4.flags.reads` of stage C must be true"),
+    (('id = "E"\ntitle = "Write cutover"\nflags = { reads = true, writes = true, dual_write = true }',
+      'id = "E"\ntitle = "Write cutover"\nflags = { reads = true, writes = true, dual_write = false }'),
+     "`stages.6.flags.dual_write` of stage E must be true"),
+    (("set = { writes = false }\ndual_write_kept = true", "set = { writes = false }\ndual_write_kept = false"),
+     "`rollback.1.dual_write_kept` of after-write-cutover must be True"),
+    (('from = ["C", "D"]', 'from = ["C"]'), "`rollback.0.from` of before-write-cutover must be ['C', 'D']"),
+    (("confidence_period_hours = 24.0", "confidence_period_hours = inf"), "gates.confidence_period_hours"),
+    (("confidence_period_hours = 24.0", "confidence_period_hours = nan"), "gates.confidence_period_hours"),
+    (("confidence_period_hours = 24.0", "confidence_period_hours = 1e12"), "less than or equal to 720"),
+    (("confidence_period_hours = 24.0", "confidence_period_hours = 0.0"), "greater than 0"),
+    (("passing_verifies_before_archive = 3", "passing_verifies_before_archive = 0"), "greater than or equal to 1"),
+    (("passing_verifies_before_archive = 3", "passing_verifies_before_archive = 101"), "less than or equal to 100"),
+])
+def test_a_runbook_file_that_changes_the_runbook_is_refused_naming_the_key(capsys, run, tmp_path, replace, key):
+    runbook = runbook_variant(tmp_path, replace)
+    for command in (("status",), ("promote", "D", "--yes")):
+        code, out, err = run_with(capsys, run, runbook, *command)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+        assert key in err and str(runbook) in err
+    assert "ACCOUNT_SCHEMA_V2_READS=false" in run.env_file.read_text()
+    with psycopg.connect(run.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM cutover.journal").fetchone()[0] == 0
+
+
+def test_every_journal_row_records_the_runbook_file_and_its_gates(capsys, run, tmp_path):
+    """A rehearsal's short confidence period stays visible in the journal afterwards."""
+    import hashlib
+
+    runbook = runbook_variant(tmp_path, ("confidence_period_hours = 24.0", "confidence_period_hours = 0.05"))
+    assert run_with(capsys, run, runbook, "backfill")[0] == 0
+    with psycopg.connect(run.database_url) as conn:
+        entry = journal.entries(conn)[-1]
+    assert entry.runbook == {"file": str(runbook), "sha256": hashlib.sha256(runbook.read_bytes()).hexdigest(),
+                             "gates": {"confidence_period_hours": 0.05, "passing_verifies_before_archive": 3}}
+    code, out, _ = run_with(capsys, run, runbook, "journal")
+    assert code == 0 and "confidence 0.05 h, 3 passing verifies before the archive" in out
