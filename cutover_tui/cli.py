@@ -74,6 +74,8 @@ def render_status(status: Status) -> str:
         if value.odd:
             lines.append(f"           {value.name}={value.raw!r} is not a boolean the API knows; it reads as false")
     lines.append(f"rollback   {'OPEN' if a.rollback_open else 'none open'}")
+    if status.clock_warning():
+        lines.append(f"clock      {status.clock_warning()}")
     lines.append("lock       " + (f"held by {one_line(status.lock_holder.describe())}" if status.lock_holder else "free"))
     for label, report in (("backfill", status.last_backfill), ("verify", status.last_verify)):
         summary = (f"{report.generated_at:%Y-%m-%d %H:%M:%S} {'ok' if report.ok else 'FAILED'}"

@@ -7,6 +7,7 @@ operators on two laptops see one truth.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -149,6 +150,12 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
                        f"the console supports PostgreSQL {OLDEST_SERVER} to 18; upgrade the server or point "
                        "--database-url at a supported one. Nothing was written.")
     return conn
+
+
+def server_now(conn: psycopg.Connection) -> datetime:
+    """The database server's clock: every time the gates compare comes from it, so that a
+    console on a machine whose clock is off can neither open a gate early nor hide a report."""
+    return conn.execute("SELECT clock_timestamp()").fetchone()[0]
 
 
 def lock_blocker(conn: psycopg.Connection) -> tuple[str, int, str] | None:

@@ -18,6 +18,7 @@ from . import journal, reads, reports
 from . import recon as recon_
 from . import verify as verify_
 from .backfill import BackfillOptions
+from .db import server_now
 from .envfile import READS
 from .mapping import BY_NAME, TABLES
 from .errors import BadInput, CutoverError
@@ -47,7 +48,8 @@ def run_job(session: Session, kind: reports.ReportKind, work: Callable[[], dict[
     else:
         reports.check_report_dir(session.settings.report_dir)
     with session.operator_lock():
-        body = work()
+        # The report's time is the server's, like every time a gate compares with it.
+        body = {**work(), "generatedAt": reports.js_iso(server_now(session.conn))}
         try:
             report = reports.MODELS[kind].model_validate(body)
         except ValueError as exc:  # our own engine broke the §4 shape: say so, keep nothing

@@ -352,7 +352,7 @@ class _Gates:
 
 
 def _hours(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
+    minutes = max(0, int(delta.total_seconds() // 60))  # never negative, whatever the clocks say
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 

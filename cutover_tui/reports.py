@@ -134,7 +134,7 @@ class _Open(BaseModel):
         return data
 
 
-def _js_iso(value: datetime) -> str:
+def js_iso(value: datetime) -> str:
     """A timestamp as JavaScript's `toISOString()` writes it: UTC, milliseconds, `Z`."""
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -169,7 +169,7 @@ class _Report(_Open):
         # The text as read while the value is unchanged, so a file round-trips byte for byte.
         if self._stamp is not None and self._stamp[1] == value:
             return self._stamp[0]
-        return _js_iso(value)
+        return js_iso(value)
 
     @property
     def clean(self) -> bool:
@@ -498,7 +498,7 @@ def save_report(conn: psycopg.Connection, report: Report, *, kind: ReportKind,
     except BaseException as exc:
         (target if placed else temp).unlink(missing_ok=True)
         if isinstance(exc, psycopg.errors.UniqueViolation):
-            raise BadInput(f"A {kind} report generated at {_js_iso(report.generated_at)} is already "
+            raise BadInput(f"A {kind} report generated at {js_iso(report.generated_at)} is already "
                            "stored; nothing was written.") from None
         raise
     return stored

@@ -10,7 +10,7 @@ import getpass
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from . import journal, lock
-from .db import connect, database_name, ensure_console_schema, lock_blocker, redact, redact_url
+from .db import connect, database_name, ensure_console_schema, lock_blocker, redact, redact_url, server_now
 from .display import one_line
 from .envfile import EnvFile, read_env_file
 from .errors import BadInput, CutoverError, DatabaseUnreachable
@@ -165,7 +165,7 @@ class Session:
     def facts(self, env: EnvFile | None = None, now: datetime | None = None) -> Facts:
         env = env or self.read_env()
         flags = Flags.from_env({name: value.value for name, value in env.flags.items()})
-        return load_facts(self.conn, flags, self.runbook, now or datetime.now(timezone.utc))
+        return load_facts(self.conn, flags, self.runbook, now or server_now(self.conn))
 
     def assess(self, env: EnvFile | None = None) -> Assessment:
         return assess(self.facts(env), self.runbook)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from . import reports
+from .db import server_now
 from .envfile import FlagValue
 from .lock import LockHolder
 from .matrix import Assessment
@@ -25,9 +27,25 @@ class Status(BaseModel):
     lock_holder: LockHolder | None
     last_backfill: reports.StoredReport | None
     last_verify: reports.StoredReport | None
+    clock_skew_seconds: float  # this machine's clock minus the database server's
+
+    def clock_warning(self) -> str | None:
+        """One sentence when this machine's clock is more than a minute off the server's."""
+        skew = self.clock_skew_seconds
+        if abs(skew) <= CLOCK_TOLERANCE_SECONDS:
+            return None
+        minutes = round(abs(skew) / 60)
+        return (f"This machine's clock is {minutes // 60} h {minutes % 60:02d} min "
+                f"{'ahead of' if skew > 0 else 'behind'} the database server's; the gates use the server's time, "
+                "but fix this machine's clock (NTP).")
+
+
+CLOCK_TOLERANCE_SECONDS = 60
 
 
 def gather(session: Session) -> Status:
+    machine = datetime.now(timezone.utc)
+    skew = (machine - server_now(session.conn)).total_seconds()
     env = session.read_env()
     assessment = session.assess(env)
     return Status(
@@ -40,4 +58,5 @@ def gather(session: Session) -> Status:
         lock_holder=session.lock_holder(),
         last_backfill=reports.latest(session.conn, "backfill"),
         last_verify=reports.latest(session.conn, "verify"),
+        clock_skew_seconds=skew,
     )

@@ -12,6 +12,10 @@ The runbook file: it may tighten the gates, never change the runbook. A stage ro
 path other than the runbook's, or a gate that is not a finite number in range, is refused naming
 the key; every journal row records the file's hash and the gates in force.
 
+One clock: the gates take every time from the database server (reports are stamped with it), so
+a console whose machine clock is 25 h fast or 2 h slow opens no gate early, hides no newer
+failing verify and prints no negative duration; `status` warns when the clocks differ.
+
 Who did it: `--operator` is one printable line of at most 64 characters; each journal row also
 holds the database's session and current user, the client address and the machine's user and
 host; a line break in a stored name never forges a line of `cutover journal`.
@@ -19,8 +23,12 @@ host; a line break in a stored name never forges a line of `cutover journal`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
 import psycopg
 import pytest
+import time_machine
 from conftest import ROOT, CliRun
 
 from cutover_tui.cli import main
@@ -258,3 +266,48 @@ def test_every_journal_row_records_the_runbook_file_and_its_gates(capsys, run, t
                              "gates": {"confidence_period_hours": 0.05, "passing_verifies_before_archive": 3}}
     code, out, _ = run_with(capsys, run, runbook, "journal")
     assert code == 0 and "confidence 0.05 h, 3 passing verifies before the archive" in out
+
+
+@contextmanager
+def machine_clock(hours: float):
+    """This process's clock `hours` off the real one (the database server keeps the real time)."""
+    with time_machine.travel(datetime.now(timezone.utc) + timedelta(hours=hours), tick=True):
+        yield
+
+
+def test_a_fast_machine_clock_does_not_shorten_the_confidence_period(run):
+    walk(run, *TO_E)
+    with machine_clock(25):
+        walk(run, ("verify",))
+        code, _, err = run("promote", "E-steady", "--yes")
+    assert code == 1 and "E has held for 0 h 0" in err and "of the 24 h 00 min confidence period" in err
+    assert "ACCOUNT_SCHEMA_V2_DUAL_WRITE=true" in run.env_file.read_text()
+
+
+def test_a_verify_from_a_fast_clock_does_not_hide_a_newer_failing_one(run):
+    walk(run, *TO_E[:-2])  # D
+    with machine_clock(25):
+        walk(run, ("verify",))  # passes, on a machine 25 h ahead
+    rename_in_v2(run.database_url)  # then v2 drifts, and a verify on a right clock fails
+    assert run("verify")[0] == 1
+
+    code, _, err = run("promote", "E", "--yes")
+
+    assert code == 1 and "The latest verify" in err and "failed" in err
+    assert "ACCOUNT_SCHEMA_V2_WRITES=false" in run.env_file.read_text()
+
+
+def test_a_slow_machine_clock_prints_no_negative_duration(run):
+    walk(run, *TO_E)
+    with machine_clock(-2):
+        walk(run, ("verify",))
+        code, _, err = run("promote", "E-steady", "--yes")
+    assert code == 1 and "E has held for 0 h 0" in err and "-" not in err.split("held for")[1].split("of the")[0]
+
+
+@pytest.mark.parametrize("hours, says", [(25, "25 h 00 min ahead of"), (-2, "2 h 00 min behind")])
+def test_status_warns_when_the_machine_clock_is_off_the_servers(run, hours, says):
+    assert "clock " not in run("status")[1]
+    with machine_clock(hours):
+        code, out, _ = run("status")
+    assert code == 0 and f"This machine's clock is {says} the database server's" in out
