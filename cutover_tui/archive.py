@@ -6,10 +6,11 @@ transaction; the console itself never drops a `platform_*` table.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import psycopg
+from pglast import ast, enums, parse_sql
+from pglast.parser import ParseError
 from pydantic import BaseModel
 
 from . import journal
@@ -35,10 +36,56 @@ def plan_archive(session: Session) -> ArchivePlan:
         sql = path.read_text(encoding="utf-8")
     except OSError:
         raise CutoverError(f"The archive SQL {path} cannot be read; restore it from the repository.") from None
-    statements = re.sub(r"--[^\n]*", "", sql)
-    if re.search(r"\bdrop\s+(table|schema|index)\b", statements, re.IGNORECASE):
-        raise CutoverError(f"The archive SQL {path} contains DROP; the archive only moves tables, so it is refused.")
+    check_archive_sql(sql, path)
     return ArchivePlan(database=session.database_name, path=path, sql=sql)
+
+
+_TRANSACTION = (enums.TransactionStmtKind.TRANS_STMT_BEGIN, enums.TransactionStmtKind.TRANS_STMT_START,
+                enums.TransactionStmtKind.TRANS_STMT_COMMIT)
+
+
+# SYSTEM.md §8: the seven legacy tables the archive moves (and nothing else: v2 stays put).
+ARCHIVED_TABLES = ("platform_workspaces", "platform_workspace_members", "platform_managed_users", "platform_books",
+                   "platform_book_snapshots", "platform_audit_events", "platform_permissions")
+
+
+def _moves_only(statement: ast.Node) -> bool:
+    """BEGIN/COMMIT, CREATE SCHEMA (nothing inside it), and ALTER TABLE … SET SCHEMA | RENAME TO
+    of a legacy table."""
+    match statement:
+        case ast.TransactionStmt():
+            return statement.kind in _TRANSACTION
+        case ast.CreateSchemaStmt():
+            return not statement.schemaElts
+        case ast.AlterObjectSchemaStmt():
+            return (statement.objectType == enums.ObjectType.OBJECT_TABLE
+                    and statement.relation.relname in ARCHIVED_TABLES)
+        case ast.RenameStmt():
+            return (statement.renameType == enums.ObjectType.OBJECT_TABLE
+                    and statement.relation.relname in ARCHIVED_TABLES)
+    return False
+
+
+def check_archive_sql(sql: str, path: Path) -> None:
+    """Read the file with Postgres's own parser (pglast): the archive only moves and renames
+    tables, so any other statement (DROP however spelt, TRUNCATE, DELETE, dynamic SQL in a DO
+    block) refuses the whole file, naming the statement."""
+    try:
+        statements = parse_sql(sql)
+    except ParseError as exc:
+        raise CutoverError(f"The archive SQL {path} does not parse as SQL ({exc}); restore it from the "
+                           "repository.") from None
+    encoded = sql.encode("utf-8")  # the parser's offsets count bytes
+    for raw in statements:
+        if not _moves_only(raw.stmt):
+            start = raw.stmt_location
+            text = encoded[start:start + raw.stmt_len if raw.stmt_len else None].decode("utf-8", "replace")
+            shown = " ".join(text.split())
+            raise CutoverError(
+                f"The archive SQL {path} holds a statement the archive may not run "
+                f"({type(raw.stmt).__name__}: {shown[:120]}{'…' if len(shown) > 120 else ''}); it may only "
+                "BEGIN/COMMIT, CREATE SCHEMA and ALTER TABLE … SET SCHEMA or RENAME TO of the legacy "
+                "platform_* tables, so it is refused.")
 
 
 def run_archive(session: Session, plan: ArchivePlan, confirm: str) -> journal.JournalEntry:

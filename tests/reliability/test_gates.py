@@ -16,6 +16,10 @@ One clock: the gates take every time from the database server (reports are stamp
 a console whose machine clock is 25 h fast or 2 h slow opens no gate early, hides no newer
 failing verify and prints no negative duration; `status` warns when the clocks differ.
 
+The archive guard: the file is read with Postgres's own parser; only BEGIN/COMMIT, CREATE SCHEMA
+and ALTER TABLE … SET SCHEMA | RENAME TO of the legacy tables pass, anything else (DROP however
+spelt, TRUNCATE, DELETE, dynamic SQL) refuses the whole file, naming the statement.
+
 Who did it: `--operator` is one printable line of at most 64 characters; each journal row also
 holds the database's session and current user, the client address and the machine's user and
 host; a line break in a stored name never forges a line of `cutover journal`.
@@ -30,10 +34,13 @@ import psycopg
 import pytest
 import time_machine
 from conftest import ROOT, CliRun
+from helpers import age_journal, record_report
 
 from cutover_tui.cli import main
 
 from cutover_tui import journal
+from cutover_tui.archive import check_archive_sql
+from cutover_tui.errors import CutoverError
 from cutover_tui.session import Settings, resolve_settings
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.dashboard import DashboardScreen
@@ -311,3 +318,67 @@ def test_status_warns_when_the_machine_clock_is_off_the_servers(run, hours, says
     with machine_clock(hours):
         code, out, _ = run("status")
     assert code == 0 and f"This machine's clock is {says} the database server's" in out
+
+
+ARCHIVE = ROOT / "sql" / "manual" / "0009_legacy_archive_platform_tables.sql"
+COMMIT = "\nCOMMIT;"
+
+
+@pytest.mark.parametrize("inserted, named", [
+    ("DROP/**/TABLE platform_books;", "DropStmt: DROP/**/TABLE platform_books"),
+    ("drop\ttable\nplatform_books;", "DropStmt: drop table platform_books"),
+    ("TRUNCATE platform_books;", "TruncateStmt"),
+    ("DELETE FROM public.platform_books;", "DeleteStmt"),
+    ("DO $$ BEGIN EXECUTE 'DROP ' || 'TABLE platform_books'; END $$;", "DoStmt"),
+    ("ALTER TABLE legacy.platform_books_legacy DROP COLUMN name;", "AlterTableStmt"),
+    ("ALTER TABLE IF EXISTS public.accounts SET SCHEMA legacy;", "AlterObjectSchemaStmt"),
+    ("CREATE SCHEMA sneaky CREATE TABLE t (id int);", "CreateSchemaStmt"),
+    ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity;", "SelectStmt"),
+])
+def test_the_archive_file_may_only_move_and_rename_the_legacy_tables(inserted, named):
+    text = ARCHIVE.read_text(encoding="utf-8").replace(COMMIT, f"\n{inserted}{COMMIT}")
+    with pytest.raises(CutoverError) as caught:
+        check_archive_sql(text, ARCHIVE)
+    assert named in str(caught.value) and "so it is refused" in str(caught.value)
+
+
+def test_the_shipped_archive_file_passes_and_a_broken_one_is_refused():
+    check_archive_sql(ARCHIVE.read_text(encoding="utf-8"), ARCHIVE)
+    with pytest.raises(CutoverError, match="does not parse as SQL"):
+        check_archive_sql("ALTER TABL platform_books SET SCHEMA legacy;", ARCHIVE)
+
+
+def test_a_tampered_archive_file_archives_nothing_even_with_every_gate_open(capsys, run, tmp_path):
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "manual").mkdir(parents=True)
+    (sql_dir / "0005_accounts_v2_schema.sql").write_bytes((ROOT / "sql" / "0005_accounts_v2_schema.sql").read_bytes())
+    (sql_dir / "manual" / ARCHIVE.name).write_text(
+        ARCHIVE.read_text(encoding="utf-8").replace(COMMIT, f"\nDROP/**/TABLE legacy.platform_books_legacy;{COMMIT}"))
+    runbook = runbook_variant(tmp_path, (f'sql_dir = "{ROOT / "sql"}"', f'sql_dir = "{sql_dir}"'))
+    url = run.database_url
+
+    def ok(*command):
+        code, _, err = run_with(capsys, run, runbook, *command)
+        assert code == 0, (command, err)
+
+    record_report(url, "backfill", ok=True)
+    record_report(url, "verify", ok=True, stage="B")
+    ok("promote", "C", "--yes")
+    ok("promote", "D", "--yes")
+    record_report(url, "verify", ok=True, stage="D")
+    ok("promote", "E", "--yes")
+    age_journal(url, 25)
+    record_report(url, "verify", ok=True, stage="E")
+    ok("promote", "E-steady", "--yes")
+    ok("close-rollback-window")
+    for _ in range(3):
+        record_report(url, "verify", ok=True, stage="E'")
+    dbname = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+
+    code, out, err = run_with(capsys, run, runbook, "archive", "--confirm", dbname)
+
+    assert code == 1 and out == "" and "DropStmt: DROP/**/TABLE legacy.platform_books_legacy" in err
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('public.platform_books')").fetchone()[0] == "platform_books"
+        assert conn.execute("SELECT to_regnamespace('legacy')").fetchone()[0] is None
+    assert "archive" not in actions(url)
