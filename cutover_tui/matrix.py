@@ -158,7 +158,8 @@ def assess(facts: Facts, runbook: Runbook) -> Assessment:
     ]
     if not legal or facts.hand_edited:
         restore = nearest_legal(facts.flags, runbook, facts.archived, facts.recorded_flags) if not legal else facts.recorded_flags
-        steps.append(Step(action="restore-flags", flags_after=restore, allowed=True))
+        reasons = gates.restore(restore)
+        steps.append(Step(action="restore-flags", flags_after=restore, allowed=not reasons, reasons=tuple(reasons)))
     if facts.recorded_flags is not None:
         expected = facts.recorded_flags
     elif stage in ("C", "D", "E", "E'", "F"):
@@ -296,6 +297,25 @@ class _Gates:
             reasons += self._latest_verify_since(facts.rollback_opened_at, "the rollback was opened")
         return self._step("promote", reasons, target, flags_after)
 
+    def restore(self, restore: Flags) -> list[str]:
+        """Putting flags back may not do what a promotion could not: turning v2 reads on needs
+        C's gates, and v2 writes go back on only through the promotion to E (after the archive,
+        E' is the only row left, and putting it back is always allowed)."""
+        facts, reasons = self.facts, []
+        if facts.archived:
+            return reasons
+        if restore.writes and not facts.flags.writes:
+            reasons.append(f"Restoring {restore.short()} would turn v2 writes back on without the gates: "
+                           "promote to E through the console after a passing verify instead.")
+        elif restore.reads and not facts.flags.reads:
+            if facts.backfill is None or not facts.backfill.ok:
+                reasons.append(f"Restoring {restore.short()} would turn v2 reads on, but the backfill is not "
+                               "clean: fix it and re-run the backfill first.")
+            else:
+                since = max(filter(None, (facts.backfill.at, facts.rollback_opened_at)))
+                reasons += self._latest_verify_since(since, "the flags were last changed or the backfill ran")
+        return reasons
+
     def rollback_flags(self, keep_dual_write: bool = True) -> Flags | None:
         path = self.runbook.rollback_path(self.stage) if self.stage else None
         if path is None:
@@ -356,6 +376,17 @@ def _hours(delta: timedelta) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def hand_rollback(facts: Facts, runbook: Runbook) -> Flags | None:
+    """A hand edit that turned WRITES off after the console wrote WRITES=true is the rollback
+    after write cutover, whoever made it: the flags to journal it with (every WRITES=false row is
+    legal), or None. Once journaled, v2 writes go back on only through the promotion to E."""
+    recorded = facts.recorded_flags
+    if (recorded is not None and recorded.writes and not facts.flags.writes and not facts.archived
+            and is_legal(facts.flags, runbook)):
+        return facts.flags
+    return None
+
+
 def rollback_flags(facts: Facts, runbook: Runbook, keep_dual_write: bool = True) -> Flags | None:
     """The flags the rollback path of the current stage leads to, or None if there is none."""
     stage = current_stage(facts, runbook)
@@ -364,4 +395,4 @@ def rollback_flags(facts: Facts, runbook: Runbook, keep_dual_write: bool = True)
 
 
 __all__ = ["STAGE_ORDER", "Facts", "ReportFact", "BackfillFact", "VerifyFact", "Step", "Assessment", "assess",
-           "current_stage", "is_legal", "nearest_legal", "rollback_flags", "verify_stage"]
+           "current_stage", "hand_rollback", "is_legal", "nearest_legal", "rollback_flags", "verify_stage"]

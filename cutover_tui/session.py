@@ -18,16 +18,26 @@ import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from . import journal, lock
-from .db import connect, database_name, ensure_console_schema, lock_blocker, redact, redact_url, server_now
+from .db import (
+    OPERATOR_LOCK_KEY,
+    connect,
+    database_name,
+    ensure_console_schema,
+    lock_blocker,
+    redact,
+    redact_url,
+    server_now,
+)
 from .display import one_line
 from .envfile import EnvFile, read_env_file
 from .errors import BadInput, CutoverError, DatabaseUnreachable
 from .flags import Flags
-from .matrix import Assessment, Facts, assess
+from .matrix import Assessment, Facts, assess, hand_rollback
 from .runbook import Runbook, load_runbook
 from .state import load_facts
 
 
+HAND_ROLLBACK_KEY = OPERATOR_LOCK_KEY + 2  # one console journals a hand-made rollback
 OPERATOR_MAX = 64  # characters of --operator (or $USER): it names a person in the journal
 
 
@@ -165,7 +175,26 @@ class Session:
     def facts(self, env: EnvFile | None = None, now: datetime | None = None) -> Facts:
         env = env or self.read_env()
         flags = Flags.from_env({name: value.value for name, value in env.flags.items()})
-        return load_facts(self.conn, flags, self.runbook, now or server_now(self.conn))
+        facts = load_facts(self.conn, flags, self.runbook, now or server_now(self.conn))
+        if hand_rollback(facts, self.runbook) is not None and self._journal_hand_rollback(facts):
+            facts = load_facts(self.conn, flags, self.runbook, now or server_now(self.conn))
+        return facts
+
+    def _journal_hand_rollback(self, seen: Facts) -> bool:
+        """Journal a hand edit that turned WRITES off after E as the rollback after write cutover,
+        once, by the first console that sees it; a console that may not write leaves it to another."""
+        try:
+            with self.conn.transaction():
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (HAND_ROLLBACK_KEY,))
+                last = journal.last_of(self.conn, journal.FLAG_WRITING_ACTIONS)
+                if last is None or last.flags_after != seen.recorded_flags:
+                    return True  # another console journaled it (or wrote flags) meanwhile
+                self.record("rollback-opened", flags_before=seen.recorded_flags, flags_after=seen.flags,
+                            detail={"path": "after-write-cutover", "by": "a hand edit of the env file",
+                                    "env_file": str(self.settings.env_file)})
+            return True
+        except psycopg.errors.InsufficientPrivilege:
+            return False
 
     def assess(self, env: EnvFile | None = None) -> Assessment:
         return assess(self.facts(env), self.runbook)

@@ -16,6 +16,10 @@ One clock: the gates take every time from the database server (reports are stamp
 a console whose machine clock is 25 h fast or 2 h slow opens no gate early, hides no newer
 failing verify and prints no negative duration; `status` warns when the clocks differ.
 
+A hand-made WRITES=false after E is the rollback after write cutover: journaled as such (once)
+by the first console that sees it, so that WRITES=true comes back only through the promotion to E
+and its verify, never through restore-flags.
+
 The archive guard: the file is read with Postgres's own parser; only BEGIN/COMMIT, CREATE SCHEMA
 and ALTER TABLE … SET SCHEMA | RENAME TO of the legacy tables pass, anything else (DROP however
 spelt, TRUNCATE, DELETE, dynamic SQL) refuses the whole file, naming the statement.
@@ -115,15 +119,6 @@ def test_repair_is_refused_while_v2_is_the_write_primary(run, stage):
     with psycopg.connect(run.database_url) as conn:
         assert conn.execute("SELECT id, display_name FROM identities WHERE id = %s", (renamed[0],)).fetchone() == renamed
     assert actions(run.database_url) == before
-
-
-def test_repair_is_refused_after_a_hand_edit_turned_writes_off_at_e(run):
-    """The API reads its flags at start: a file edited to WRITES=false may still be writing v2."""
-    walk(run, *TO_E)
-    run.env_file.write_text(run.env_file.read_text().replace("ACCOUNT_SCHEMA_V2_WRITES=true",
-                                                             "ACCOUNT_SCHEMA_V2_WRITES=false"))
-    code, _, err = run("verify", "--repair")
-    assert code == 1 and "The console last wrote WRITES=true" in err
 
 
 def test_a_repair_where_it_is_allowed_is_journaled_as_repair_with_its_rows(run):
@@ -382,3 +377,24 @@ def test_a_tampered_archive_file_archives_nothing_even_with_every_gate_open(caps
         assert conn.execute("SELECT to_regclass('public.platform_books')").fetchone()[0] == "platform_books"
         assert conn.execute("SELECT to_regnamespace('legacy')").fetchone()[0] is None
     assert "archive" not in actions(url)
+
+
+def test_a_hand_made_writes_false_after_e_is_a_rollback_and_writes_return_only_through_the_gates(run):
+    walk(run, *TO_E)
+    text = run.env_file.read_text()
+    run.env_file.write_text(text.replace("ACCOUNT_SCHEMA_V2_WRITES=true", "ACCOUNT_SCHEMA_V2_WRITES=false"))
+
+    for _ in range(2):  # seen twice, journaled once
+        code, out, _ = run("status")
+        assert code == 0 and "rollback   OPEN" in out
+    with psycopg.connect(run.database_url) as conn:
+        rollbacks = [e for e in journal.entries(conn) if e.action == "rollback-opened"]
+    assert len(rollbacks) == 1 and rollbacks[0].detail["path"] == "after-write-cutover"
+    assert rollbacks[0].flags_before.writes and not rollbacks[0].flags_after.writes
+
+    code, _, err = run("restore-flags", "--yes")
+    assert code == 1 and "ACCOUNT_SCHEMA_V2_WRITES=false" in run.env_file.read_text()
+    code, _, err = run("promote", "E", "--yes")
+    assert code == 1 and "No verify has run since" in err
+    walk(run, ("verify",), ("promote", "E", "--yes"))
+    assert "ACCOUNT_SCHEMA_V2_WRITES=true" in run.env_file.read_text()
