@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
+from .db import SEARCH_PATH
 from .errors import BadInput, CutoverError, Refused
 from .mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_filter, row_hash, source_query
 
@@ -265,6 +266,7 @@ class Backfill:
 
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.url, autocommit=True, application_name="cutover backfill")
+        conn.execute(f"SET search_path = {SEARCH_PATH}")  # as every console session: see db.connect
         # Never queue behind an application's row lock for long: fail the batch instead.
         conn.execute("SET lock_timeout = '5s'")
         # One worker per core already: a parallel plan per range would only contend.

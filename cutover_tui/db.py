@@ -16,6 +16,8 @@ from psycopg import conninfo
 from .errors import BadInput, CutoverError, DatabaseUnreachable
 
 CONSOLE_SCHEMA = "cutover"
+# The catalog is searched first when it is not named; creation goes to public (the API's migrations).
+SEARCH_PATH = "public, pg_temp"
 OLDEST_SERVER = 15  # production runs 17; every statement of the console runs on 15 to 18
 
 # The console's own tables, as numbered steps: a database that holds an older console
@@ -143,6 +145,11 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
             f"Cannot connect to {redact_url(url)} ({reason}); check --database-url or "
             "DATABASE_URL and that the server is up."
         ) from None
+    # Names resolve the same for every console session, whatever the role's own search_path:
+    # the catalog first, the API's tables, and temporary tables last (never shadowing either).
+    conn.execute(f"SET search_path = {SEARCH_PATH}")
+    if not autocommit:
+        conn.commit()  # a session setting: it holds after the transaction the SET opened
     version = conn.info.server_version  # e.g. 170002 for 17.2
     if version < OLDEST_SERVER * 10000:
         conn.close()
@@ -172,11 +179,56 @@ def lock_blocker(conn: psycopg.Connection) -> tuple[str, int, str] | None:
         ORDER BY l.mode = 'AccessExclusiveLock' DESC, c.relname, l.pid LIMIT 1""").fetchone()
 
 
+# Objects in or on the `cutover` schema the console did not make, or that another role owns: a
+# role that pre-created the schema could run its trigger as the operator, or forge the journal.
+_FOREIGN_OBJECTS = """
+    WITH RECURSIVE mine(oid) AS (  -- the roles this one is a member of (a superuser's too: no bypass)
+        SELECT oid FROM pg_roles WHERE rolname = current_user
+        UNION SELECT m.roleid FROM pg_auth_members m JOIN mine ON m.member = mine.oid)
+    SELECT * FROM (
+        SELECT 0 AS rank, 'schema cutover' AS what, pg_get_userbyid(n.nspowner) AS owner
+        FROM pg_namespace n WHERE n.oid = %(ns)s AND n.nspowner NOT IN (SELECT oid FROM mine)
+        UNION ALL
+        SELECT 1, CASE c.relkind WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view '
+                                 WHEN 'f' THEN 'foreign table ' ELSE 'table ' END || 'cutover.' || c.relname,
+               pg_get_userbyid(c.relowner)
+        FROM pg_class c WHERE c.relnamespace = %(ns)s
+          AND (c.relkind IN ('v', 'm', 'f') OR c.relowner NOT IN (SELECT oid FROM mine))
+        UNION ALL
+        SELECT 2, 'function cutover.' || p.proname, pg_get_userbyid(p.proowner)
+        FROM pg_proc p WHERE p.pronamespace = %(ns)s
+        UNION ALL
+        SELECT 3, 'trigger ' || t.tgname || ' on cutover.' || c.relname, pg_get_userbyid(c.relowner)
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = %(ns)s AND NOT t.tgisinternal
+        UNION ALL
+        SELECT 4, 'rule ' || r.rulename || ' on cutover.' || c.relname, pg_get_userbyid(c.relowner)
+        FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class WHERE c.relnamespace = %(ns)s AND c.relkind <> 'v'
+        UNION ALL
+        SELECT 5, 'policy ' || p.polname || ' on cutover.' || c.relname, pg_get_userbyid(c.relowner)
+        FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE c.relnamespace = %(ns)s
+    ) found ORDER BY rank, what LIMIT 1"""
+
+
+def refuse_a_foreign_console_schema(conn: psycopg.Connection) -> None:
+    """The console trusts only a `cutover` schema of its own: one sentence naming the first object
+    that is not (the console makes no function, view, trigger, rule or policy)."""
+    namespace = conn.execute("SELECT to_regnamespace('cutover')::oid").fetchone()[0]
+    if namespace is None:
+        return
+    found = conn.execute(_FOREIGN_OBJECTS, {"ns": namespace}).fetchone()
+    if found is not None:
+        _, what, owner = found
+        raise CutoverError(f"The {what} (owner {owner}) is not the console's own, so the console will not use the "
+                           "cutover schema: have a database owner inspect and remove it, then run the command again.",
+                           title="Foreign console schema")
+
+
 def ensure_console_schema(conn: psycopg.Connection) -> None:
-    """Bring the console's own schema up to date (idempotent)."""
+    """Bring the console's own schema up to date (idempotent), after refusing one that is not its own."""
     with conn.transaction():
         # Serialise concurrent first runs: CREATE ... IF NOT EXISTS still races.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (OPERATOR_LOCK_KEY + 1,))
+        refuse_a_foreign_console_schema(conn)
         conn.execute("CREATE SCHEMA IF NOT EXISTS cutover")
         conn.execute("CREATE TABLE IF NOT EXISTS cutover.schema_version (version integer NOT NULL)")
         current = conn.execute("SELECT max(version) FROM cutover.schema_version").fetchone()[0] or 0

@@ -20,6 +20,11 @@ A hand-made WRITES=false after E is the rollback after write cutover: journaled 
 by the first console that sees it, so that WRITES=true comes back only through the promotion to E
 and its verify, never through restore-flags.
 
+A `cutover` schema someone else made: a role that pre-creates it (its tables, a trigger on the
+journal) would run its trigger as the operator and could forge the journal; the console refuses
+any such schema, table, function, view, trigger, rule or policy in one sentence naming the owner
+and the object, before running anything in it.
+
 The archive guard: the file is read with Postgres's own parser; only BEGIN/COMMIT, CREATE SCHEMA
 and ALTER TABLE … SET SCHEMA | RENAME TO of the legacy tables pass, anything else (DROP however
 spelt, TRUNCATE, DELETE, dynamic SQL) refuses the whole file, naming the statement.
@@ -398,3 +403,100 @@ def test_a_hand_made_writes_false_after_e_is_a_rollback_and_writes_return_only_t
     assert code == 1 and "No verify has run since" in err
     walk(run, ("verify",), ("promote", "E", "--yes"))
     assert "ACCOUNT_SCHEMA_V2_WRITES=true" in run.env_file.read_text()
+
+
+def _fresh_api_database(pg_server_url) -> str:
+    """An API database (legacy schema, seeded) with no console schema yet."""
+    from cutover_tui.demo.embedded import create_database
+    from cutover_tui.demo.seed import seed_legacy
+    from cutover_tui.migrate import apply_legacy_baseline
+
+    import uuid
+    url = create_database(pg_server_url, f"gate_{uuid.uuid4().hex[:8]}")
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_legacy_baseline(conn, ROOT / "sql")
+        seed_legacy(conn, SMALL, clean=True)
+    return url
+
+
+def _as(url: str, role: str) -> str:
+    return url.replace("postgres:@", f"{role}:@", 1)
+
+
+@pytest.fixture
+def mallory(pg_server_url):
+    """A role that may create schemas in the database, and nothing else."""
+    import uuid
+    name = f"mallory_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN")
+    return name
+
+
+TRAP = """
+    CREATE SCHEMA cutover;
+    CREATE TABLE cutover.journal (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(),
+        operator text NOT NULL, action text NOT NULL, detail jsonb NOT NULL DEFAULT '{{}}', flags_before jsonb,
+        flags_after jsonb, report_id text);
+    CREATE FUNCTION cutover.grab() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN EXECUTE 'GRANT SELECT ON public.auth_users TO {role}'; RETURN NEW; END $$;
+    CREATE TRIGGER grab BEFORE INSERT ON cutover.journal FOR EACH ROW EXECUTE FUNCTION cutover.grab();
+"""
+
+
+def test_a_cutover_schema_another_role_made_is_refused_and_its_trigger_never_runs(capsys, pg_server_url, env_file,
+                                                                                   mallory):
+    url = _fresh_api_database(pg_server_url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"GRANT CREATE ON DATABASE {psycopg.conninfo.conninfo_to_dict(url)['dbname']} TO {mallory}")
+    with psycopg.connect(_as(url, mallory), autocommit=True) as conn:
+        conn.execute(TRAP.format(role=mallory))
+    run = CliRun(capsys, url, env_file)
+    for command in (("status",), ("migrate",)):
+        code, out, err = run(*command)
+        assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+        assert f"The schema cutover (owner {mallory}) is not the console's own" in err
+    with psycopg.connect(url) as conn:
+        assert not conn.execute("SELECT has_table_privilege(%s, 'public.auth_users', 'SELECT')", (mallory,)).fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM cutover.journal").fetchone()[0] == 0
+        assert conn.execute("SELECT to_regclass('public.accounts')").fetchone()[0] is None
+
+
+@pytest.mark.parametrize("plant, named", [
+    ("CREATE VIEW cutover.latest AS SELECT 1 AS ok", "view cutover.latest"),
+    ("CREATE FUNCTION cutover.f() RETURNS int LANGUAGE sql AS 'SELECT 1'", "function cutover.f"),
+    ("CREATE FUNCTION cutover.t() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; "
+     "CREATE TRIGGER t BEFORE INSERT ON cutover.reports FOR EACH ROW EXECUTE FUNCTION cutover.t()", "function cutover.t"),
+    ("CREATE RULE r AS ON INSERT TO cutover.journal DO ALSO NOTIFY cutover", "rule r on cutover.journal"),
+    ("ALTER TABLE cutover.reports ENABLE ROW LEVEL SECURITY; CREATE POLICY p ON cutover.reports USING (ok)",
+     "policy p on cutover.reports"),
+])
+def test_an_object_the_console_did_not_make_in_its_schema_is_refused(run, plant, named):
+    with psycopg.connect(run.database_url, autocommit=True) as conn:
+        conn.execute(plant)
+    code, out, err = run("status")
+    assert code == 1 and out == "" and named in err and "(owner postgres)" in err
+
+
+def test_a_table_in_the_console_schema_owned_by_another_role_is_refused(capsys, pg_server_url, env_file, mallory):
+    url = _fresh_api_database(pg_server_url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA cutover; GRANT USAGE, CREATE ON SCHEMA cutover TO {mallory}")
+    with psycopg.connect(_as(url, mallory), autocommit=True) as conn:
+        conn.execute("CREATE TABLE cutover.reports (id text PRIMARY KEY)")
+    code, _, err = CliRun(capsys, url, env_file)("status")
+    assert code == 1 and f"The table cutover.reports (owner {mallory}) is not the console's own" in err
+
+
+def test_every_console_session_has_its_search_path_pinned(run):
+    """A role whose own search_path puts a schema of its choosing first changes nothing."""
+    from cutover_tui.db import connect
+
+    with psycopg.connect(run.database_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA shadow; CREATE TABLE shadow.platform_workspaces (id text)")
+        conn.execute(f"ALTER ROLE postgres IN DATABASE {psycopg.conninfo.conninfo_to_dict(run.database_url)['dbname']} "
+                     "SET search_path = shadow, public")
+    with connect(run.database_url) as conn:
+        assert conn.execute("SHOW search_path").fetchone()[0] == "public, pg_temp"
+        assert conn.execute("SELECT count(*) FROM platform_workspaces").fetchone()[0] == SMALL
+    walk(run, ("backfill",))
