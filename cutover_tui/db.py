@@ -95,6 +95,8 @@ ALTER TABLE cutover.journal
     ADD COLUMN IF NOT EXISTS runbook jsonb;
 """)
 
+CONSOLE_SCHEMA_STEPS = len(_CONSOLE_STEPS)
+
 # One key per database for the operator lock; "cutover" spelled as an int8.
 OPERATOR_LOCK_KEY = 0x6375746F766572
 
@@ -221,6 +223,22 @@ def refuse_a_foreign_console_schema(conn: psycopg.Connection) -> None:
         raise CutoverError(f"The {what} (owner {owner}) is not the console's own, so the console will not use the "
                            "cutover schema: have a database owner inspect and remove it, then run the command again.",
                            title="Foreign console schema")
+
+
+def console_schema_version(conn: psycopg.Connection) -> int | None:
+    """The console schema's version, read without creating anything; None when it is absent."""
+    if conn.execute("SELECT to_regclass('cutover.schema_version')").fetchone()[0] is None:
+        return None
+    return conn.execute("SELECT coalesce(max(version), 0) FROM cutover.schema_version").fetchone()[0]
+
+
+def read_only_reason(conn: psycopg.Connection) -> str | None:
+    """Why this role may only watch (it cannot write the console's journal), or None."""
+    if conn.execute("SELECT has_table_privilege('cutover.journal', 'INSERT')").fetchone()[0]:
+        return None
+    role = conn.execute("SELECT current_user").fetchone()[0]
+    return (f"Role {role} may only read the console's state (it lacks INSERT on cutover.journal), so this "
+            "console watches and changes nothing: run it as the operator role to act.")
 
 
 def ensure_console_schema(conn: psycopg.Connection) -> None:

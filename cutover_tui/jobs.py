@@ -39,7 +39,7 @@ def run_job(session: Session, kind: reports.ReportKind, work: Callable[[], dict[
     when that step is allowed; the API read check only reads, so it has none."""
     action = action or kind
     facts = session.facts()
-    assessment = assess(facts, session.runbook)
+    assessment = session.watching(assess(facts, session.runbook))
     step = next((s for s in assessment.steps if s.action == action), None)
     if step is not None and not step.allowed:
         raise refuse(step)

@@ -19,18 +19,21 @@ from pydantic import BaseModel, ConfigDict
 
 from . import journal, lock
 from .db import (
+    CONSOLE_SCHEMA_STEPS,
     OPERATOR_LOCK_KEY,
     connect,
+    console_schema_version,
     database_name,
     ensure_console_schema,
     lock_blocker,
+    read_only_reason,
     redact,
     redact_url,
     server_now,
 )
 from .display import one_line
 from .envfile import EnvFile, read_env_file
-from .errors import BadInput, CutoverError, DatabaseUnreachable
+from .errors import BadInput, CutoverError, DatabaseUnreachable, Refused
 from .flags import Flags
 from .matrix import Assessment, Facts, assess, hand_rollback
 from .runbook import Runbook, load_runbook
@@ -86,9 +89,11 @@ class Session:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.conn: psycopg.Connection = connect(settings.database_url, autocommit=True)
+        # Set for a role that may only watch: every step is refused with it, nothing is written.
+        self.read_only: str | None = None
         try:
             self._refuse_a_foreign_database()
-            ensure_console_schema(self.conn)
+            self._open_console_schema()
         except CutoverError:
             self.close()
             raise
@@ -97,6 +102,21 @@ class Session:
             self.close()
             raise error from None
         self._locked = False
+
+    def _open_console_schema(self) -> None:
+        """Create or upgrade the console's schema only when it needs it; a role that can only read
+        an up-to-date one watches (nothing is created for it, so no CREATE privilege is asked)."""
+        if console_schema_version(self.conn) == CONSOLE_SCHEMA_STEPS:
+            self.read_only = read_only_reason(self.conn)
+            if self.read_only is not None:
+                return
+        try:
+            ensure_console_schema(self.conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            role = self.conn.execute("SELECT current_user").fetchone()[0]
+            raise CutoverError(f"Role {role} may not create or upgrade the console's schema "
+                               f"({str(exc).strip().splitlines()[0]}); run the console once as the operator role, "
+                               "or grant that privilege.") from None
 
     def _refuse_a_foreign_database(self) -> None:
         """The console's schema goes only where the account API's migrations ran (or already is):
@@ -176,7 +196,7 @@ class Session:
         env = env or self.read_env()
         flags = Flags.from_env({name: value.value for name, value in env.flags.items()})
         facts = load_facts(self.conn, flags, self.runbook, now or server_now(self.conn))
-        if hand_rollback(facts, self.runbook) is not None and self._journal_hand_rollback(facts):
+        if not self.read_only and hand_rollback(facts, self.runbook) is not None and self._journal_hand_rollback(facts):
             facts = load_facts(self.conn, flags, self.runbook, now or server_now(self.conn))
         return facts
 
@@ -197,14 +217,25 @@ class Session:
             return False
 
     def assess(self, env: EnvFile | None = None) -> Assessment:
-        return assess(self.facts(env), self.runbook)
+        return self.watching(assess(self.facts(env), self.runbook))
+
+    def watching(self, assessment: Assessment) -> Assessment:
+        """For a role that may only watch, every step refused with the privilege it lacks."""
+        if self.read_only is None:
+            return assessment
+        steps = tuple(step.model_copy(update={"allowed": False, "reasons": (*step.reasons, self.read_only)})
+                      for step in assessment.steps)
+        return assessment.model_copy(update={"steps": steps})
 
     def lock_holder(self) -> lock.LockHolder | None:
         return lock.holder(self.conn)
 
     @contextmanager
     def operator_lock(self) -> Iterator[None]:
-        """Hold the operator lock for a change; re-entrant within one session."""
+        """Hold the operator lock for a change; re-entrant within one session. A role that may
+        only watch is refused here, before anything is written."""
+        if self.read_only:
+            raise Refused(self.read_only)
         if self._locked:
             yield
             return

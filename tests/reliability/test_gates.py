@@ -25,6 +25,10 @@ journal) would run its trigger as the operator and could forge the journal; the 
 any such schema, table, function, view, trigger, rule or policy in one sentence naming the owner
 and the object, before running anything in it.
 
+Observers: a role with only SELECT on the tables and USAGE on `cutover` runs status, journal, diff
+and the console, read-only: nothing is created for it, and every action is refused naming the
+privilege it lacks.
+
 The archive guard: the file is read with Postgres's own parser; only BEGIN/COMMIT, CREATE SCHEMA
 and ALTER TABLE … SET SCHEMA | RENAME TO of the legacy tables pass, anything else (DROP however
 spelt, TRUNCATE, DELETE, dynamic SQL) refuses the whole file, naming the statement.
@@ -500,3 +504,57 @@ def test_every_console_session_has_its_search_path_pinned(run):
         assert conn.execute("SHOW search_path").fetchone()[0] == "public, pg_temp"
         assert conn.execute("SELECT count(*) FROM platform_workspaces").fetchone()[0] == SMALL
     walk(run, ("backfill",))
+
+
+@pytest.fixture
+def observer(pg_server_url, run):
+    """A role that may read the API's tables and the console's state, and nothing more."""
+    import uuid
+    name = f"observer_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN")
+    with psycopg.connect(run.database_url, autocommit=True) as conn:
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name}; GRANT USAGE ON SCHEMA cutover TO {name}; "
+                     f"GRANT SELECT ON ALL TABLES IN SCHEMA cutover TO {name}")
+        dbname = psycopg.conninfo.conninfo_to_dict(run.database_url)["dbname"]
+        conn.execute(f"REVOKE CREATE, TEMPORARY ON DATABASE {dbname} FROM PUBLIC")
+    return name
+
+
+def test_an_observer_reads_everything_and_is_told_why_it_may_change_nothing(capsys, run, observer, tmp_path):
+    walk(run, ("backfill",), ("verify", "--report", str(tmp_path / "v1.json")))
+    before = actions(run.database_url)
+    watcher = CliRun(capsys, _as(run.database_url, observer), run.env_file, operator="olivia")
+
+    code, out, err = watcher("status")
+    assert (code, err) == (0, "") and "✔" not in out and "lacks INSERT on cutover.journal" in out
+    code, out, _ = watcher("journal")
+    assert code == 0 and "backfill" in out
+    assert watcher("diff", str(tmp_path / "v1.json"), str(tmp_path / "v1.json"))[0] == 0
+    assert watcher("migrate")[1].startswith("Nothing to apply")  # Stage A is done: nothing to refuse
+    for command in (("promote", "C", "--yes"), ("backfill",), ("verify",), ("restore-flags", "--yes"),
+                    ("close-rollback-window",), ("recon",)):
+        code, out, err = watcher(*command)
+        assert code == 1 and len(err.strip().splitlines()) == 1, (command, err)
+        assert f"Role {observer} may only read" in err or "nothing to restore" in err, (command, err)
+    assert actions(run.database_url) == before
+    assert "ACCOUNT_SCHEMA_V2_READS=false" in run.env_file.read_text()
+
+
+@pytest.mark.anyio
+async def test_the_console_of_an_observer_dims_every_key_and_says_why(capsys, run, observer):
+    walk(run, ("backfill",), ("verify",))
+    settings = resolve_settings(runbook_path=ROOT / "runbook.toml", env_file=run.env_file,
+                                database_url=_as(run.database_url, observer), operator="olivia", environ={})
+    app = make_app(settings)
+    async with app.run_test(size=(160, 50), notifications=True) as pilot:
+        for _ in range(3):
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+        await pilot.press("c")
+        for _ in range(3):
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+        shown = " ".join(toast.render().plain for toast in app.screen.query("Toast"))
+        assert isinstance(app.screen, DashboardScreen) and "may only read the console's state" in shown
+    assert "ACCOUNT_SCHEMA_V2_READS=false" in run.env_file.read_text()
