@@ -158,7 +158,7 @@ def main() -> int:
     for version in args.postgres:
         small = run_size("S", args.keep, version) if args.size == "M" else None
         results[version] = checks(run_size(args.size, args.keep, version), small)
-    results_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     failed = 0
     print(f"\n{'':6}{'ratio':<44}" + "".join(f"{'pg' + str(v):>10}" for v in results) + "  target")
     for row, (name, _, op, limit) in enumerate(next(iter(results.values()))):
@@ -167,9 +167,9 @@ def main() -> int:
         failed += not ok
         print(f"{'PASS' if ok else 'FAIL':<6}{name:<44}" + "".join(f"{value:>10.3f}" for value in values)
               + f"  {op} {limit}")
-    ok = results_rss <= 200
+    ok = peak_rss <= 200
     failed += not ok
-    print(f"{'PASS' if ok else 'FAIL':<6}{'peak RSS of the whole run (MB)':<44}{results_rss:>10.1f}  <= 200")
+    print(f"{'PASS' if ok else 'FAIL':<6}{'peak RSS of the whole run (MB)':<44}{peak_rss:>10.1f}  <= 200")
     return 1 if failed else 0
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from . import journal
 from .errors import BadInput, CutoverError
+from .mapping import TABLES
 from .session import Session
 from .transitions import refuse
 
@@ -44,9 +45,9 @@ _TRANSACTION = (enums.TransactionStmtKind.TRANS_STMT_BEGIN, enums.TransactionStm
                 enums.TransactionStmtKind.TRANS_STMT_COMMIT)
 
 
-# SYSTEM.md §8: the seven legacy tables the archive moves (and nothing else: v2 stays put).
-ARCHIVED_TABLES = ("platform_workspaces", "platform_workspace_members", "platform_managed_users", "platform_books",
-                   "platform_book_snapshots", "platform_audit_events", "platform_permissions")
+# SYSTEM.md §8: the legacy tables the archive moves, the mapped six and the permissions (nothing
+# else: v2 stays put).
+ARCHIVED_TABLES = (*(table.legacy for table in TABLES), "platform_permissions")
 
 
 def _moves_only(statement: ast.Node) -> bool:
@@ -102,6 +103,5 @@ def run_archive(session: Session, plan: ArchivePlan, confirm: str) -> journal.Jo
         except psycopg.Error as exc:
             session.conn.execute("ROLLBACK")  # the file's own BEGIN left a failed transaction
             raise session.database_error(exc) from None
-        return session.record("archive",
-                              detail={"file": plan.path.name, "database": plan.database},
+        return session.record("archive", detail={"file": plan.path.name, "database": plan.database},
                               flags_before=assessment.flags, flags_after=assessment.flags)

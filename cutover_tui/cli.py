@@ -74,8 +74,8 @@ def render_status(status: Status) -> str:
         if value.odd:
             lines.append(f"           {value.name}={value.raw!r} is not a boolean the API knows; it reads as false")
     lines.append(f"rollback   {'OPEN' if a.rollback_open else 'none open'}")
-    if status.clock_warning():
-        lines.append(f"clock      {status.clock_warning()}")
+    if warning := status.clock_warning():
+        lines.append(f"clock      {warning}")
     lines.append("lock       " + (f"held by {one_line(status.lock_holder.describe())}" if status.lock_holder else "free"))
     for label, report in (("backfill", status.last_backfill), ("verify", status.last_verify)):
         summary = (f"{report.generated_at:%Y-%m-%d %H:%M:%S} {'ok' if report.ok else 'FAILED'}"
@@ -375,9 +375,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                     database_url=demo.database_url, operator=args.operator,
                                     report_dir=demo.report_dir)
         account, user, cookie = demo_session(api, demo.database_url)
-        with connect(demo.database_url) as conn:
-            server = f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0].split()[0]}"
-        notice = f"embedded {server} · stand-in API {api} · cookie for {user}: {cookie}"
+        notice = f"embedded PostgreSQL {demo.server_version} · stand-in API {api} · cookie for {user}: {cookie}"
         if not args.no_tui and _on_a_terminal():
             return run_console(settings, notice, jobs.ApiTarget(api=api, cookie=cookie),
                                TrafficSwitch(api, demo.database_url, exclude={account}))

@@ -83,8 +83,8 @@ CREATE TABLE IF NOT EXISTS cutover.operator_lock (
     client text NOT NULL
 );
 """, """
--- Who did it, and under which runbook file. Who, beyond the --operator name: the database's own view of the session (filled by
--- the server, not the console) and the operating-system user and host of the console.
+-- Who did it beyond the --operator name (the database's own view of the session, filled by the
+-- server; the console's operating-system user and host), and under which runbook file.
 ALTER TABLE cutover.journal
     ADD COLUMN IF NOT EXISTS db_session_user text DEFAULT session_user,
     ADD COLUMN IF NOT EXISTS db_current_user text DEFAULT current_user,
@@ -147,17 +147,17 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
             f"Cannot connect to {redact_url(url)} ({reason}); check --database-url or "
             "DATABASE_URL and that the server is up."
         ) from None
-    # Names resolve the same for every console session, whatever the role's own search_path:
-    # the catalog first, the API's tables, and temporary tables last (never shadowing either).
-    conn.execute(f"SET search_path = {SEARCH_PATH}")
-    if not autocommit:
-        conn.commit()  # a session setting: it holds after the transaction the SET opened
     version = conn.info.server_version  # e.g. 170002 for 17.2
     if version < OLDEST_SERVER * 10000:
         conn.close()
         raise BadInput(f"The server at {redact_url(url)} runs PostgreSQL {version // 10000}.{version % 10000}, and "
                        f"the console supports PostgreSQL {OLDEST_SERVER} to 18; upgrade the server or point "
                        "--database-url at a supported one. Nothing was written.")
+    # Names resolve the same for every console session, whatever the role's own search_path:
+    # the catalog first, the API's tables, and temporary tables last (never shadowing either).
+    conn.execute(f"SET search_path = {SEARCH_PATH}")
+    if not autocommit:
+        conn.commit()  # a session setting: it holds after the transaction the SET opened
     return conn
 
 

@@ -291,7 +291,7 @@ class _Gates:
                     held = facts.now - since
                     if held < period:
                         reasons.append(
-                            f"E has held for {_hours(held)} of the {_hours(period)} confidence "
+                            f"E has held for {hours(held)} of the {hours(period)} confidence "
                             f"period; wait until {_stamp(since + period)}.")
         if facts.rollback_open and not reasons:
             reasons += self._latest_verify_since(facts.rollback_opened_at, "the rollback was opened")
@@ -313,7 +313,7 @@ class _Gates:
                                "clean: fix it and re-run the backfill first.")
             else:
                 since = max(filter(None, (facts.backfill.at, facts.rollback_opened_at)))
-                reasons += self._latest_verify_since(since, "the flags were last changed or the backfill ran")
+                reasons += self._latest_verify_since(since, "the latest backfill or rollback")
         return reasons
 
     def rollback_flags(self, keep_dual_write: bool = True) -> Flags | None:
@@ -371,8 +371,9 @@ class _Gates:
         return self._step("archive", reasons)
 
 
-def _hours(delta: timedelta) -> str:
-    minutes = max(0, int(delta.total_seconds() // 60))  # never negative, whatever the clocks say
+def hours(delta: timedelta) -> str:
+    """`delta` as "H h MM min", to the minute below; never negative, whatever the clocks say."""
+    minutes = max(0, int(delta.total_seconds() // 60))
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
@@ -395,4 +396,4 @@ def rollback_flags(facts: Facts, runbook: Runbook, keep_dual_write: bool = True)
 
 
 __all__ = ["STAGE_ORDER", "Facts", "ReportFact", "BackfillFact", "VerifyFact", "Step", "Assessment", "assess",
-           "current_stage", "hand_rollback", "is_legal", "nearest_legal", "rollback_flags", "verify_stage"]
+           "current_stage", "hand_rollback", "hours", "is_legal", "nearest_legal", "rollback_flags", "verify_stage"]

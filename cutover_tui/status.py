@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -11,7 +11,7 @@ from . import reports
 from .db import server_now
 from .envfile import FlagValue
 from .lock import LockHolder
-from .matrix import Assessment
+from .matrix import Assessment, hours
 from .runbook import STAGE_ORDER
 from .session import Session
 
@@ -34,10 +34,9 @@ class Status(BaseModel):
         skew = self.clock_skew_seconds
         if abs(skew) <= CLOCK_TOLERANCE_SECONDS:
             return None
-        minutes = round(abs(skew) / 60)
-        return (f"This machine's clock is {minutes // 60} h {minutes % 60:02d} min "
-                f"{'ahead of' if skew > 0 else 'behind'} the database server's; the gates use the server's time, "
-                "but fix this machine's clock (NTP).")
+        off = timedelta(minutes=round(abs(skew) / 60))  # to the nearest minute: a reading takes a few ms
+        return (f"This machine's clock is {hours(off)} {'ahead of' if skew > 0 else 'behind'} the database "
+                "server's; the gates use the server's time, but fix this machine's clock (NTP).")
 
 
 CLOCK_TOLERANCE_SECONDS = 60

@@ -117,8 +117,7 @@ def close_rollback_window(session: Session) -> journal.JournalEntry:
         step = assessment.step("close-rollback-window")
         if not step.allowed:
             raise refuse(step)
-        return session.record("rollback-window-closed",
-                              flags_before=assessment.flags, flags_after=assessment.flags)
+        return session.record("rollback-window-closed", flags_before=assessment.flags, flags_after=assessment.flags)
 
 
 def plan_stage_a(session: Session) -> migrate.MigrationPlan:

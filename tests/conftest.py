@@ -57,14 +57,16 @@ def env_file(tmp_path) -> Path:
 class CliRun:
     """Runs `cutover` in-process against one database and env file."""
 
-    def __init__(self, capsys, database_url: str, env_file: Path, operator: str = "alice"):
+    def __init__(self, capsys, database_url: str, env_file: Path, operator: str = "alice",
+                 runbook: Path = ROOT / "runbook.toml"):
         self.capsys, self.database_url, self.env_file, self.operator = capsys, database_url, env_file, operator
+        self.runbook = runbook
 
     def __call__(self, *args: str, operator: str | None = None) -> tuple[int, str, str]:
         from cutover_tui.cli import main
 
         self.capsys.readouterr()
-        code = main(["--runbook", str(ROOT / "runbook.toml"), "--database-url", self.database_url,
+        code = main(["--runbook", str(self.runbook), "--database-url", self.database_url,
                      "--env-file", str(self.env_file), "--operator", operator or self.operator, *args])
         out, err = self.capsys.readouterr()
         return code, out, err

@@ -24,6 +24,7 @@ DEMO_WORKSPACES = 200  # small enough to start in seconds
 
 class DemoEnvironment(BaseModel):
     database_url: str
+    server_version: str  # e.g. "17.10"
     env_file: Path
     report_dir: Path
 
@@ -35,10 +36,12 @@ def prepare_demo(server_url: str, folder: Path, sql_dir: Path, workspaces: int =
     with psycopg.connect(url, autocommit=True) as conn:
         apply_legacy_baseline(conn, sql_dir)
         seed_legacy(conn, workspaces, progress=progress)
+        version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
     env_file = folder / ".ops" / "ternent-api" / ".env"
     env_file.parent.mkdir(parents=True)
     env_file.write_text(DEMO_ENV, encoding="utf-8")
-    return DemoEnvironment(database_url=url, env_file=env_file, report_dir=folder / "reports")
+    return DemoEnvironment(database_url=url, server_version=version, env_file=env_file,
+                           report_dir=folder / "reports")
 
 
 def demo_session(api_base: str, database_url: str) -> tuple[str, str, str]:

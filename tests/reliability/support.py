@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +25,20 @@ from cutover_tui.migrate import apply_legacy_baseline
 FULL = os.environ.get("CUTOVER_RELIABILITY", "fast") == "full"
 WORKSPACES = SIZES["M"] if FULL else 400  # fast: enough rows for several batches per table
 V2_TABLES = [t.v2 for t in TABLES]
+
+
+def write_runbook(folder: Path, env_file: Path, report_dir: Path, extra: str = "", *, replace=()) -> Path:
+    """The project's runbook with absolute paths into `folder` (so no test writes into the repo)."""
+    text = (ROOT / "runbook.toml").read_text(encoding="utf-8")
+    text = text.replace('env_file = ".ops/ternent-api/.env"', f'env_file = "{env_file}"') \
+        .replace('report_dir = "reports"', f'report_dir = "{report_dir}"') \
+        .replace('sql_dir = "sql"', f'sql_dir = "{ROOT / "sql"}"')
+    for old, new in replace:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = folder / "runbook.toml"
+    path.write_text(text + extra, encoding="utf-8")
+    return path
 
 
 def scale(fast: int, full: int) -> int:

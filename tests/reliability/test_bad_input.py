@@ -55,7 +55,7 @@ from cutover_tui.migrate import apply_legacy_baseline
 from cutover_tui.reads import API_ENV, COOKIE_ENV
 from cutover_tui.session import Session, resolve_settings
 
-from .support import V2_TABLES, seeded
+from .support import V2_TABLES, seeded, write_runbook
 
 DATA = ROOT / "tests" / "data" / "reports"
 # Markup, a link, colour and an OSC title change, a bell, a backspace, a tab, a carriage return.
@@ -82,20 +82,6 @@ def run_child(argv: list[str], *, unprivileged: bool = False, stdout=subprocess.
     return subprocess.run([sys.executable, "-m", "cutover_tui.cli", *argv], cwd=ROOT, env=env, text=True,
                           stdout=stdout, stderr=subprocess.PIPE, timeout=CHILD_TIMEOUT, check=False,
                           preexec_fn=_drop_dac if unprivileged and os.geteuid() == 0 else None)
-
-
-def write_runbook(folder: Path, env_file: Path, report_dir: Path, extra: str = "", *, replace=()) -> Path:
-    """The project's runbook with absolute paths into `folder` (so no test writes into the repo)."""
-    text = (ROOT / "runbook.toml").read_text(encoding="utf-8")
-    text = text.replace('env_file = ".ops/ternent-api/.env"', f'env_file = "{env_file}"') \
-        .replace('report_dir = "reports"', f'report_dir = "{report_dir}"') \
-        .replace('sql_dir = "sql"', f'sql_dir = "{ROOT / "sql"}"')
-    for old, new in replace:
-        assert old in text, old
-        text = text.replace(old, new)
-    path = folder / "runbook.toml"
-    path.write_text(text + extra, encoding="utf-8")
-    return path
 
 
 # --- one database at stage G, shared by the catalogue ---------------------------------------

@@ -8,6 +8,11 @@ as `repair` with the rows it wrote.
 Partial runs: the backfill gate holds per table, so a clean `--tables accounts` after a run
 with errors elsewhere opens nothing.
 
+Who did it: `--operator` is one printable line of at most 64 characters; each journal row also
+holds the database's session and current user, the client address and the machine's user and
+host; a line break in a stored name never forges a line of `cutover journal`.
+
+
 The runbook file: it may tighten the gates, never change the runbook. A stage row or a rollback
 path other than the runbook's, or a gate that is not a finite number in range, is refused naming
 the key; every journal row records the file's hash and the gates in force.
@@ -15,6 +20,10 @@ the key; every journal row records the file's hash and the gates in force.
 One clock: the gates take every time from the database server (reports are stamped with it), so
 a console whose machine clock is 25 h fast or 2 h slow opens no gate early, hides no newer
 failing verify and prints no negative duration; `status` warns when the clocks differ.
+
+The archive guard: the file is read with Postgres's own parser; only BEGIN/COMMIT, CREATE SCHEMA
+and ALTER TABLE … SET SCHEMA | RENAME TO of the legacy tables pass, anything else (DROP however
+spelt, TRUNCATE, DELETE, dynamic SQL) refuses the whole file, naming the statement.
 
 A hand-made WRITES=false after E is the rollback after write cutover: journaled as such (once)
 by the first console that sees it, so that WRITES=true comes back only through the promotion to E
@@ -27,39 +36,34 @@ and the object, before running anything in it.
 
 Observers: a role with only SELECT on the tables and USAGE on `cutover` runs status, journal, diff
 and the console, read-only: nothing is created for it, and every action is refused naming the
-privilege it lacks.
-
-The archive guard: the file is read with Postgres's own parser; only BEGIN/COMMIT, CREATE SCHEMA
-and ALTER TABLE … SET SCHEMA | RENAME TO of the legacy tables pass, anything else (DROP however
-spelt, TRUNCATE, DELETE, dynamic SQL) refuses the whole file, naming the statement.
-
-Who did it: `--operator` is one printable line of at most 64 characters; each journal row also
-holds the database's session and current user, the client address and the machine's user and
-host; a line break in a stored name never forges a line of `cutover journal`.
-"""
+privilege it lacks."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
+import hashlib
+import os
+import pwd
+import socket
+import uuid
+
 import psycopg
 import pytest
 import time_machine
 from conftest import ROOT, CliRun
 from helpers import age_journal, record_report
-
-from cutover_tui.cli import main
+from tui.support import settings_for, settle, toasts, wait_until
 
 from cutover_tui import journal
 from cutover_tui.archive import check_archive_sql
+from cutover_tui.db import connect
 from cutover_tui.errors import CutoverError
-from cutover_tui.session import Settings, resolve_settings
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.dashboard import DashboardScreen
-from cutover_tui.tui.screens.job import JobScreen
 
-from .support import copy_database, seeded
+from .support import copy_database, seeded, write_runbook
 
 SMALL = 20
 TO_E = (("migrate",), ("backfill",), ("verify",), ("promote", "C", "--yes"), ("promote", "D", "--yes"),
@@ -88,11 +92,6 @@ def run(capsys, pg_server_url, clean, env_file) -> CliRun:
     return CliRun(capsys, copy_database(pg_server_url, clean), env_file)
 
 
-def settings_of(run: CliRun) -> Settings:
-    return resolve_settings(runbook_path=ROOT / "runbook.toml", env_file=run.env_file,
-                            database_url=run.database_url, operator="alice", environ={})
-
-
 def walk(run: CliRun, *steps: tuple[str, ...]) -> None:
     for args in steps:
         code, _, err = run(*args)
@@ -111,12 +110,14 @@ def rename_in_v2(url: str) -> tuple[str, str]:
                             "WHERE id = (SELECT min(id) FROM identities) RETURNING id, display_name").fetchone()
 
 
+# --- repair over the write primary ---------------------------------------------------------------
+
+
 @pytest.mark.parametrize("stage", ["E", "E'"])
 def test_repair_is_refused_while_v2_is_the_write_primary(run, stage):
     walk(run, *TO_E)
     if stage == "E'":
-        with psycopg.connect(run.database_url, autocommit=True) as conn:
-            conn.execute("UPDATE cutover.journal SET at = at - interval '25 hours'")
+        age_journal(run.database_url, 25)
         walk(run, ("verify",), ("promote", "E-steady", "--yes"))
     renamed = rename_in_v2(run.database_url)
     before = actions(run.database_url)
@@ -149,20 +150,17 @@ def test_a_repair_where_it_is_allowed_is_journaled_as_repair_with_its_rows(run):
 @pytest.mark.anyio
 async def test_the_console_dims_repair_at_e_and_says_why(run):
     walk(run, *TO_E)
-    app = make_app(settings_of(run))
+    app = make_app(settings_for(run.database_url, run.env_file))
     async with app.run_test(size=(160, 50), notifications=True) as pilot:
-        await pilot.pause()
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        assert isinstance(app.screen, DashboardScreen)
+        await settle(pilot)
         await pilot.press("V")
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        assert not isinstance(app.screen, JobScreen)
-        shown = " ".join(toast.render().plain for toast in app.screen.query("Toast"))
-        assert "WRITES=true" in shown and "repair would copy legacy values" in shown
+        await wait_until(pilot, lambda: "repair would copy legacy values" in toasts(app))
+        assert isinstance(app.screen, DashboardScreen) and "WRITES=true" in toasts(app)
     assert actions(run.database_url)[-1] == "promote"
 
+
+
+# --- partial runs --------------------------------------------------------------------------------
 
 
 def test_a_clean_partial_backfill_does_not_clear_the_gate_of_the_other_tables(capsys, pg_server_url, anomalies,
@@ -179,6 +177,9 @@ def test_a_clean_partial_backfill_does_not_clear_the_gate_of_the_other_tables(ca
     assert "promote" not in actions(run.database_url)
 
 
+# --- who did it ----------------------------------------------------------------------------------
+
+
 FORGED = "eve\n    9  2026-01-01 00:00:00  root         archive"
 
 
@@ -193,10 +194,6 @@ def test_an_operator_name_that_is_not_one_printable_line_is_bad_input(run, opera
 
 
 def test_journal_rows_say_who_from_the_database_and_the_machine(run):
-    import os
-    import pwd
-    import socket
-
     walk(run, ("backfill",))
     with psycopg.connect(run.database_url) as conn:
         entry = journal.entries(conn)[-1]
@@ -217,23 +214,13 @@ def test_a_stored_name_with_line_breaks_stays_on_its_own_line(run):
     assert code == 0 and len(out.strip().splitlines()) == 1 and "eve\\n    9" in out
 
 
-def runbook_variant(tmp_path, *replace: tuple[str, str]):
-    """The project's runbook file with `replace` applied, its paths made absolute."""
-    text = (ROOT / "runbook.toml").read_text(encoding="utf-8").replace('sql_dir = "sql"', f'sql_dir = "{ROOT / "sql"}"')
-    for old, new in replace:
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "runbook.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+def with_runbook(run: CliRun, tmp_path, *replace: tuple[str, str]) -> CliRun:
+    """`run`'s database and env file under the project's runbook file with `replace` applied."""
+    runbook = write_runbook(tmp_path, run.env_file, tmp_path / "reports", replace=replace)
+    return CliRun(run.capsys, run.database_url, run.env_file, runbook=runbook)
 
 
-def run_with(capsys, run: CliRun, runbook, *command: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["--runbook", str(runbook), "--database-url", run.database_url, "--env-file", str(run.env_file),
-                 "--operator", "alice", *command])
-    out, err = capsys.readouterr()
-    return code, out, err
+# --- the runbook file ----------------------------------------------------------------------------
 
 
 C_ROW = 'id = "C"\ntitle = "Reads on v2"\nflags = { reads = true, writes = false, dual_write = false }'
@@ -254,29 +241,31 @@ C_ROW = 'id = "C"\ntitle = "Reads on v2"\nflags = { reads = true, writes = false
     (("passing_verifies_before_archive = 3", "passing_verifies_before_archive = 0"), "greater than or equal to 1"),
     (("passing_verifies_before_archive = 3", "passing_verifies_before_archive = 101"), "less than or equal to 100"),
 ])
-def test_a_runbook_file_that_changes_the_runbook_is_refused_naming_the_key(capsys, run, tmp_path, replace, key):
-    runbook = runbook_variant(tmp_path, replace)
+def test_a_runbook_file_that_changes_the_runbook_is_refused_naming_the_key(run, tmp_path, replace, key):
+    changed = with_runbook(run, tmp_path, replace)
     for command in (("status",), ("promote", "D", "--yes")):
-        code, out, err = run_with(capsys, run, runbook, *command)
+        code, out, err = changed(*command)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
-        assert key in err and str(runbook) in err
+        assert key in err and str(changed.runbook) in err
     assert "ACCOUNT_SCHEMA_V2_READS=false" in run.env_file.read_text()
     with psycopg.connect(run.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM cutover.journal").fetchone()[0] == 0
 
 
-def test_every_journal_row_records_the_runbook_file_and_its_gates(capsys, run, tmp_path):
+def test_every_journal_row_records_the_runbook_file_and_its_gates(run, tmp_path):
     """A rehearsal's short confidence period stays visible in the journal afterwards."""
-    import hashlib
-
-    runbook = runbook_variant(tmp_path, ("confidence_period_hours = 24.0", "confidence_period_hours = 0.05"))
-    assert run_with(capsys, run, runbook, "backfill")[0] == 0
+    rehearsal = with_runbook(run, tmp_path, ("confidence_period_hours = 24.0", "confidence_period_hours = 0.05"))
+    walk(rehearsal, ("backfill",))
     with psycopg.connect(run.database_url) as conn:
         entry = journal.entries(conn)[-1]
+    runbook = rehearsal.runbook
     assert entry.runbook == {"file": str(runbook), "sha256": hashlib.sha256(runbook.read_bytes()).hexdigest(),
                              "gates": {"confidence_period_hours": 0.05, "passing_verifies_before_archive": 3}}
-    code, out, _ = run_with(capsys, run, runbook, "journal")
+    code, out, _ = rehearsal("journal")
     assert code == 0 and "confidence 0.05 h, 3 passing verifies before the archive" in out
+
+
+# --- one clock -----------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -324,6 +313,9 @@ def test_status_warns_when_the_machine_clock_is_off_the_servers(run, hours, says
     assert code == 0 and f"This machine's clock is {says} the database server's" in out
 
 
+# --- the archive guard ---------------------------------------------------------------------------
+
+
 ARCHIVE = ROOT / "sql" / "manual" / "0009_legacy_archive_platform_tables.sql"
 COMMIT = "\nCOMMIT;"
 
@@ -352,40 +344,37 @@ def test_the_shipped_archive_file_passes_and_a_broken_one_is_refused():
         check_archive_sql("ALTER TABL platform_books SET SCHEMA legacy;", ARCHIVE)
 
 
-def test_a_tampered_archive_file_archives_nothing_even_with_every_gate_open(capsys, run, tmp_path):
+def test_a_tampered_archive_file_archives_nothing_even_with_every_gate_open(run, tmp_path):
     sql_dir = tmp_path / "sql"
     (sql_dir / "manual").mkdir(parents=True)
     (sql_dir / "0005_accounts_v2_schema.sql").write_bytes((ROOT / "sql" / "0005_accounts_v2_schema.sql").read_bytes())
     (sql_dir / "manual" / ARCHIVE.name).write_text(
         ARCHIVE.read_text(encoding="utf-8").replace(COMMIT, f"\nDROP/**/TABLE legacy.platform_books_legacy;{COMMIT}"))
-    runbook = runbook_variant(tmp_path, (f'sql_dir = "{ROOT / "sql"}"', f'sql_dir = "{sql_dir}"'))
+    tampered = with_runbook(run, tmp_path, (f'sql_dir = "{ROOT / "sql"}"', f'sql_dir = "{sql_dir}"'))
     url = run.database_url
-
-    def ok(*command):
-        code, _, err = run_with(capsys, run, runbook, *command)
-        assert code == 0, (command, err)
 
     record_report(url, "backfill", ok=True)
     record_report(url, "verify", ok=True, stage="B")
-    ok("promote", "C", "--yes")
-    ok("promote", "D", "--yes")
+    walk(tampered, ("promote", "C", "--yes"), ("promote", "D", "--yes"))
     record_report(url, "verify", ok=True, stage="D")
-    ok("promote", "E", "--yes")
+    walk(tampered, ("promote", "E", "--yes"))
     age_journal(url, 25)
     record_report(url, "verify", ok=True, stage="E")
-    ok("promote", "E-steady", "--yes")
-    ok("close-rollback-window")
+    walk(tampered, ("promote", "E-steady", "--yes"), ("close-rollback-window",))
     for _ in range(3):
         record_report(url, "verify", ok=True, stage="E'")
     dbname = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
 
-    code, out, err = run_with(capsys, run, runbook, "archive", "--confirm", dbname)
+    code, out, err = tampered("archive", "--confirm", dbname)
 
     assert code == 1 and out == "" and "DropStmt: DROP/**/TABLE legacy.platform_books_legacy" in err
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT to_regclass('public.platform_books')").fetchone()[0] == "platform_books"
         assert conn.execute("SELECT to_regnamespace('legacy')").fetchone()[0] is None
     assert "archive" not in actions(url)
+
+
+# --- a hand-made rollback ------------------------------------------------------------------------
 
 
 def test_a_hand_made_writes_false_after_e_is_a_rollback_and_writes_return_only_through_the_gates(run):
@@ -409,18 +398,12 @@ def test_a_hand_made_writes_false_after_e_is_a_rollback_and_writes_return_only_t
     assert "ACCOUNT_SCHEMA_V2_WRITES=true" in run.env_file.read_text()
 
 
+# --- a console schema someone else made ----------------------------------------------------------
+
+
 def _fresh_api_database(pg_server_url) -> str:
     """An API database (legacy schema, seeded) with no console schema yet."""
-    from cutover_tui.demo.embedded import create_database
-    from cutover_tui.demo.seed import seed_legacy
-    from cutover_tui.migrate import apply_legacy_baseline
-
-    import uuid
-    url = create_database(pg_server_url, f"gate_{uuid.uuid4().hex[:8]}")
-    with psycopg.connect(url, autocommit=True) as conn:
-        apply_legacy_baseline(conn, ROOT / "sql")
-        seed_legacy(conn, SMALL, clean=True)
-    return url
+    return seeded(pg_server_url, workspaces=SMALL, v2=False)
 
 
 def _as(url: str, role: str) -> str:
@@ -430,7 +413,6 @@ def _as(url: str, role: str) -> str:
 @pytest.fixture
 def mallory(pg_server_url):
     """A role that may create schemas in the database, and nothing else."""
-    import uuid
     name = f"mallory_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {name} LOGIN")
@@ -494,8 +476,6 @@ def test_a_table_in_the_console_schema_owned_by_another_role_is_refused(capsys, 
 
 def test_every_console_session_has_its_search_path_pinned(run):
     """A role whose own search_path puts a schema of its choosing first changes nothing."""
-    from cutover_tui.db import connect
-
     with psycopg.connect(run.database_url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA shadow; CREATE TABLE shadow.platform_workspaces (id text)")
         conn.execute(f"ALTER ROLE postgres IN DATABASE {psycopg.conninfo.conninfo_to_dict(run.database_url)['dbname']} "
@@ -506,10 +486,12 @@ def test_every_console_session_has_its_search_path_pinned(run):
     walk(run, ("backfill",))
 
 
+# --- observers -----------------------------------------------------------------------------------
+
+
 @pytest.fixture
 def observer(pg_server_url, run):
     """A role that may read the API's tables and the console's state, and nothing more."""
-    import uuid
     name = f"observer_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {name} LOGIN")
@@ -532,29 +514,23 @@ def test_an_observer_reads_everything_and_is_told_why_it_may_change_nothing(caps
     assert code == 0 and "backfill" in out
     assert watcher("diff", str(tmp_path / "v1.json"), str(tmp_path / "v1.json"))[0] == 0
     assert watcher("migrate")[1].startswith("Nothing to apply")  # Stage A is done: nothing to refuse
-    for command in (("promote", "C", "--yes"), ("backfill",), ("verify",), ("restore-flags", "--yes"),
-                    ("close-rollback-window",), ("recon",)):
+    code, _, err = watcher("restore-flags", "--yes")
+    assert code == 1 and "nothing to restore" in err  # the flags are as the console wrote them
+    for command in (("promote", "C", "--yes"), ("backfill",), ("verify",), ("close-rollback-window",), ("recon",)):
         code, out, err = watcher(*command)
         assert code == 1 and len(err.strip().splitlines()) == 1, (command, err)
-        assert f"Role {observer} may only read" in err or "nothing to restore" in err, (command, err)
+        assert f"Role {observer} may only read" in err, (command, err)
     assert actions(run.database_url) == before
     assert "ACCOUNT_SCHEMA_V2_READS=false" in run.env_file.read_text()
 
 
 @pytest.mark.anyio
-async def test_the_console_of_an_observer_dims_every_key_and_says_why(capsys, run, observer):
+async def test_the_console_of_an_observer_dims_every_key_and_says_why(run, observer):
     walk(run, ("backfill",), ("verify",))
-    settings = resolve_settings(runbook_path=ROOT / "runbook.toml", env_file=run.env_file,
-                                database_url=_as(run.database_url, observer), operator="olivia", environ={})
-    app = make_app(settings)
+    app = make_app(settings_for(_as(run.database_url, observer), run.env_file))
     async with app.run_test(size=(160, 50), notifications=True) as pilot:
-        for _ in range(3):
-            await pilot.app.workers.wait_for_complete()
-            await pilot.pause()
+        await settle(pilot)
         await pilot.press("c")
-        for _ in range(3):
-            await pilot.app.workers.wait_for_complete()
-            await pilot.pause()
-        shown = " ".join(toast.render().plain for toast in app.screen.query("Toast"))
-        assert isinstance(app.screen, DashboardScreen) and "may only read the console's state" in shown
+        await wait_until(pilot, lambda: "may only read the console's state" in toasts(app))
+        assert isinstance(app.screen, DashboardScreen)
     assert "ACCOUNT_SCHEMA_V2_READS=false" in run.env_file.read_text()

@@ -113,8 +113,8 @@ class FactsPanel(StatusView):
         holder = status.lock_holder
         table.add_row("lock", field(f"held by {holder.describe()}", "yellow") if holder
                       else Text("free", style="green"))
-        if status.clock_warning():
-            table.add_row("clock", Text(status.clock_warning(), style="bold red"))
+        if warning := status.clock_warning():
+            table.add_row("clock", Text(warning, style="bold red"))
         return table
 
 
