@@ -8,6 +8,7 @@ final catch-up pass repeats that comparison to pick up rows changed while we ran
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -19,7 +20,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
-from .db import SEARCH_PATH
+from . import db
+from .db import JOB_LOCK_KEY, JOB_WORKERS_KEY
 from .errors import BadInput, CutoverError, Refused
 from .mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_filter, row_hash, source_query
 
@@ -27,8 +29,11 @@ EXAMPLE_ROWS = 100
 SPLIT_ROWS = 50_000  # tables larger than this are cut into one key range per worker
 MAX_RANGE = 500_000  # rows compared by hash in one read-only transaction
 MAX_WRITE = 50_000  # rows written in one transaction: a slow moment cannot make it long
-JOB_LOCK_KEY = 0x6375746F766572 + 2  # one backfill or verify at a time per database
 DELETED_IN_LEGACY = "row deleted in legacy; kept in v2"
+# A range whose transaction the server rolled back (a deadlock with an application's writes,
+# say) is tried again this many times; its checkpoint rolled back with it, so nothing repeats.
+ATTEMPTS = 5
+WORKERS_GONE_SECONDS = 30  # how long a run waits for a killed console's workers to end
 
 
 class BackfillOptions(BaseModel):
@@ -78,6 +83,7 @@ class _Result(BaseModel):
     deleted_in_legacy: int = 0
     seconds: float = 0.0
     longest_transaction: float = 0.0
+    retried: int = 0  # transactions the server rolled back and that were run again
     issues: dict[str, dict[str, Any]] = {}
 
     def add_issue(self, kind: str, text: str, rows: list[Any], count: int | None = None) -> None:
@@ -88,7 +94,7 @@ class _Result(BaseModel):
 
     def merge(self, other: _Result) -> _Result:
         merged = self.model_copy(deep=True)
-        for name in ("rows", "inserted", "updated", "unchanged", "deleted_in_legacy", "seconds"):
+        for name in ("rows", "inserted", "updated", "unchanged", "deleted_in_legacy", "seconds", "retried"):
             setattr(merged, name, getattr(self, name) + getattr(other, name))
         merged.longest_transaction = max(self.longest_transaction, other.longest_transaction)
         for entry in other.issues.values():
@@ -264,9 +270,11 @@ class Backfill:
 
     # -- connections and the run row -------------------------------------------------
 
-    def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.url, autocommit=True, application_name="cutover backfill")
-        conn.execute(f"SET search_path = {SEARCH_PATH}")  # as every console session: see db.connect
+    def _connect(self, *, worker: bool = False) -> psycopg.Connection:
+        conn = db.connect(self.url, autocommit=True)
+        conn.execute("SET application_name = 'cutover backfill'")
+        if worker:
+            conn.execute("SELECT pg_advisory_lock_shared(%s)", (JOB_WORKERS_KEY,))
         # Never queue behind an application's row lock for long: fail the batch instead.
         conn.execute("SET lock_timeout = '5s'")
         # One worker per core already: a parallel plan per range would only contend.
@@ -327,7 +335,7 @@ class Backfill:
     def _run_part(self, run_id: int, pass_no: int, part: _Part, total: int) -> _Part:
         table = self.tables[part.table]
         size = self.options.batch_size
-        with self._connect() as conn:
+        with self._connect(worker=True) as conn:
             while not part.finished and not self._paused_until_resumed():
                 bounds = {"lo": part.last_key, "hi": part.hi, "offset": size - 1}
                 found = conn.execute(table.key_at(part.last_key, part.hi), bounds).fetchone()
@@ -347,6 +355,18 @@ class Backfill:
         return self.cancel.is_set()
 
     def _range_with_checkpoint(self, conn, run_id, pass_no, part: _Part, hi, last: bool) -> _Result:
+        """The range (last_key, hi] and its checkpoint, run again when the server rolls it back."""
+        attempt = 1
+        while True:
+            try:
+                return self._range_once(conn, run_id, pass_no, part, hi, last, retried=attempt - 1)
+            except db.ROLLED_BACK:
+                if attempt == ATTEMPTS:
+                    raise
+                time.sleep(0.05 * 2 ** attempt * random.uniform(1, 2))  # let the other session finish first
+                attempt += 1
+
+    def _range_once(self, conn, run_id, pass_no, part: _Part, hi, last: bool, retried: int) -> _Result:
         """The range (last_key, hi] and its checkpoint in one transaction. A range with too
         much to write, or that hits a constraint, is split in halves; a single row that
         still hits a constraint is reported and left out."""
@@ -358,6 +378,7 @@ class Backfill:
             with conn.transaction():
                 result = _run_range(conn, table, lo, hi, pass_no == 1)
                 result.seconds = result.longest_transaction = time.monotonic() - started
+                result.retried = retried
                 merged = self._checkpoint(conn, run_id, pass_no, part, hi, last, result)
         except (psycopg.errors.IntegrityError, _Split) as exc:
             count = conn.execute(table.count_in(lo, hi), params).fetchone()[0]
@@ -366,7 +387,7 @@ class Backfill:
                 first = self._range_with_checkpoint(conn, run_id, pass_no, part, mid, False)
                 return first.merge(self._range_with_checkpoint(conn, run_id, pass_no, part, hi, last))
             key = conn.execute(table.key_at(lo, hi), params | {"offset": 0}).fetchone()
-            result = _Result()
+            result = _Result(retried=retried)
             constraint = exc.diag.constraint_name or "constraint" if isinstance(exc, psycopg.Error) else "constraint"
             text = (f"its parent row is not in v2 ({constraint}); written in legacy after its parent's table was "
                     "walked, a later pass brings both" if isinstance(exc, psycopg.errors.ForeignKeyViolation)
@@ -446,6 +467,7 @@ class Backfill:
             if not got:
                 raise Refused("Another backfill or verify is running on this database; wait for it to finish.")
             try:
+                _wait_for_earlier_workers(conn)
                 run_id, before = self._open_run(conn)
                 last = None if self.resumed or self.options.full_compare else self._unchanged_since(conn, run_id)
                 if last is not None:
@@ -573,6 +595,7 @@ class Backfill:
                 "inserted": sum(r.inserted for r in every), "updated": sum(r.updated for r in every),
                 "unchanged": final.unchanged, "errorRows": error_rows, "warningRows": warning_rows,
                 "deletedInLegacy": final.deleted_in_legacy,
+                "retriedTransactions": sum(r.retried for r in every),
                 "durationSeconds": round(sum(r.seconds for r in every), 3),
                 "rowsPerSecond": round(first.rows / first.seconds, 1) if first.seconds else None,
             })
@@ -590,6 +613,25 @@ class Backfill:
             "durationSeconds": round(seconds, 3), "longestTransactionSeconds": round(longest, 3),
             "stages": stages, "errors": errors, "warnings": warnings,
         }
+
+
+def _wait_for_earlier_workers(conn: psycopg.Connection) -> None:
+    """A killed console's workers run their last statement on until the server notices the
+    client is gone; a new run on the same ranges beside them could deadlock. Wait for them."""
+    try:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = '{WORKERS_GONE_SECONDS}s'")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (JOB_WORKERS_KEY,))
+    except psycopg.errors.LockNotAvailable:
+        pids = [row[0] for row in conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY pid",
+            (JOB_WORKERS_KEY >> 32, JOB_WORKERS_KEY & 0xFFFFFFFF))]
+        if not pids:
+            return  # they ended just now
+        raise Refused(f"Sessions of an earlier backfill whose console is gone (pid {', '.join(map(str, pids))}) "
+                      f"were still running after {WORKERS_GONE_SECONDS} s; end them with "
+                      "SELECT pg_terminate_backend(pid), then run the command again.") from None
 
 
 def _newer_rows(conn: psycopg.Connection, table: str, since) -> bool:

@@ -97,8 +97,21 @@ ALTER TABLE cutover.journal
 
 CONSOLE_SCHEMA_STEPS = len(_CONSOLE_STEPS)
 
-# One key per database for the operator lock; "cutover" spelled as an int8.
-OPERATOR_LOCK_KEY = 0x6375746F766572
+# The console's advisory lock keys, one per purpose and all here, so no two can collide:
+# "cutover" spelled as an int8, plus a number.
+_KEY_BASE = 0x6375746F766572
+OPERATOR_LOCK_KEY = _KEY_BASE  # one operator acts on a database at a time
+CONSOLE_SCHEMA_KEY = _KEY_BASE + 1  # concurrent first runs create the console schema once
+JOB_LOCK_KEY = _KEY_BASE + 2  # one backfill or verify at a time
+HAND_ROLLBACK_KEY = _KEY_BASE + 3  # one console journals a hand-made rollback
+# Held shared by every backfill worker session: a new run waits for a killed console's
+# workers, whose statements run on until the server notices their client is gone.
+JOB_WORKERS_KEY = _KEY_BASE + 4
+
+
+# What the server rolls back for crossing another session (SQLSTATE 40001, 40P01): running
+# the same transaction again is safe and usually succeeds.
+ROLLED_BACK = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
 
 def password_of(url: str) -> str | None:
@@ -156,6 +169,9 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     # Names resolve the same for every console session, whatever the role's own search_path:
     # the catalog first, the API's tables, and temporary tables last (never shadowing either).
     conn.execute(f"SET search_path = {SEARCH_PATH}")
+    # A console killed mid-statement (kill -9, a dropped SSH session) leaves its statement
+    # running, holding locks, until the server notices; make the server look every second.
+    conn.execute("SET client_connection_check_interval = '1s'")
     if not autocommit:
         conn.commit()  # a session setting: it holds after the transaction the SET opened
     return conn
@@ -245,7 +261,7 @@ def ensure_console_schema(conn: psycopg.Connection) -> None:
     """Bring the console's own schema up to date (idempotent), after refusing one that is not its own."""
     with conn.transaction():
         # Serialise concurrent first runs: CREATE ... IF NOT EXISTS still races.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (OPERATOR_LOCK_KEY + 1,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (CONSOLE_SCHEMA_KEY,))
         refuse_a_foreign_console_schema(conn)
         conn.execute("CREATE SCHEMA IF NOT EXISTS cutover")
         conn.execute("CREATE TABLE IF NOT EXISTS cutover.schema_version (version integer NOT NULL)")

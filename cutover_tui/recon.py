@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .backfill import EXAMPLE_ROWS, JOB_LOCK_KEY, SPLIT_ROWS, BackfillOptions, TableSQL
-from .db import connect
+from .backfill import EXAMPLE_ROWS, SPLIT_ROWS, BackfillOptions, TableSQL
+from .db import JOB_LOCK_KEY, connect
 from .mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_filter, source_query
 
 AUTH_USERS = "auth_users"

@@ -513,6 +513,9 @@ def outcome_lines(report: Report) -> list[str]:
             lines.append(f"{st.stage:<18} {st.old_count:>10,} {st.before_count:>10,} {st.after_count:>10,} "
                          f"{st.affected_rows:>10,} {extra.get('errorRows', 0):>8,} "
                          f"{extra.get('rowsPerSecond') or 0:>10,.0f}")
+        lines += [f"RETRIED {st.stage}: {retried} transactions the server rolled back (deadlock or serialization "
+                  "failure) were run again" for st in report.stages
+                  if (retried := (st.model_extra or {}).get("retriedTransactions"))]
         lines += [f"ERROR   {e.stage}: {e.message} ({e.row_count} rows)" for e in report.errors]
         lines += [f"WARNING {w.stage}: {w.message} ({w.row_count} rows)" for w in report.warnings]
         return lines

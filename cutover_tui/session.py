@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict
 from . import journal, lock
 from .db import (
     CONSOLE_SCHEMA_STEPS,
-    OPERATOR_LOCK_KEY,
+    HAND_ROLLBACK_KEY,
+    ROLLED_BACK,
     connect,
     console_schema_version,
     database_name,
@@ -40,7 +41,6 @@ from .runbook import Runbook, load_runbook
 from .state import load_facts
 
 
-HAND_ROLLBACK_KEY = OPERATOR_LOCK_KEY + 2  # one console journals a hand-made rollback
 OPERATOR_MAX = 64  # characters of --operator (or $USER): it names a person in the journal
 
 
@@ -158,6 +158,10 @@ class Session:
             return self._lock_timeout_error()
         if isinstance(exc, psycopg.errors.QueryCanceled):
             return self._cancelled_error(exc)
+        if isinstance(exc, ROLLED_BACK):
+            return CutoverError(f"The database rolled back one of the console's transactions because it crossed "
+                                f"another session's locks ({text}); nothing committed was lost: run the command "
+                                "again, and if it repeats, find the session writing the same rows in pg_stat_activity.")
         if isinstance(exc, psycopg.OperationalError):
             return DatabaseUnreachable(f"Lost the database at {self.settings.safe_database_url} ({text}); "
                                        "check it is up and run the command again.")

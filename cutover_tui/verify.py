@@ -21,7 +21,8 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import db
-from .backfill import JOB_LOCK_KEY, SPLIT_ROWS, TableSQL, repair_rows
+from .backfill import SPLIT_ROWS, TableSQL, repair_rows
+from .db import JOB_LOCK_KEY
 from .errors import CutoverError, Refused
 from .mapping import (
     BY_NAME,

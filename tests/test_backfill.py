@@ -15,7 +15,8 @@ import pytest
 from conftest import ROOT, apply_v2
 from helpers import fingerprint
 
-from cutover_tui.backfill import JOB_LOCK_KEY, Backfill, BackfillOptions, repair_rows
+from cutover_tui.backfill import Backfill, BackfillOptions, repair_rows
+from cutover_tui.db import JOB_LOCK_KEY
 from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.errors import Refused
 from cutover_tui.mapping import TABLES

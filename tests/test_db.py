@@ -129,3 +129,9 @@ def test_a_server_older_than_15_is_refused_in_one_sentence_and_nothing_is_writte
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT to_regnamespace('cutover')").fetchone()[0] is None
             assert conn.execute("SELECT to_regclass('public.accounts')").fetchone()[0] is None
+
+
+def test_a_console_session_asks_the_server_to_notice_a_vanished_client(empty_db_url):
+    """A console killed mid-statement must not leave that statement holding locks for long."""
+    with connect(empty_db_url) as conn:
+        assert conn.execute("SHOW client_connection_check_interval").fetchone()[0] == "1s"

@@ -12,8 +12,8 @@ from conftest import ROOT
 from psycopg import sql
 
 from cutover_tui import migrate
-from cutover_tui.backfill import EXAMPLE_ROWS, JOB_LOCK_KEY, Backfill, BackfillOptions
-from cutover_tui.db import ensure_console_schema
+from cutover_tui.backfill import EXAMPLE_ROWS, Backfill, BackfillOptions
+from cutover_tui.db import JOB_LOCK_KEY, ensure_console_schema
 from cutover_tui.demo.seed import SeedSummary, seed_legacy
 from cutover_tui.errors import DatabaseUnreachable
 from cutover_tui.recon import run_recon

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from cutover_tui import verify as verify_module
-from cutover_tui.backfill import JOB_LOCK_KEY, Backfill, BackfillOptions
+from cutover_tui.backfill import Backfill, BackfillOptions
+from cutover_tui.db import JOB_LOCK_KEY
 from cutover_tui.demo.embedded import create_database
 from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.errors import CutoverError, Refused

@@ -38,8 +38,7 @@ import psycopg
 import pytest
 from conftest import ROOT
 
-from cutover_tui.backfill import JOB_LOCK_KEY
-from cutover_tui.db import OPERATOR_LOCK_KEY
+from cutover_tui.db import JOB_LOCK_KEY, OPERATOR_LOCK_KEY
 from cutover_tui.lock import holder
 from cutover_tui.verify import VerifyOptions, run_verify
 

@@ -40,10 +40,12 @@ import pytest
 from conftest import ROOT, TEST_POSTGRES
 from psycopg import sql
 
-from cutover_tui import jobs
+from cutover_tui import backfill, jobs
 from cutover_tui.backfill import Backfill, BackfillOptions, BackfillProgress
+from cutover_tui.db import JOB_WORKERS_KEY
 from cutover_tui.demo.embedded import embedded_server
 from cutover_tui.demo.envfile_text import DEMO_ENV
+from cutover_tui.errors import Refused
 from cutover_tui.session import Session, resolve_settings
 
 from .support import V2_TABLES, copy_database, fingerprint, row_counts, scale, seeded
@@ -204,19 +206,26 @@ def held(url: str, table: str, mode: str) -> Iterator[int]:
 
 def wait_until_blocked(url: str, application: str, child: subprocess.Popen) -> None:
     """Until a backend of `application` waits for the held LAST_TABLE: the job is mid-run."""
+    # On the table itself: two workers filling one table also wait, on its extension lock.
+    wait_until_waiting(url, child, "l.locktype = 'relation' AND l.relation = %s::regclass", LAST_TABLE,
+                       application=application, what=LAST_TABLE)
+
+
+def wait_until_waiting(url: str, child: subprocess.Popen, lock: str, *params, application: str,
+                       what: str) -> None:
+    """Until a backend of `application` waits for a lock matching `lock` (over pg_locks l)."""
     deadline = time.monotonic() + WAIT_FOR_JOB
     with psycopg.connect(url, autocommit=True, application_name="fault injector") as admin:
         while time.monotonic() < deadline:
-            # On the table itself: two workers filling one table also wait, on its extension lock.
             if admin.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                             "WHERE NOT l.granted AND l.locktype = 'relation' AND l.relation = %s::regclass "
-                             "AND a.application_name = %s", (LAST_TABLE, application)).fetchone()[0]:
+                             f"WHERE NOT l.granted AND {lock} AND a.application_name = %s",
+                             (*params, application)).fetchone()[0]:
                 return
             if child.poll() is not None:
-                pytest.fail(f"the job ended before it reached {LAST_TABLE}: {child.communicate()}")
+                pytest.fail(f"the job ended before it waited on {what}: {child.communicate()}")
             time.sleep(0.02)
     child.kill()
-    pytest.fail(f"the job never waited on {LAST_TABLE} within {WAIT_FOR_JOB} s")
+    pytest.fail(f"the job never waited on {what} within {WAIT_FOR_JOB} s")
 
 
 def terminate_console(url: str) -> int:
@@ -487,3 +496,109 @@ def test_table_locked_past_lock_timeout_mid_verify(world, tmp_path, figures):
     report, again = rerun(command)
     assert_verify_completed(report)
     record(figures, "pixbooks locked (ACCESS EXCLUSIVE) past lock_timeout mid-verify (CLI)", outcome, sentence, again)
+
+
+# --- deadlocks, and a killed console's sessions ------------------------------------------------------
+
+# An application's trigger on the last table: every insert statement first takes an advisory
+# lock that the injector holds, so the injector can close a real lock cycle with the job.
+FAULT_KEY = 4242
+
+
+def _trigger(url: str, body: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"""
+            CREATE FUNCTION public.fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$;
+            CREATE TRIGGER fault AFTER INSERT OR UPDATE ON public.{LAST_TABLE}
+                FOR EACH STATEMENT EXECUTE FUNCTION public.fault();""")
+
+
+def _drop_trigger(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP TRIGGER fault ON public.{LAST_TABLE}; DROP FUNCTION public.fault()")
+
+
+def _advisory(key: int) -> tuple[str, int, int]:
+    return "l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s", key >> 32, key & 0xFFFFFFFF
+
+
+def test_a_deadlock_mid_backfill_is_run_again_and_the_run_completes(world, copy, tmp_path, figures):
+    """A real lock cycle with another session: the server rolls back the job's transaction,
+    which runs it again once the other session is done; the run completes without an error."""
+    _trigger(copy, f"PERFORM pg_advisory_xact_lock({FAULT_KEY});")
+    command = cli(copy, tmp_path, "backfill")
+    with psycopg.connect(copy, application_name="fault injector") as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (FAULT_KEY,))
+        child = start(command)
+        lock, *key = _advisory(FAULT_KEY)
+        wait_until_waiting(copy, child, lock, *key, application="cutover backfill", what="the trigger's lock")
+        # The job holds the table (ROW EXCLUSIVE) and waits for us; we now wait for the table:
+        # a cycle, which the job's own deadlock check (it waited first) breaks by rolling back.
+        other.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(LAST_TABLE)))
+        other.commit()
+        other.execute("SELECT pg_advisory_unlock(%s)", (FAULT_KEY,))
+        outcome = finish(child)
+    assert outcome.code == 0, outcome.err
+    report = json.loads(outcome.out)
+    assert report["ok"], report["errors"]
+    retried = {st["stage"]: st["retriedTransactions"] for st in report["stages"]}
+    assert retried[LAST_TABLE] >= 1 and sum(retried.values()) == retried[LAST_TABLE]
+    _drop_trigger(copy)
+    assert_backfill_completed(world, copy, report, resumed=False)
+    figures.record("a deadlock with another session mid-backfill (CLI)", faults_injected=1, runs=1,
+                   exit_code=0, transactions_retried=retried[LAST_TABLE], rows_lost=rows_lost(world, copy),
+                   seconds=outcome.seconds)
+
+
+def test_a_deadlock_on_every_attempt_ends_in_one_sentence_and_a_rerun_completes(world, copy, tmp_path, figures):
+    _trigger(copy, "IF EXISTS (SELECT 1 FROM public.fault_switch) THEN "
+                   "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected'; END IF;")
+    with psycopg.connect(copy, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.fault_switch (on_ boolean); INSERT INTO public.fault_switch VALUES (true)")
+    command = cli(copy, tmp_path, "backfill")
+    outcome = finish(start(command))
+    sentence = one_sentence(outcome, 1, "rolled back one of the console's transactions because it crossed another "
+                            "session's locks (deadlock detected)", "nothing committed was lost",
+                            "run the command again")
+    copied = assert_stopped_mid_backfill(world, copy)
+    with psycopg.connect(copy, autocommit=True) as conn:
+        conn.execute("DROP TABLE public.fault_switch")
+    _drop_trigger(copy)
+    report, again = rerun(command)
+    assert_backfill_completed(world, copy, report)
+    record(figures, "a deadlock on every attempt mid-backfill (CLI)", outcome, sentence, again,
+           rows_lost(world, copy), v2_rows_committed_at_fault=copied)
+
+
+@contextmanager
+def a_killed_consoles_worker(url: str) -> Iterator[psycopg.Connection]:
+    """A backfill worker session whose console was killed: it still runs its last statement."""
+    conn = psycopg.connect(url, autocommit=True, application_name="cutover backfill")
+    try:
+        conn.execute("SELECT pg_advisory_lock_shared(%s)", (JOB_WORKERS_KEY,))
+        yield conn
+    finally:
+        conn.close()
+
+
+def test_a_run_waits_for_a_killed_consoles_workers_before_it_writes(world, copy, tmp_path):
+    command = cli(copy, tmp_path, "backfill")
+    with a_killed_consoles_worker(copy):
+        child = start(command)
+        lock, *key = _advisory(JOB_WORKERS_KEY)
+        wait_until_waiting(copy, child, lock, *key, application="cutover backfill", what="the earlier workers")
+        assert v2_rows(copy) == 0 and backfill_state(copy) == []  # it waits before anything
+    outcome = finish(child)
+    assert outcome.code == 0, outcome.err
+    assert_backfill_completed(world, copy, json.loads(outcome.out), resumed=False)
+
+
+def test_a_killed_consoles_worker_that_never_ends_is_named(copy, monkeypatch):
+    monkeypatch.setattr(backfill, "WORKERS_GONE_SECONDS", 1)
+    with a_killed_consoles_worker(copy) as worker:
+        pid = worker.info.backend_pid
+        with pytest.raises(Refused) as refused:
+            Backfill(copy, "x", BackfillOptions()).run()
+    assert (f"Sessions of an earlier backfill whose console is gone (pid {pid}) were still "
+            "running after 1 s; end them with SELECT pg_terminate_backend(pid)") in str(refused.value)
+    assert backfill_state(copy) == [] and v2_rows(copy) == 0

@@ -47,6 +47,7 @@ import hashlib
 import os
 import pwd
 import socket
+import threading
 import uuid
 
 import psycopg
@@ -58,7 +59,7 @@ from tui.support import settings_for, settle, toasts, wait_until
 
 from cutover_tui import journal
 from cutover_tui.archive import check_archive_sql
-from cutover_tui.db import connect
+from cutover_tui.db import JOB_LOCK_KEY, connect
 from cutover_tui.errors import CutoverError
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.dashboard import DashboardScreen
@@ -396,6 +397,26 @@ def test_a_hand_made_writes_false_after_e_is_a_rollback_and_writes_return_only_t
     assert code == 1 and "No verify has run since" in err
     walk(run, ("verify",), ("promote", "E", "--yes"))
     assert "ACCOUNT_SCHEMA_V2_WRITES=true" in run.env_file.read_text()
+
+
+def test_a_hand_made_rollback_is_journaled_while_a_backfill_or_verify_runs(run):
+    """Each purpose has its own advisory key: a running job never holds up the journaling."""
+    walk(run, *TO_E)
+    run.env_file.write_text(run.env_file.read_text().replace("ACCOUNT_SCHEMA_V2_WRITES=true",
+                                                             "ACCOUNT_SCHEMA_V2_WRITES=false"))
+    outcome: list = []
+    with psycopg.connect(run.database_url, autocommit=True) as job:
+        job.execute("SELECT pg_advisory_lock(%s)", (JOB_LOCK_KEY,))  # as a running backfill holds it
+        status = threading.Thread(target=lambda: outcome.append(run("status")), daemon=True)
+        status.start()
+        status.join(timeout=30)
+        if status.is_alive():
+            job.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND application_name = 'cutover'")
+            pytest.fail("the console waited on the running job's lock to journal the rollback")
+    code, out, _ = outcome[0]
+    assert code == 0 and "rollback   OPEN" in out
+    assert actions(run.database_url).count("rollback-opened") == 1
 
 
 # --- a console schema someone else made ----------------------------------------------------------
