@@ -98,17 +98,17 @@ from textual.widgets import Footer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cutover_tui import migrate  # noqa: E402
-from cutover_tui.db import ensure_console_schema  # noqa: E402
-from cutover_tui.demo.embedded import create_database, embedded_postgres  # noqa: E402
-from cutover_tui.demo.envfile_text import DEMO_ENV  # noqa: E402
-from cutover_tui.demo.seed import SIZES, seed_legacy  # noqa: E402
-from cutover_tui.mapping import TABLES  # noqa: E402
-from cutover_tui.session import Settings, resolve_settings  # noqa: E402
-from cutover_tui.tui.app import CutoverApp, make_app  # noqa: E402
-from cutover_tui.tui.screens.job import JobScreen  # noqa: E402
-from cutover_tui.tui.screens.journal import JournalScreen  # noqa: E402
-from cutover_tui.tui.widgets.job_progress import JobProgress  # noqa: E402
+from cutover_tui.demo.embedded import create_database, embedded_postgres
+from cutover_tui.demo.envfile_text import DEMO_ENV
+from cutover_tui.demo.seed import SIZES, seed_legacy
+from cutover_tui.rules.mapping import TABLES
+from cutover_tui.store.db import ensure_console_schema
+from cutover_tui.store.session import Settings, resolve_settings
+from cutover_tui.tui.app import CutoverApp, make_app
+from cutover_tui.tui.screens.job import JobScreen
+from cutover_tui.tui.screens.journal import JournalScreen
+from cutover_tui.tui.widgets.job_progress import JobProgress
+from cutover_tui.work import migrate
 
 TARGET_P95_MS = 100.0
 SIZE = (120, 40)

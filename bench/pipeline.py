@@ -29,14 +29,14 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cutover_tui import migrate  # noqa: E402
-from cutover_tui.backfill import Backfill, BackfillOptions  # noqa: E402
-from cutover_tui.db import ensure_console_schema  # noqa: E402
-from cutover_tui.demo import servers  # noqa: E402
-from cutover_tui.demo.embedded import create_database, database_url  # noqa: E402
-from cutover_tui.demo.seed import SIZES, seed_legacy  # noqa: E402
-from cutover_tui.mapping import TABLES, source_query  # noqa: E402
-from cutover_tui.verify import VerifyOptions, run_verify  # noqa: E402
+from cutover_tui.demo import servers
+from cutover_tui.demo.embedded import create_database, database_url
+from cutover_tui.demo.seed import SIZES, seed_legacy
+from cutover_tui.rules.mapping import TABLES, source_query
+from cutover_tui.store.db import ensure_console_schema
+from cutover_tui.work import migrate
+from cutover_tui.work.backfill import Backfill, BackfillOptions
+from cutover_tui.work.verify import VerifyOptions, run_verify
 
 V2 = sql.SQL(", ").join(sql.Identifier(t.v2) for t in TABLES)
 

@@ -9,37 +9,34 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 
-import psycopg
-
-from . import jobs, journal, migrate, transitions
-from .archive import plan_archive, run_archive
-from .backfill import BackfillOptions, BackfillProgress, parse_tables
-from .db import connect, redact
 from .display import one_line, visible
-from .demo import servers
-from .demo.seed import SIZES, seed_legacy
-from .demo.api import serve_api
-from .demo.run import DEMO_WORKSPACES, demo_environment, demo_session
-from .demo.traffic import TrafficStats, TrafficSwitch, run_traffic
 from .errors import BadInput, CutoverError
-from .verify import VerifyOptions, summary_lines
-from .mapping import BY_NAME
-from .reads import API_ENV, COOKIE_ENV
-from .report_diff import diff_reports, render_diff
-from .reports import dump_report, load_report, outcome_lines
-from .runbook import load_runbook
-from .session import Session, Settings, resolve_settings
-from .status import Status, gather
+from .ops import transitions
+from .ops.overview import Status, gather
+from .reports.diff import diff_reports, render_diff
+from .reports.models import dump_report
+from .reports.store import load_report, outcome_lines
+from .rules.mapping import BY_NAME
+from .rules.runbook import DEFAULT_RUNBOOK
+from .store import journal
+from .store.db import redact
+from .store.session import Session, Settings, resolve_settings
+from .work import jobs
+from .work.api_check import API_ENV, COOKIE_ENV
+from .work.archive import plan_archive, run_archive
+from .work.backfill import BackfillOptions, BackfillProgress, parse_tables
+from .work.verify import VerifyOptions, summary_lines
+
+if TYPE_CHECKING:
+    from .tui.protocols import TrafficPanel
 
 T = TypeVar("T")
 
@@ -284,107 +281,15 @@ def cmd_diff(session: Session | None, args: argparse.Namespace) -> int:
     return 1 if diff.worse else 0
 
 
-def cmd_demo_seed(args: argparse.Namespace) -> int:
-    url = args.database_url or os.environ.get("DATABASE_URL")
-    if not url:
-        raise BadInput("No database to seed: pass --database-url or set DATABASE_URL.")
-    runbook = load_runbook(args.runbook)
-    with connect(url, autocommit=True) as conn:
-        try:
-            if migrate.history(conn) is None:
-                migrate.apply_legacy_baseline(conn, runbook.paths.sql_dir)
-            summary = seed_legacy(conn, SIZES[args.size], seed=args.seed, clean=args.clean,
-                                  progress=_SeedProgress(sys.stderr.isatty()))
-        except psycopg.Error as exc:
-            raise CutoverError(f"Seeding failed ({redact(str(exc).strip(), url)}); nothing was written.") from None
-    if args.json:
-        _print_json(summary.model_dump())
-        return 0
-    print(f"Seeded size {args.size} (seed {args.seed}{', clean' if args.clean else ''}):")
-    print("\n".join(f"  {table:<28} {count:>12,}" for table, count in summary.rows.items()))
-    print("Planted anomalies:")
-    print("\n".join(f"  {name:<40} {count:>8,}" for name, count in summary.anomalies.items()))
-    return 0
-
-
-def cmd_demo_traffic(args: argparse.Namespace) -> int:
-    url = args.database_url or os.environ.get("DATABASE_URL")
-    if not url:
-        raise BadInput("No database: pass --database-url (shown by `cutover demo`) or set DATABASE_URL.")
-
-    def show(stats: TrafficStats) -> None:
-        print(f"{stats.elapsed:6.1f} s  {stats.requests:>7,} requests  {stats.requests_per_second:6.1f}/s  "
-              f"{stats.errors:>5,} errors  {stats.mirror_failures if stats.mirror_failures is not None else '?':>5} "
-              "mirror failures", flush=True)
-
-    try:
-        final = run_traffic(args.api, url, args.rate, args.duration, on_stats=show,
-                            accounts=args.accounts, seed=args.seed)
-    except ValueError as exc:
-        raise BadInput(f"{exc}") from None
-    return 1 if final.errors else 0
-
-
-class _SeedProgress:
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __call__(self, table: str, done: int, total: int) -> None:
-        if self.enabled:
-            sys.stderr.write(f"\r\x1b[2K seeding {table:<28} {done:>12,}/{total:,}")
-            sys.stderr.flush()
-
-
-@contextmanager
-def _unwound_by_signals() -> Iterator[None]:
-    """A closed terminal (SIGHUP) or a plain kill (SIGTERM) unwinds like ctrl+q, so the demo's
-    embedded server and its folder are removed instead of left running."""
-    def exit_on(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = {signum: signal.signal(signum, exit_on) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _on_a_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def run_console(settings: Settings, notice: str | None = None, api_target: jobs.ApiTarget | None = None,
-                traffic: TrafficSwitch | None = None) -> int:
-    from .tui.app import run_tui  # only the console needs Textual
+                traffic: TrafficPanel | None = None) -> int:
+    from .tui.app import run_tui
 
     return run_tui(settings, notice, api_target, traffic)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    if args.demo_command == "seed":
-        return cmd_demo_seed(args)
-    if args.demo_command == "traffic":
-        return cmd_demo_traffic(args)
-    runbook = load_runbook(args.runbook)
-    workspaces = SIZES[args.size] if args.size else DEMO_WORKSPACES
-    with _unwound_by_signals(), demo_environment(runbook.paths.sql_dir, workspaces, _SeedProgress(sys.stderr.isatty()),
-                                                     args.postgres) as demo, \
-            serve_api(demo.database_url, demo.env_file) as api:
-        settings = resolve_settings(runbook_path=args.runbook, env_file=demo.env_file,
-                                    database_url=demo.database_url, operator=args.operator,
-                                    report_dir=demo.report_dir)
-        account, user, cookie = demo_session(api, demo.database_url)
-        notice = f"embedded PostgreSQL {demo.server_version} · stand-in API {api} · cookie for {user}: {cookie}"
-        if not args.no_tui and _on_a_terminal():
-            return run_console(settings, notice, jobs.ApiTarget(api=api, cookie=cookie),
-                               TrafficSwitch(api, demo.database_url, exclude={account}))
-        if not args.no_tui:
-            print("cutover: no terminal to open the console on; printing the demo's status.", file=sys.stderr)
-        with Session(settings) as session:
-            print(render_status(gather(session)))
-        print(notice)
-    return 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -396,7 +301,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cutover", description=__doc__.splitlines()[0])
-    parser.add_argument("--runbook", type=Path, default=Path("runbook.toml"), help="runbook file (default ./runbook.toml)")
+    parser.add_argument("--runbook", type=Path, default=DEFAULT_RUNBOOK, help="runbook file (default ./runbook.toml)")
     parser.add_argument("--env-file", type=Path, help="deploy env file (overrides the runbook file)")
     parser.add_argument("--database-url", help="target database (else DATABASE_URL, else the runbook file)")
     parser.add_argument("--operator", help="who is acting, for the journal (default $USER)")
@@ -406,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(run=run)
         return p
+
+    from .demo.cli import (
+        add_demo_parser,  # its options only: the demo itself loads when it runs
+    )
 
     sub.add_parser("tui", help="Open the console (the default with no command).",
                    description="Open the console on the configured database and env file.")
@@ -462,29 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("after", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(offline=True)
-    p = sub.add_parser("demo", help="Start an embedded demo database and open the console on it.")
-    p.add_argument("--no-tui", action="store_true", help="print the status instead of opening the console")
-    p.add_argument("--size", choices=("S", "M"), help=f"seed size S or M (default: {DEMO_WORKSPACES} workspaces)")
-    p.add_argument("--postgres", type=int, choices=servers.SUPPORTED, default=servers.DEFAULT,
-                   help=f"the embedded server's version (default {servers.DEFAULT}; production runs 17)")
-    p.set_defaults(run=None)
-    demo_sub = p.add_subparsers(dest="demo_command", metavar="seed|traffic")
-    seed = demo_sub.add_parser("seed", help="Fill a legacy schema with deterministic demo data and anomalies.",
-                               description="Fill a legacy schema with deterministic demo data and anomalies.")
-    seed.add_argument("--size", choices=sorted(SIZES), default="S",
-                      help="S = 10k workspaces, M = 100k, L = 1M (default S)")
-    seed.add_argument("--seed", type=int, default=1, help="the data's random seed (default 1)")
-    seed.add_argument("--clean", action="store_true", help="the same sizes with no anomalies")
-    seed.add_argument("--database-url", default=argparse.SUPPRESS, help="database to seed (else DATABASE_URL)")
-    seed.add_argument("--json", action="store_true")
-    traffic = demo_sub.add_parser("traffic", help="Send reads and writes through the demo's stand-in API.",
-                                  description="Send reads and writes through the demo's stand-in API.")
-    traffic.add_argument("--api", required=True, help="the stand-in API's address (shown by `cutover demo`)")
-    traffic.add_argument("--rate", type=float, required=True, help="requests per second")
-    traffic.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
-    traffic.add_argument("--accounts", type=int, default=3, help="accounts to spread the traffic over")
-    traffic.add_argument("--seed", type=int, default=1)
-    traffic.add_argument("--database-url", default=argparse.SUPPRESS, help="the demo database (else DATABASE_URL)")
+    add_demo_parser(sub)
     return parser
 
 
@@ -528,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     url_hint = args.database_url
     try:
         if args.command == "demo":
+            from .demo.cli import cmd_demo
+
             return cmd_demo(args)
         if getattr(args, "offline", False):
             with _shown_literally():
@@ -540,11 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings: Settings = resolve_settings(runbook_path=args.runbook, env_file=args.env_file,
                                               database_url=args.database_url, operator=args.operator)
         url_hint = settings.database_url
-        with Session(settings) as session, _shown_literally():
-            try:
-                return args.run(session, args)
-            except psycopg.Error as exc:
-                raise session.database_error(exc) from None
+        with Session(settings) as session, _shown_literally(), session.translated():
+            return args.run(session, args)
     except CutoverError as exc:
         print(f"cutover: {visible(redact(exc.message, url_hint))}", file=sys.stderr)
         return exc.exit_code

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import os
 import uuid
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, TEST_POSTGRES, CliRun, apply_v2
 
-from cutover_tui.demo import servers
 from cutover_tui.demo.embedded import create_database, embedded_postgres
 
-ROOT = Path(__file__).resolve().parent.parent
-# The server version every database test runs on (README: "Other Postgres versions").
-TEST_POSTGRES = servers.requested_version(os.environ.get(servers.TEST_SETTING))
 _counter = itertools.count()
 
 
@@ -36,7 +32,7 @@ def legacy_db_url(empty_db_url) -> str:
     import psycopg
 
     from cutover_tui.demo.seed import seed_legacy
-    from cutover_tui.migrate import apply_legacy_baseline
+    from cutover_tui.work.migrate import apply_legacy_baseline
 
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         apply_legacy_baseline(conn, ROOT / "sql")
@@ -54,40 +50,9 @@ def env_file(tmp_path) -> Path:
     return path
 
 
-class CliRun:
-    """Runs `cutover` in-process against one database and env file."""
-
-    def __init__(self, capsys, database_url: str, env_file: Path, operator: str = "alice",
-                 runbook: Path = ROOT / "runbook.toml"):
-        self.capsys, self.database_url, self.env_file, self.operator = capsys, database_url, env_file, operator
-        self.runbook = runbook
-
-    def __call__(self, *args: str, operator: str | None = None) -> tuple[int, str, str]:
-        from cutover_tui.cli import main
-
-        self.capsys.readouterr()
-        code = main(["--runbook", str(self.runbook), "--database-url", self.database_url,
-                     "--env-file", str(self.env_file), "--operator", operator or self.operator, *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-
 @pytest.fixture
 def cutover(capsys, legacy_db_url, env_file) -> CliRun:
     return CliRun(capsys, legacy_db_url, env_file)
-
-
-def apply_v2(url: str) -> str:
-    """Stage A on a legacy database, plus the console's own schema."""
-    import psycopg
-
-    from cutover_tui import migrate
-    from cutover_tui.db import ensure_console_schema
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate.apply_plan(conn, migrate.plan(conn, ROOT / "sql"))
-        ensure_console_schema(conn)
-    return url
 
 
 @pytest.fixture
@@ -99,7 +64,7 @@ def v2_db_url(legacy_db_url) -> str:
 @pytest.fixture
 def backfilled_url(legacy_db_url) -> str:
     """A seeded legacy database with v2 applied and backfilled."""
-    from cutover_tui.backfill import Backfill, BackfillOptions
+    from cutover_tui.work.backfill import Backfill, BackfillOptions
 
     apply_v2(legacy_db_url)
     Backfill(legacy_db_url, "tester", BackfillOptions()).run()

@@ -1,26 +1,68 @@
-"""Small helpers the database tests share: recording reports and moving the clock back."""
+"""Helpers the tests share: where the project is, the server version, the CLI in-process,
+recording reports and moving the clock back. Tests import these from here, never from
+another test module or a conftest."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import psycopg
 
-from cutover_tui import reports
-from cutover_tui.db import ensure_console_schema
+from cutover_tui.demo import servers
+from cutover_tui.reports import store as report_store
+from cutover_tui.reports.models import ReportKind
+from cutover_tui.store.db import ensure_console_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+# The server version every database test runs on (README: "Other Postgres versions").
+TEST_POSTGRES = servers.requested_version(os.environ.get(servers.TEST_SETTING))
 
 
-def record_report(url: str, kind: reports.ReportKind, *, ok: bool, stage: str | None = None,
-                  at: datetime | None = None) -> reports.StoredReport:
+class CliRun:
+    """Runs `cutover` in-process against one database and env file."""
+
+    def __init__(self, capsys, database_url: str, env_file: Path, operator: str = "alice",
+                 runbook: Path = ROOT / "runbook.toml"):
+        self.capsys, self.database_url, self.env_file, self.operator = capsys, database_url, env_file, operator
+        self.runbook = runbook
+
+    def __call__(self, *args: str, operator: str | None = None) -> tuple[int, str, str]:
+        from cutover_tui.cli import main
+
+        self.capsys.readouterr()
+        code = main(["--runbook", str(self.runbook), "--database-url", self.database_url,
+                     "--env-file", str(self.env_file), "--operator", operator or self.operator, *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+def apply_v2(url: str) -> str:
+    """Stage A on a legacy database, plus the console's own schema."""
+    import psycopg
+
+    from cutover_tui.store.db import ensure_console_schema
+    from cutover_tui.work import migrate
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate.apply_plan(conn, migrate.plan(conn, ROOT / "sql"))
+        ensure_console_schema(conn)
+    return url
+
+
+def record_report(url: str, kind: ReportKind, *, ok: bool, stage: str | None = None,
+                  at: datetime | None = None) -> report_store.StoredReport:
     """A report in the §4 shape, stored as the console stores its own."""
     at = at or datetime.now(timezone.utc)
     body = {"ok": ok, "generatedAt": at.isoformat()}
     if kind == "backfill":  # a run over every table (a failing one: errors in pixbooks)
-        from cutover_tui.mapping import TABLES
+        from cutover_tui.rules.mapping import TABLES
 
         stages = [{"stage": t.v2, "oldCount": 1, "beforeCount": 0, "afterCount": 1, "affectedRows": 1} for t in TABLES]
         body |= {"stages": stages, "errors": [] if ok else [{"stage": "pixbooks", "error": "x", "rows": []}],
@@ -30,7 +72,7 @@ def record_report(url: str, kind: reports.ReportKind, *, ok: bool, stage: str | 
                              "oldCount": 1, "newCount": 1 if ok else 0}]}
     with psycopg.connect(url, autocommit=True) as conn:
         ensure_console_schema(conn)
-        return reports.store(conn, kind, body, generated_at=at, stage=stage, path=None)
+        return report_store.store(conn, kind, body, generated_at=at, stage=stage, path=None)
 
 
 def age_journal(url: str, hours: float) -> None:
@@ -42,7 +84,7 @@ def age_journal(url: str, hours: float) -> None:
 
 def fingerprint(url: str) -> dict[str, str]:
     """Every v2 row's content, one digest per table: equal digests, equal tables row for row."""
-    from cutover_tui.mapping import TABLES
+    from cutover_tui.rules.mapping import TABLES
 
     with psycopg.connect(url) as conn:
         return {t.v2: conn.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x.id), '')) FROM {t.v2} x")

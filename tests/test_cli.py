@@ -184,7 +184,7 @@ def test_bad_env_file_is_a_clear_error(cutover, make, says):
 
 
 def test_bad_runbook_is_a_clear_error(capsys, tmp_path, legacy_db_url, env_file):
-    from conftest import ROOT
+    from helpers import ROOT
 
     from cutover_tui.cli import main
 
@@ -206,7 +206,7 @@ def test_journal_lists_every_action(cutover):
 
 
 def test_demo_seed_fills_and_reports_anomalies(capsys, empty_db_url):
-    from conftest import ROOT
+    from helpers import ROOT
 
     from cutover_tui.cli import main
 
@@ -266,7 +266,7 @@ def test_backfill_without_a_legacy_table_is_a_clear_error(cutover):
 
 
 def test_diff_of_two_reports(cutover, tmp_path):
-    from conftest import ROOT
+    from helpers import ROOT
 
     data = ROOT / "tests" / "data" / "reports"
     code, out, _ = cutover("diff", str(data / "upstream-verify.json"), str(data / "console-verify.json"))
@@ -315,8 +315,8 @@ def test_verify_command_passes_after_backfill_and_repairs(cutover, tmp_path):
 
 
 def test_progress_line_shows_rows_per_second_and_eta_only_on_a_terminal(capsys):
-    from cutover_tui.backfill import BackfillProgress
     from cutover_tui.cli import _ProgressLine
+    from cutover_tui.work.backfill import BackfillProgress
 
     progress = BackfillProgress(table="pixbooks", pass_no=1, done=500, total=2000, rows_per_second=100.0)
     _ProgressLine(enabled=True)(progress)
@@ -327,7 +327,7 @@ def test_progress_line_shows_rows_per_second_and_eta_only_on_a_terminal(capsys):
 
 
 def test_demo_without_a_terminal_prints_status_and_the_stand_in_api(capsys):
-    from conftest import ROOT
+    from helpers import ROOT
 
     from cutover_tui.cli import main
 
@@ -340,7 +340,7 @@ def test_demo_without_a_terminal_prints_status_and_the_stand_in_api(capsys):
 
 def test_the_demo_runs_on_the_postgres_version_asked_for(capsys):
     """Production runs 17: a rehearsal can run on the same major version."""
-    from conftest import ROOT
+    from helpers import ROOT
 
     from cutover_tui.cli import main
 
@@ -366,7 +366,7 @@ def test_demo_killed_with_sigterm_removes_its_embedded_server(tmp_path, after):
     import sys
     import time
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     child = subprocess.Popen([sys.executable, "-m", "cutover_tui.cli", "--runbook", str(ROOT / "runbook.toml"),
                               "demo", "--size", "S", "--no-tui"], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from ..envfile import ALIAS, DUAL_WRITE, READS, WRITES, read_env_file
+from ..files.envfile import ALIAS, DUAL_WRITE, READS, WRITES, read_env_file
 
 log = logging.getLogger(__name__)
 

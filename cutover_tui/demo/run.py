@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 from pydantic import BaseModel
 
-from ..migrate import apply_legacy_baseline
+from ..work.migrate import apply_legacy_baseline
 from . import servers
 from .embedded import create_database, embedded_postgres
 from .envfile_text import DEMO_ENV

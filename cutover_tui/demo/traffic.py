@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import psycopg
 from pydantic import BaseModel
 
-from ..db import connect
 from ..errors import CutoverError
+from ..store.db import connect
 from .api import COOKIE_NAME
 
 if TYPE_CHECKING:  # httpx is imported where used: `import httpx` loads rich (its CLI), which the engine must not

@@ -7,16 +7,18 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from ..errors import CutoverError
-from ..journal import JournalEntry
-from ..status import Status
-from ..transitions import FlagChange
+from ..ops.overview import Status
+from ..ops.transitions import FlagChange
+from ..store.journal import JournalEntry
+from .protocols import TrafficFigures
+from .running_job import JobRun
 
 
 @dataclass
 class SessionOpened(Message):
     """The database answered and the console's schema is in place."""
 
-    label: str
+    database_name: str
 
 
 @dataclass
@@ -60,3 +62,24 @@ class OperationFailed(Message):
     error: CutoverError
     fatal: bool = False
     refresh: bool = False  # show the status again: something may have changed
+
+
+@dataclass
+class JobEnded(Message):
+    """The long job finished, failed or was cancelled; `run` holds its report or error."""
+
+    run: JobRun
+
+
+@dataclass
+class TrafficSwitched(Message):
+    running: bool
+    rate: float
+    base_url: str
+
+
+@dataclass
+class TrafficRead(Message):
+    """The demo traffic's figures and whether it runs; None when they could not be read."""
+
+    figures: tuple[TrafficFigures, bool] | None

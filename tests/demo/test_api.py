@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from cutover_tui.demo.api import COOKIE_NAME, serve_api, switch_for
-from cutover_tui.envfile import (
+from cutover_tui.files.envfile import (
     ALIAS,
     DUAL_WRITE,
     READS,

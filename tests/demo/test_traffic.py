@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-from helpers import age_journal
+from helpers import ROOT, age_journal
 
-from cutover_tui import jobs, migrate, reads, transitions
-from cutover_tui.backfill import Backfill, BackfillOptions
-from cutover_tui.db import ensure_console_schema
 from cutover_tui.demo.api import COOKIE_NAME, serve_api
 from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.demo.traffic import (
@@ -24,11 +20,14 @@ from cutover_tui.demo.traffic import (
     require_loopback,
     run_traffic,
 )
-from cutover_tui.envfile import DUAL_WRITE, READS, WRITES, read_env_file
-from cutover_tui.session import Session, resolve_settings
-from cutover_tui.verify import VerifyOptions, run_verify
+from cutover_tui.files.envfile import DUAL_WRITE, READS, WRITES, read_env_file
+from cutover_tui.ops import transitions
+from cutover_tui.store.db import ensure_console_schema
+from cutover_tui.store.session import Session, resolve_settings
+from cutover_tui.work import api_check, jobs, migrate
+from cutover_tui.work.backfill import Backfill, BackfillOptions
+from cutover_tui.work.verify import VerifyOptions, run_verify
 
-ROOT = Path(__file__).resolve().parents[2]
 READ_ACCOUNT, READ_USER = "ws_1", "user_1"  # verify-reads looks here; the traffic stays out of it
 RATE = 40.0
 
@@ -103,7 +102,7 @@ def verify_ok(session: Session, traffic: Traffic | None = None) -> dict:
 
 
 def reads_ok(session: Session, base: str, cookie: str) -> None:
-    report = reads.run_verify_reads(session.settings.database_url, session.settings.env_file, api=base,
+    report = api_check.run_verify_reads(session.settings.database_url, session.settings.env_file, api=base,
                                     cookie=cookie, account_id=READ_ACCOUNT)
     assert report["ok"], failing(report)
 
@@ -375,7 +374,7 @@ def test_bounded_in_requests_and_time():
 
 
 def test_cli_demo_traffic_prints_figures_each_second(legacy_db_url, env_file, capsys):
-    from conftest import ROOT as REPO
+    from helpers import ROOT as REPO
 
     from cutover_tui.cli import main
     from cutover_tui.demo.api import serve_api
@@ -394,7 +393,7 @@ def test_cli_demo_traffic_prints_figures_each_second(legacy_db_url, env_file, ca
     ("http://127.0.0.1:9", "postgresql://x:pw@/nodb?host=/nonexistent", 3, "Cannot connect to postgresql://x:***@"),
 ])
 def test_cli_demo_traffic_fails_in_one_sentence(legacy_db_url, capsys, api, database, exit_code, says):
-    from conftest import ROOT as REPO
+    from helpers import ROOT as REPO
 
     from cutover_tui.cli import main
 

@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from conftest import ROOT, apply_v2
-from helpers import fingerprint  # noqa: F401 - the harness's tests take it from here
+from helpers import (
+    ROOT,
+    apply_v2,
+    fingerprint,  # noqa: F401 - the harness's tests take it from here
+)
 
 from cutover_tui.demo.embedded import create_database
 from cutover_tui.demo.seed import SIZES, seed_legacy
-from cutover_tui.mapping import TABLES
-from cutover_tui.migrate import apply_legacy_baseline
+from cutover_tui.rules.mapping import TABLES
+from cutover_tui.work.migrate import apply_legacy_baseline
 
 FULL = os.environ.get("CUTOVER_RELIABILITY", "fast") == "full"
 WORKSPACES = SIZES["M"] if FULL else 400  # fast: enough rows for several batches per table

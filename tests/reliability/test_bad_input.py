@@ -44,16 +44,17 @@ from typing import ClassVar
 
 import psycopg
 import pytest
-from conftest import ROOT, apply_v2
-from helpers import http_server
+from helpers import ROOT, apply_v2, http_server
 
-from cutover_tui import jobs, reports, transitions
 from cutover_tui.cli import main
 from cutover_tui.demo.embedded import create_database
 from cutover_tui.demo.envfile_text import DEMO_ENV
-from cutover_tui.migrate import apply_legacy_baseline
-from cutover_tui.reads import API_ENV, COOKIE_ENV
-from cutover_tui.session import Session, resolve_settings
+from cutover_tui.ops import transitions
+from cutover_tui.reports import store as report_store
+from cutover_tui.store.session import Session, resolve_settings
+from cutover_tui.work import jobs
+from cutover_tui.work.api_check import API_ENV, COOKIE_ENV
+from cutover_tui.work.migrate import apply_legacy_baseline
 
 from .support import V2_TABLES, seeded, write_runbook
 
@@ -305,7 +306,7 @@ def _write(name: str, body: object) -> Callable[[Path], Path]:
 def _sparse_huge(folder: Path) -> Path:
     path = folder / "huge.json"
     with path.open("wb") as file:
-        file.truncate(reports.MAX_REPORT_BYTES + 1)  # sparse: over the limit without using the disk
+        file.truncate(report_store.MAX_REPORT_BYTES + 1)  # sparse: over the limit without using the disk
     return path
 
 

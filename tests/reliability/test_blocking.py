@@ -30,10 +30,10 @@ import threading
 import time
 
 import psycopg
-from conftest import ROOT
+from helpers import ROOT
 
-from cutover_tui.backfill import Backfill, BackfillOptions
-from cutover_tui.verify import VerifyOptions, run_verify
+from cutover_tui.work.backfill import Backfill, BackfillOptions
+from cutover_tui.work.verify import VerifyOptions, run_verify
 
 from .support import FULL, WORKSPACES, scale, seeded
 

@@ -36,13 +36,21 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
-from cutover_tui.db import JOB_LOCK_KEY, OPERATOR_LOCK_KEY
-from cutover_tui.lock import holder
-from cutover_tui.verify import VerifyOptions, run_verify
+from cutover_tui.store.db import JOB_LOCK_KEY, OPERATOR_LOCK_KEY
+from cutover_tui.store.lock import holder
+from cutover_tui.work.verify import VerifyOptions, run_verify
 
-from .support import V2_TABLES, WORKSPACES, copy_database, fingerprint, row_counts, scale, seeded
+from .support import (
+    V2_TABLES,
+    WORKSPACES,
+    copy_database,
+    fingerprint,
+    row_counts,
+    scale,
+    seeded,
+)
 
 # Fast mode needs a backfill of a couple of seconds so that random kills land inside it.
 CRASH_WORKSPACES = scale(8000, WORKSPACES)

@@ -37,16 +37,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ROOT, TEST_POSTGRES
+from helpers import ROOT, TEST_POSTGRES
 from psycopg import sql
 
-from cutover_tui import backfill, jobs
-from cutover_tui.backfill import Backfill, BackfillOptions, BackfillProgress
-from cutover_tui.db import JOB_WORKERS_KEY
 from cutover_tui.demo.embedded import embedded_server
 from cutover_tui.demo.envfile_text import DEMO_ENV
 from cutover_tui.errors import Refused
-from cutover_tui.session import Session, resolve_settings
+from cutover_tui.store.db import JOB_WORKERS_KEY
+from cutover_tui.store.session import Session, resolve_settings
+from cutover_tui.work import backfill, jobs
+from cutover_tui.work.backfill import Backfill, BackfillOptions, BackfillProgress
 
 from .support import V2_TABLES, copy_database, fingerprint, row_counts, scale, seeded
 

@@ -34,13 +34,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ROOT
-from helpers import record_report
+from helpers import ROOT, record_report
 
 from cutover_tui.cli import main
 from cutover_tui.demo.envfile_text import DEMO_ENV
-from cutover_tui.lock import holder
-from cutover_tui.session import resolve_settings
+from cutover_tui.store.lock import holder
+from cutover_tui.store.session import resolve_settings
 
 from .support import copy_database, scale, seeded
 
@@ -443,7 +442,7 @@ def test_a_console_killed_mid_promotion_releases_the_lock(stage_g, env, capsys, 
 FIRST_CONSOLE = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
-    from cutover_tui.session import resolve_settings
+    from cutover_tui.store.session import resolve_settings
     from cutover_tui.tui.app import make_app
     from cutover_tui.tui.screens.confirm import ConfirmChange
 

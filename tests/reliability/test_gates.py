@@ -40,29 +40,27 @@ privilege it lacks."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-
 import hashlib
 import os
 import pwd
 import socket
 import threading
 import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
 import time_machine
-from conftest import ROOT, CliRun
-from helpers import age_journal, record_report
+from helpers import ROOT, CliRun, age_journal, record_report
 from tui.support import settings_for, settle, toasts, wait_until
 
-from cutover_tui import journal
-from cutover_tui.archive import check_archive_sql
-from cutover_tui.db import JOB_LOCK_KEY, connect
 from cutover_tui.errors import CutoverError
+from cutover_tui.store import journal
+from cutover_tui.store.db import JOB_LOCK_KEY, connect
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.dashboard import DashboardScreen
+from cutover_tui.work.archive import check_archive_sql
 
 from .support import copy_database, seeded, write_runbook
 

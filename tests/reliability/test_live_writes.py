@@ -35,12 +35,12 @@ import time
 
 import psycopg
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 from psycopg.types.json import Jsonb
 
-from cutover_tui.backfill import Backfill, BackfillOptions, BackfillProgress
-from cutover_tui.mapping import BY_NAME
-from cutover_tui.verify import VerifyOptions, run_verify
+from cutover_tui.rules.mapping import BY_NAME
+from cutover_tui.work.backfill import Backfill, BackfillOptions, BackfillProgress
+from cutover_tui.work.verify import VerifyOptions, run_verify
 
 from .support import V2_TABLES, WORKSPACES, scale, seeded
 

@@ -31,16 +31,15 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from conftest import ROOT
-from helpers import age_journal
+from helpers import ROOT, age_journal
 
 from cutover_tui.cli import main
 from cutover_tui.demo.api import serve_api
 from cutover_tui.demo.envfile_text import DEMO_ENV
 from cutover_tui.demo.run import demo_session
-from cutover_tui.jobs import ApiTarget
-from cutover_tui.reads import API_ENV, COOKIE_ENV
-from cutover_tui.session import resolve_settings
+from cutover_tui.store.session import resolve_settings
+from cutover_tui.work.api_check import API_ENV, COOKIE_ENV
+from cutover_tui.work.jobs import ApiTarget
 
 from .support import seeded
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cutover_tui.session import Settings
+from cutover_tui.store.session import Settings
 
 from .support import settings_for
 

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+from helpers import ROOT
 from rich.console import Console, ConsoleRenderable
 from textual.pilot import Pilot
 from textual.widgets import Static
 
-from cutover_tui.session import Settings, resolve_settings
+from cutover_tui.store.session import Settings, resolve_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 BACKFILL_AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 VERIFY_AT = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 

@@ -21,10 +21,10 @@ async def test_ctrl_q_exits_with_code_zero(tui_settings):
     app = make_app(tui_settings)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        assert app.session is not None
+        assert app.controller.session is not None
         await pilot.press("ctrl+q")
     assert app.return_code == 0
-    assert app.session is None  # closed on exit
+    assert app.controller.session is None  # closed on exit
 
 
 async def test_full_collections_wait_for_the_console_and_python_gets_its_settings_back(tui_settings):

@@ -6,9 +6,10 @@ import psycopg
 import pytest
 from helpers import record_report
 
-from cutover_tui import journal, transitions
-from cutover_tui.envfile import read_env_file
-from cutover_tui.session import Session, resolve_settings
+from cutover_tui.files.envfile import read_env_file
+from cutover_tui.ops import transitions
+from cutover_tui.store import journal
+from cutover_tui.store.session import Session, resolve_settings
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.confirm import ConfirmChange
 from cutover_tui.tui.screens.dashboard import DashboardScreen

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from helpers import record_report
 
-from cutover_tui import transitions
-from cutover_tui.session import Session
+from cutover_tui.ops import transitions
+from cutover_tui.store.session import Session
 from cutover_tui.tui.app import make_app
 
 from .support import BACKFILL_AT, VERIFY_AT, set_journal_times, settings_for, settle

@@ -8,9 +8,9 @@ import pytest
 from cutover_tui.demo.api import serve_api
 from cutover_tui.demo.run import demo_session
 from cutover_tui.demo.traffic import TrafficSwitch
-from cutover_tui.jobs import ApiTarget
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.job import JobScreen
+from cutover_tui.work.jobs import ApiTarget
 
 from .support import screen_text, settings_for, settle, wait_until
 

@@ -8,15 +8,15 @@ import psycopg
 import pytest
 from helpers import age_journal
 
-from cutover_tui import journal
 from cutover_tui.demo.seed import seed_legacy
-from cutover_tui.envfile import READS, WRITES, DUAL_WRITE, read_env_file
-from cutover_tui.migrate import apply_legacy_baseline
+from cutover_tui.files.envfile import DUAL_WRITE, READS, WRITES, read_env_file
+from cutover_tui.store import journal
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.archive import ArchiveConfirm
 from cutover_tui.tui.screens.confirm import Confirm
 from cutover_tui.tui.screens.dashboard import DashboardScreen
 from cutover_tui.tui.screens.job import JobScreen
+from cutover_tui.work.migrate import apply_legacy_baseline
 
 from .support import ROOT, screen_text, settings_for, settle, toasts, wait_until
 

@@ -8,11 +8,11 @@ import pytest
 from helpers import record_report
 
 from cutover_tui.demo.seed import seed_legacy
-from cutover_tui.migrate import apply_legacy_baseline
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.dashboard import DashboardScreen
 from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.tui.screens.report import ReportScreen
+from cutover_tui.work.migrate import apply_legacy_baseline
 
 from .support import ROOT, screen_text, settings_for, settle, wait_until
 from .test_happy_path import last_action
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def bigger_url(empty_db_url) -> str:
     """Enough rows that a backfill takes a few seconds: time to pause and cancel it."""
-    from conftest import apply_v2
+    from helpers import apply_v2
 
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         apply_legacy_baseline(conn, ROOT / "sql")
@@ -119,7 +119,9 @@ async def test_a_verify_fills_in_its_diff_against_the_previous_one(backfilled_ur
         checks = len(screen.run.report.checks)
         table = screen.query_one("#live-diff")
         assert screen.query_one("#live-diff-box").display
-        assert table.row_count == checks  # one row per check, as each completed
+        # One row per check, as each completed; the screen draws on its own timer, so the
+        # last check may show a redraw after the job ended.
+        await wait_until(pilot, lambda: table.row_count == checks)
         rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
         assert all(row[0].startswith(("=", "FAIL~", "~")) for row in rows), rows
         assert any(row[1] == "content:accounts" and row[2] == row[3] == "PASS" for row in rows)

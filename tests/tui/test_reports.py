@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import DATA as TEST_DATA
 from textual.widgets import DataTable, Input
 
-from cutover_tui import reports
-from cutover_tui.db import ensure_console_schema
+from cutover_tui.reports import store as report_store
+from cutover_tui.reports.models import ReconReport, ReportKind
+from cutover_tui.store.db import ensure_console_schema
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.report import ReportScreen, details, items
 from cutover_tui.tui.screens.report_diff import ReportDiffScreen
@@ -22,7 +23,7 @@ from .support import screen_text, settings_for, settle
 
 pytestmark = pytest.mark.anyio
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "reports"
+DATA = TEST_DATA / "reports"
 OLDER = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 NEWER = datetime(2026, 1, 6, 10, 0, tzinfo=UTC)
 ODD = "[red]x[/red] \x1b[31mred"  # markup and an escape code, as a database row might hold them
@@ -41,14 +42,14 @@ def verify_body(at: datetime, *, duplicates: int) -> dict:
     ]}
 
 
-def store(url: str, kind: reports.ReportKind, body: dict, stage: str | None = None) -> reports.StoredReport:
+def store(url: str, kind: ReportKind, body: dict, stage: str | None = None) -> report_store.StoredReport:
     at = datetime.fromisoformat(body["generatedAt"].replace("Z", "+00:00"))
     with psycopg.connect(url, autocommit=True) as conn:
         ensure_console_schema(conn)
-        return reports.store(conn, kind, body, generated_at=at, stage=stage, path=None)
+        return report_store.store(conn, kind, body, generated_at=at, stage=stage, path=None)
 
 
-def two_verifies(url: str) -> tuple[reports.StoredReport, reports.StoredReport]:
+def two_verifies(url: str) -> tuple[report_store.StoredReport, report_store.StoredReport]:
     """An older verify whose sample check failed, a newer one where a duplicate check fails instead."""
     return (store(url, "verify", verify_body(OLDER, duplicates=0) | {"ok": False}, stage="B"),
             store(url, "verify", verify_body(NEWER, duplicates=2), stage="G"))
@@ -257,7 +258,7 @@ async def test_odd_console_fields_in_a_recon_file_do_not_break_it():
     body = json.loads((DATA / "upstream-recon.json").read_text()) | {
         "tables": ["not", "a", "dict"], "anomalies": {"pixbooks": "x", "identities": {"dup": 3}},
         "problems": 3, "missingTables": "auth_users", "estimate": {"seconds": 1.5, "tables": {}}}
-    shown = items(reports.ReconReport.model_validate(body))
+    shown = items(ReconReport.model_validate(body))
     assert [(item.tag, item.name) for item in shown][-2:] == [("anomaly", "identities: dup"),
                                                              ("estimate", "backfill duration")]
     assert details(shown[-1]).plain.splitlines() == ["estimate  backfill duration", "seconds: 1.5", "tables: none"]

@@ -8,7 +8,7 @@ from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.reports import ReportsScreen
 
 from .support import settings_for, settle
-from .test_reports import DATA, two_verifies, store
+from .test_reports import DATA, store, two_verifies
 
 LABEL = "alice @ test database · env deploy.env"
 

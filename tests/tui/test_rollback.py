@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from helpers import record_report
 
-from cutover_tui import transitions
-from cutover_tui.session import Session
+from cutover_tui.ops import transitions
+from cutover_tui.store.session import Session
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.tui.screens.rollback import RollbackWizard

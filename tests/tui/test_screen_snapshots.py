@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from helpers import record_report
 
-from cutover_tui import jobs, transitions
-from cutover_tui.backfill import BackfillProgress
-from cutover_tui.session import Session
+from cutover_tui.ops import transitions
+from cutover_tui.store.session import Session
 from cutover_tui.tui.app import make_app
-from cutover_tui.tui.job_run import JobRun
+from cutover_tui.tui.running_job import JobRun
 from cutover_tui.tui.screens.job import JobScreen
+from cutover_tui.work import jobs
+from cutover_tui.work.backfill import BackfillProgress
 
 from .support import BACKFILL_AT, VERIFY_AT, set_journal_times, settings_for, settle
 from .test_dashboard_snapshots import D_SINCE, LABEL, pressing

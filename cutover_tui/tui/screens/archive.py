@@ -12,7 +12,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
-from ...archive import ArchivePlan
+from ...work.archive import ArchivePlan
 from ..text import literal
 
 

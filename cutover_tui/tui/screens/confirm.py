@@ -11,7 +11,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from ...transitions import FlagChange
+from ...ops.transitions import FlagChange
 from ..text import literal
 
 

@@ -6,42 +6,36 @@ It only displays what the app sets on it (`status`, `problem`, `label`) and post
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import actions
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.events import Key, Resize
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
-from ...demo.traffic import TrafficStats
-from ...jobs import JobKind
-from ...matrix import Step
-from ...status import Status
+from ...ops.overview import Status
+from ...rules.matrix import Step
+from ...rules.steps import JobKind
+from ..console import Console, console_of
 from ..messages import ChangeRequested
+from ..protocols import TrafficFigures
+from ..step_keys import STEP_KEYS
 from ..text import literal
 from ..widgets.footer import Footer
 from ..widgets.status_view import FactsPanel, FlagsPanel, StageLine, StepsPanel
 
-if TYPE_CHECKING:
-    from ..app import CutoverApp
-
 WIDE = 110  # columns from which flags and facts sit side by side
-PROMOTE = Binding.Group("Promote C/D/E/E'", compact=True)
-RUN = Binding.Group("Recon/backfill/verify/repair/API check", compact=True)
-# Each key's step in the matrix: its key is dimmed while the step is refused.
-KEY_STEPS: dict[str, tuple[str, str | None]] = {
-    "migrate": ("migrate", None), "job:recon": ("recon", None), "job:backfill": ("backfill", None),
-    "job:verify": ("verify", None), "job:repair": ("repair", None), "rollback": ("rollback", None),
-    "close_window": ("close-rollback-window", None), "archive": ("archive", None),
-}
+# Each key's action as Textual parses it, so a key press finds its step.
+_KEYS_BY_PARSED = {(name, tuple(parameters)): key for key in STEP_KEYS
+                   for _, name, parameters in [actions.parse(key.action)]}
 
 
-def traffic_line(stats: TrafficStats, running: bool) -> Text:
+def traffic_line(stats: TrafficFigures, running: bool) -> Text:
     """The demo's traffic in one line: errors and mirror failures in red when there are any."""
     def figure(value: int | None, label: str) -> Text:
         shown = "?" if value is None else f"{value:,}"
@@ -60,27 +54,12 @@ class DashboardScreen(Screen):
             "job shows what it will do before it starts, a flag change shows the env diff and "
             "asks. A dimmed key is refused now; pressing it says why.")
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "change('promote', 'C')", "Promote C", group=PROMOTE),
-        Binding("D", "change('promote', 'D')", "Promote D", group=PROMOTE),
-        Binding("e", "change('promote', 'E')", "Promote E", group=PROMOTE),
-        Binding("s", "change('promote', \"E'\")", "Promote E'", group=PROMOTE),
-        Binding("m", "migrate", "Migrate (A)"),
-        Binding("n", "job('recon')", "Recon", group=RUN),
-        Binding("f", "job('backfill')", "Backfill", group=RUN),
-        Binding("v", "job('verify')", "Verify", group=RUN),
-        Binding("V", "job('repair')", "Verify and repair", group=RUN),
-        Binding("a", "job('verify-reads')", "API read check", group=RUN),
-        Binding("b", "rollback", "Roll back"),
-        Binding("R", "change('restore')", "Restore flags"),
-        Binding("w", "close_window", "Close window"),
-        Binding("A", "archive", "Archive (F)"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = [key.binding() for key in STEP_KEYS]
 
     status: reactive[Status | None] = reactive(None, always_update=True)
     problem: reactive[str | None] = reactive(None)
     label: reactive[str] = reactive("connecting to the database…")
-    traffic: reactive[tuple[TrafficStats, bool] | None] = reactive(None)  # the demo's traffic: figures, running
+    traffic: reactive[tuple[TrafficFigures, bool] | None] = reactive(None)  # the demo's traffic: figures, running
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -105,13 +84,10 @@ class DashboardScreen(Screen):
         self.set_class(event.size.width >= WIDE, "-wide")
 
     def _step_for(self, action: str, parameters: tuple[object, ...]) -> Step | None:
-        if self.status is None:
+        key = _KEYS_BY_PARSED.get((action, tuple(parameters)))
+        if self.status is None or key is None or key.info.action is None:
             return None
-        key = f"{action}:{parameters[0]}" if action == "job" else action
-        if action == "change" and parameters[:1] == ("promote",):
-            wanted: tuple[str, str | None] | None = ("promote", str(parameters[1]))
-        else:
-            wanted = KEY_STEPS.get(key)
+        wanted = (key.info.action, key.info.target)
         return next((s for s in self.status.assessment.steps if (s.action, s.target) == wanted), None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -125,14 +101,16 @@ class DashboardScreen(Screen):
 
     def on_key(self, event: Key) -> None:
         """A dimmed key still answers: with the matrix's reasons, never silence."""
-        for binding in self._bindings.key_to_bindings.get(event.key, ()):
-            action, parameters = self._parse(binding.action)
+        for key in STEP_KEYS:
+            if key.key != event.key:
+                continue
+            _, action, parameters = actions.parse(key.action)
             step = self._step_for(action, parameters)
             if step is not None and not step.allowed:
                 event.stop()
                 self.notify(" ".join(step.reasons), title=f"{step.label[0].upper()}{step.label[1:]} is refused",
                             severity="error", timeout=10, markup=False)
-                self.console.refresh_status()  # in case the facts moved since the screen last looked
+                self.cutover.refresh_status()  # in case the facts moved since the screen last looked
                 return
 
     def _status_changed(self) -> None:
@@ -150,7 +128,7 @@ class DashboardScreen(Screen):
             box.update(literal(problem or ""))
             box.display = bool(problem)
 
-    def watch_traffic(self, traffic: tuple[TrafficStats, bool] | None) -> None:
+    def watch_traffic(self, traffic: tuple[TrafficFigures, bool] | None) -> None:
         if self.is_mounted:
             box = self.query_one("#traffic", Static)
             box.display = traffic is not None
@@ -166,28 +144,24 @@ class DashboardScreen(Screen):
         self.watch_problem(self.problem)
         self.watch_traffic(self.traffic)
 
-    def _parse(self, action: str) -> tuple[str, tuple[object, ...]]:
-        _, name, parameters = actions.parse(action)
-        return name, parameters
-
     @property
-    def console(self) -> CutoverApp:
-        return self.app  # type: ignore[return-value]
+    def cutover(self) -> Console:
+        return console_of(self)
 
     def action_change(self, action: str, target: str | None = None) -> None:
         self.post_message(ChangeRequested(action, target))
 
     def action_job(self, kind: JobKind) -> None:
-        self.console.open_job(kind)
+        self.cutover.open_job(kind)
 
     def action_migrate(self) -> None:
-        self.console.open_migrate()
+        self.cutover.open_migrate()
 
     def action_rollback(self) -> None:
-        self.console.open_rollback()
+        self.cutover.open_rollback()
 
     def action_close_window(self) -> None:
-        self.console.open_close_window()
+        self.cutover.open_close_window()
 
     def action_archive(self) -> None:
-        self.console.open_archive()
+        self.cutover.open_archive()

@@ -7,7 +7,8 @@ screen reads its `JobRun` on a timer and asks the app to start, pause or cancel 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from functools import partial
+from typing import ClassVar
 
 from rich.console import Group
 from rich.text import Text
@@ -17,19 +18,18 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, RichLog, Static
 
-from ... import jobs, reports
-from ...jobs import JobKind, JobPlan
-from ...report_diff import diff_check, mark
-from ...reports import VerifyCheck, VerifyReport
-from ...session import Session
-from ..job_run import TITLES, JobRun
+from ...reports.diff import diff_check, mark
+from ...reports.models import VerifyCheck, VerifyReport
+from ...rules import steps
+from ...rules.steps import JobKind
+from ...work import jobs
+from ...work.jobs import JobPlan
+from ..console import Console, console_of
+from ..running_job import JobRun
 from ..text import literal
 from ..widgets.footer import Footer
 from ..widgets.job_progress import JobProgress, duration
 from .report import ReportScreen
-
-if TYPE_CHECKING:
-    from ..app import CutoverApp
 
 REDRAW_SECONDS = 0.2
 _STATE_STYLES = {"running": "bold yellow", "paused": "bold cyan", "cancelling": "bold yellow",
@@ -71,12 +71,12 @@ class JobScreen(Screen):
         self._shown_checks = 0
 
     @property
-    def console(self) -> CutoverApp:
-        return self.app  # type: ignore[return-value]
+    def cutover(self) -> Console:
+        return console_of(self)
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
-        yield Static(Text(TITLES[self.kind], style="bold"), id="job-title")
+        yield Static(Text(steps.job(self.kind).title, style="bold"), id="job-title")
         yield Static(id="job-state")
         with VerticalScroll(id="job-body"):
             yield Static(id="job-plan")
@@ -93,8 +93,8 @@ class JobScreen(Screen):
         box.display = False
         self.query_one("#live-diff", DataTable).add_columns("", "check", "before", "now", "what changed")
         if self.plan is None:
-            api = self.console.api_target.api if self.console.api_target else None
-            self.console.run_engine(lambda session: _plan(session, self.kind, api), self._planned, group="job-plan")
+            api = self.cutover.api_target.api if self.cutover.api_target else None
+            self.cutover.run_engine(partial(jobs.plan_with_previous, kind=self.kind, api=api), self._planned, group="job-plan")
         else:
             self._planned((self.plan, self.run.previous if self.run else None))
         self.set_interval(REDRAW_SECONDS, self._redraw)
@@ -192,10 +192,10 @@ class JobScreen(Screen):
         if self.plan is None or self.run is not None:
             return
         if self.plan.refused:
-            self.notify(" ".join(self.plan.refused), title=f"{TITLES[self.kind]} is not allowed now",
+            self.notify(" ".join(self.plan.refused), title=f"{steps.job(self.kind).title} is not allowed now",
                         severity="error", timeout=10, markup=False)
             return
-        self.run = self.console.start_job(self.kind, self.plan, self.previous)
+        self.run = self.cutover.start_job(self.kind, self.plan, self.previous)
         if self.run is not None:
             self._show_plan()
             self._redraw(force=True)
@@ -218,12 +218,3 @@ class JobScreen(Screen):
     def action_back(self) -> None:
         self.app.pop_screen()
 
-
-def _plan(session: Session, kind: JobKind, api: str | None) -> tuple[JobPlan, VerifyReport | None]:
-    """The plan, and for a verify the report its checks are compared with as they complete."""
-    plan = jobs.plan(session, kind, api)
-    previous = None
-    if plan.previous_verify is not None:
-        loaded = reports.load_stored(session.conn, plan.previous_verify)
-        previous = loaded if isinstance(loaded, VerifyReport) else None
-    return plan, previous

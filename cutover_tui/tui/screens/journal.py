@@ -10,8 +10,8 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Header
 
-from ...flags import Flags
-from ...journal import JournalEntry
+from ...rules.flags import Flags
+from ...store.journal import JournalEntry
 from ..messages import JournalRequested
 from ..text import field
 from ..widgets.footer import Footer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,9 +17,19 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from ... import reports
-from ...report_diff import ReportDiff, Side, against_saved
-from ...reports import BackfillIssue, BackfillReport, ReconReport, Report, StoredReport, VerifyReport
+from ...ops import saved_reports
+from ...reports import store as report_store
+from ...reports.diff import ReportDiff, Side
+from ...reports.models import (
+    BackfillIssue,
+    BackfillReport,
+    ReconReport,
+    Report,
+    VerifyReport,
+    report_kind,
+)
+from ...reports.store import StoredReport
+from ..console import console_of
 from ..text import literal
 from ..widgets.footer import Footer
 from .report_diff import ReportDiffScreen, when
@@ -171,9 +182,9 @@ def _summary(report: Report) -> str:
 
 def file_kind(report: Report, path: str) -> str:
     """A file's kind: its name tells verify-reads from verify (the shapes are the same)."""
-    if Path(path).name.startswith(reports.FILE_PREFIX["verify-reads"]):
+    if Path(path).name.startswith(report_store.FILE_PREFIX["verify-reads"]):
         return "verify-reads"
-    return reports.report_kind(report)
+    return report_kind(report)
 
 
 class ReportScreen(Screen):
@@ -244,8 +255,8 @@ class ReportScreen(Screen):
 
     def action_compare(self) -> None:
         this, stored = self.side, self.stored
-        self.app.run_engine(lambda session: against_saved(session.conn, this, stored), self._show_diff,
-                            group="reports")
+        console_of(self).run_engine(partial(saved_reports.against_saved, this=this, stored=stored), self._show_diff,
+                             group="reports")
 
     def _show_diff(self, result: tuple[ReportDiff, Side, Side]) -> None:
         if self.is_active:  # the operator may have moved on meanwhile

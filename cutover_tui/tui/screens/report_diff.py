@@ -12,8 +12,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from ...report_diff import DiffEntry, ReportDiff, Side, mark
-from ...reports import Report, VerifyCheck, VerifyReport
+from ...reports.diff import DiffEntry, ReportDiff, Side, mark
+from ...reports.models import Report, VerifyCheck, VerifyReport
 from ..text import literal
 from ..widgets.footer import Footer
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 from typing import ClassVar
 
 from rich.text import Text
@@ -11,9 +11,10 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from ... import reports
-from ...report_diff import ReportDiff, Side, against_saved, compared, saved
-from ...reports import StoredReport
+from ...ops import saved_reports
+from ...reports.diff import ReportDiff, Side
+from ...reports.store import StoredReport
+from ..console import console_of
 from ..text import literal
 from ..widgets.footer import Footer
 from .report import ReportScreen
@@ -82,8 +83,8 @@ class ReportsScreen(Screen):
     # -- the list -----------------------------------------------------------------------
 
     def action_reload(self) -> None:
-        self.app.run_engine(lambda session: reports.recent_all(session.conn, LIST_ROWS), self._show_list,
-                            group="reports-list", exclusive=True)
+        console_of(self).run_engine(partial(saved_reports.recent, limit=LIST_ROWS), self._show_list, group="reports-list",
+                             exclusive=True)
 
     def _show_list(self, found: list[StoredReport]) -> None:
         table = self.query_one(DataTable)
@@ -131,14 +132,14 @@ class ReportsScreen(Screen):
     def action_open(self) -> None:
         stored = self.selected
         if stored is not None:
-            self.app.run_engine(lambda session: reports.load_stored(session.conn, stored.id),
-                                lambda report: self._push(ReportScreen(report, stored=stored)), group="reports")
+            console_of(self).run_engine(partial(saved_reports.load, stored=stored),
+                                 lambda report: self._push(ReportScreen(report, stored=stored)), group="reports")
 
     def action_open_file(self) -> None:
         def chosen(path: str | None) -> None:
             if path:
-                self.app.run_engine(lambda session: reports.load_report(Path(path).expanduser()),
-                                    lambda report: self._push(ReportScreen(report, path=path)), group="reports")
+                console_of(self).run_engine(partial(saved_reports.load_file, path=path),
+                                     lambda report: self._push(ReportScreen(report, path=path)), group="reports")
         self.app.push_screen(ReportPathScreen(), chosen)
 
     def action_compare_marked(self) -> None:
@@ -152,14 +153,14 @@ class ReportsScreen(Screen):
                         "p compares the selected one with the previous of its kind.", severity="warning",
                         markup=False)
             return
-        self.app.run_engine(lambda session: compared(*(saved(session.conn, stored) for stored in pair)),
-                            self._show_diff, group="reports")
+        console_of(self).run_engine(partial(saved_reports.compare, first=pair[0], second=pair[1]), self._show_diff,
+                             group="reports")
 
     def action_compare_previous(self) -> None:
         stored = self.selected
         if stored is not None:
-            self.app.run_engine(lambda session: against_saved(session.conn, saved(session.conn, stored), stored),
-                                self._show_diff, group="reports")
+            console_of(self).run_engine(partial(saved_reports.against_previous, stored=stored), self._show_diff,
+                                 group="reports")
 
     def _show_diff(self, result: tuple[ReportDiff, Side, Side]) -> None:
         self._push(ReportDiffScreen(*result))

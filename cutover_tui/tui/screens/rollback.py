@@ -6,7 +6,8 @@ writes do, with dual-write kept on for mirrored catch-up unless the operator tur
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from functools import partial
+from typing import ClassVar
 
 from rich.console import Group
 from rich.text import Text
@@ -16,16 +17,14 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
-from ... import transitions
 from ...errors import CutoverError
-from ...journal import JournalEntry
-from ...transitions import FlagChange
+from ...ops import transitions
+from ...ops.transitions import FlagChange
+from ...store.journal import JournalEntry
+from ..console import Console, console_of
 from ..text import literal
 from ..widgets.footer import Footer
 from .confirm import coloured_diff
-
-if TYPE_CHECKING:
-    from ..app import CutoverApp
 
 
 def _path(change: FlagChange) -> tuple[str, str]:
@@ -61,8 +60,8 @@ class RollbackWizard(Screen):
         self.written: JournalEntry | None = None
 
     @property
-    def console(self) -> CutoverApp:
-        return self.app  # type: ignore[return-value]
+    def cutover(self) -> Console:
+        return console_of(self)
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -78,7 +77,7 @@ class RollbackWizard(Screen):
 
     def _plan(self) -> None:
         keep = self.keep_dual_write
-        self.console.run_engine(lambda session: transitions.plan_rollback(session, keep), self._planned,
+        self.cutover.run_engine(partial(transitions.plan_rollback, keep_dual_write=keep), self._planned,
                                 failed=self._refused, group="rollback")
 
     def _planned(self, change: FlagChange) -> None:
@@ -109,7 +108,7 @@ class RollbackWizard(Screen):
                                         ("   dual-write kept" if change.flags_after.dual_write else
                                          "   dual-write off"), style="")))
         diff.update(Group(literal(f"in {self.env_label}:", "dim"),
-                          coloured_diff(change.diff.replace(str(self.console.settings.env_file), self.env_label))
+                          coloured_diff(change.diff.replace(self.cutover.env_path, self.env_label))
                           if change.diff else literal("(the env file already declares these flags)")))
         if self.written is None:
             after.update(Text("y writes it (the gate is checked again under the operator lock); "
@@ -137,19 +136,19 @@ class RollbackWizard(Screen):
         change = self.change
         if change is None or self.written is not None:
             return
-        self.console.run_engine(lambda session: transitions.apply_change(session, change), self._written,
+        self.cutover.run_engine(partial(transitions.apply_change, change=change), self._written,
                                 group="rollback", refresh=True)
 
     def _written(self, entry: JournalEntry) -> None:
         self.written = entry
         self.notify(f"Written {self.env_label}; journal entry {entry.id}.", title=self.change.describe()
                     if self.change else "Roll back", timeout=6)
-        self.console.refresh_status()
+        self.cutover.refresh_status()
         self._show()
 
     def action_verify(self) -> None:
         self.app.pop_screen()
-        self.console.open_job("verify")
+        self.cutover.open_job("verify")
 
     def action_back(self) -> None:
         self.app.pop_screen()

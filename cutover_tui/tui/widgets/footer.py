@@ -11,7 +11,7 @@ from __future__ import annotations
 from textual.screen import Screen
 from textual.widgets import Footer as TextualFooter
 
-from ..watchers import forget_closed_watchers
+from ..compat.watchers import forget_closed_watchers
 
 
 class Footer(TextualFooter):

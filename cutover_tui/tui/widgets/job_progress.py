@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
-from ..job_run import ItemProgress
+from ..running_job import ItemProgress
 from ..text import literal
 
 

@@ -11,17 +11,11 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ...envfile import DUAL_WRITE, READS, WRITES
-from ...flags import Flags
-from ...status import Status
+from ...files.envfile import DUAL_WRITE, READS, WRITES
+from ...ops.overview import Status
+from ...rules.flags import Flags
+from ..step_keys import KEY_OF_STEP
 from ..text import field, literal
-
-# The keys the dashboard binds to each next step, shown beside the step.
-STEP_KEYS = {("migrate", None): "m", ("recon", None): "n", ("backfill", None): "f", ("verify", None): "v",
-             ("repair", None): "V",
-             ("promote", "C"): "c", ("promote", "D"): "D", ("promote", "E"): "e", ("promote", "E'"): "s",
-             ("rollback", None): "b", ("restore-flags", None): "R", ("close-rollback-window", None): "w",
-             ("archive", None): "A"}
 
 _FLAG_ATTR = {READS: "reads", WRITES: "writes", DUAL_WRITE: "dual_write"}
 
@@ -127,7 +121,7 @@ class StepsPanel(StatusView):
         # What needs doing first: restoring illegal or hand-edited flags comes before the rest.
         steps = sorted(steps, key=lambda s: s.action != "restore-flags")
         for step in steps:
-            key = STEP_KEYS.get((step.action, step.target))
+            key = KEY_OF_STEP.get((step.action, step.target))
             line = Text()
             line.append("✔ " if step.allowed else "✘ ", style="bold green" if step.allowed else "bold red")
             line.append(step.label, style="green" if step.allowed else "red")

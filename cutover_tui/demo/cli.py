@@ -1,0 +1,164 @@
+"""`cutover demo`: the demo's face on the command line (the demo itself is an extra).
+
+Only the options load with every command; the embedded server, the stand-in API and the
+traffic load when the demo runs, and say which extra to install if they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from ..cli import _on_a_terminal, _print_json, render_status, run_console
+from ..errors import BadInput, CutoverError
+from ..ops.overview import gather
+from ..rules.runbook import DEFAULT_RUNBOOK, load_runbook, packaged_runbook
+from ..store.db import connect, redact
+from ..store.session import Session, resolve_settings
+from ..work import jobs, migrate
+from . import servers
+from .run import DEMO_WORKSPACES, demo_environment, demo_session
+from .seed import SIZES, seed_legacy
+
+EXTRA = "python3 -m pip install 'cutover-tui[demo]'"
+
+
+def add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="Start an embedded demo database and open the console on it.")
+    p.add_argument("--no-tui", action="store_true", help="print the status instead of opening the console")
+    p.add_argument("--size", choices=("S", "M"), help=f"seed size S or M (default: {DEMO_WORKSPACES} workspaces)")
+    p.add_argument("--postgres", type=int, choices=servers.SUPPORTED, default=servers.DEFAULT,
+                   help=f"the embedded server's version (default {servers.DEFAULT}; production runs 17)")
+    p.set_defaults(run=None)
+    demo_sub = p.add_subparsers(dest="demo_command", metavar="seed|traffic")
+    seed = demo_sub.add_parser("seed", help="Fill a legacy schema with deterministic demo data and anomalies.",
+                               description="Fill a legacy schema with deterministic demo data and anomalies.")
+    seed.add_argument("--size", choices=sorted(SIZES), default="S",
+                      help="S = 10k workspaces, M = 100k, L = 1M (default S)")
+    seed.add_argument("--seed", type=int, default=1, help="the data's random seed (default 1)")
+    seed.add_argument("--clean", action="store_true", help="the same sizes with no anomalies")
+    seed.add_argument("--database-url", default=argparse.SUPPRESS, help="database to seed (else DATABASE_URL)")
+    seed.add_argument("--json", action="store_true")
+    traffic = demo_sub.add_parser("traffic", help="Send reads and writes through the demo's stand-in API.",
+                                  description="Send reads and writes through the demo's stand-in API.")
+    traffic.add_argument("--api", required=True, help="the stand-in API's address (shown by `cutover demo`)")
+    traffic.add_argument("--rate", type=float, required=True, help="requests per second")
+    traffic.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    traffic.add_argument("--accounts", type=int, default=3, help="accounts to spread the traffic over")
+    traffic.add_argument("--seed", type=int, default=1)
+    traffic.add_argument("--database-url", default=argparse.SUPPRESS, help="the demo database (else DATABASE_URL)")
+
+
+@contextmanager
+def _demo_extra() -> Iterator[None]:
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise BadInput(f"The demo needs {(exc.name or 'a package').split('.')[0]}, which comes with the demo extra: run {EXTRA}.") from None
+
+
+def cmd_demo_seed(args: argparse.Namespace) -> int:
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        raise BadInput("No database to seed: pass --database-url or set DATABASE_URL.")
+    runbook = load_runbook(args.runbook)
+    with connect(url, autocommit=True) as conn:
+        try:
+            if migrate.history(conn) is None:
+                migrate.apply_legacy_baseline(conn, runbook.paths.sql_dir)
+            summary = seed_legacy(conn, SIZES[args.size], seed=args.seed, clean=args.clean,
+                                  progress=_SeedProgress(sys.stderr.isatty()))
+        except psycopg.Error as exc:
+            raise CutoverError(f"Seeding failed ({redact(str(exc).strip(), url)}); nothing was written.") from None
+    if args.json:
+        _print_json(summary.model_dump())
+        return 0
+    print(f"Seeded size {args.size} (seed {args.seed}{', clean' if args.clean else ''}):")
+    print("\n".join(f"  {table:<28} {count:>12,}" for table, count in summary.rows.items()))
+    print("Planted anomalies:")
+    print("\n".join(f"  {name:<40} {count:>8,}" for name, count in summary.anomalies.items()))
+    return 0
+
+
+def cmd_demo_traffic(args: argparse.Namespace) -> int:
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        raise BadInput("No database: pass --database-url (shown by `cutover demo`) or set DATABASE_URL.")
+
+    with _demo_extra():
+        from .traffic import TrafficStats, run_traffic
+
+    def show(stats: TrafficStats) -> None:
+        print(f"{stats.elapsed:6.1f} s  {stats.requests:>7,} requests  {stats.requests_per_second:6.1f}/s  "
+              f"{stats.errors:>5,} errors  {stats.mirror_failures if stats.mirror_failures is not None else '?':>5} "
+              "mirror failures", flush=True)
+
+    try:
+        final = run_traffic(args.api, url, args.rate, args.duration, on_stats=show,
+                            accounts=args.accounts, seed=args.seed)
+    except ValueError as exc:
+        raise BadInput(f"{exc}") from None
+    return 1 if final.errors else 0
+
+
+class _SeedProgress:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, table: str, done: int, total: int) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r\x1b[2K seeding {table:<28} {done:>12,}/{total:,}")
+            sys.stderr.flush()
+
+
+@contextmanager
+def _unwound_by_signals() -> Iterator[None]:
+    """A closed terminal (SIGHUP) or a plain kill (SIGTERM) unwinds like ctrl+q, so the demo's
+    embedded server and its folder are removed instead of left running."""
+    def exit_on(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {signum: signal.signal(signum, exit_on) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.demo_command == "seed":
+        return cmd_demo_seed(args)
+    if args.demo_command == "traffic":
+        return cmd_demo_traffic(args)
+    runbook_path = args.runbook if args.runbook.exists() or args.runbook != DEFAULT_RUNBOOK else packaged_runbook()
+    runbook = load_runbook(runbook_path)
+    workspaces = SIZES[args.size] if args.size else DEMO_WORKSPACES
+    with _demo_extra():
+        from .api import serve_api
+        from .traffic import TrafficSwitch
+    with _unwound_by_signals(), _demo_extra(), demo_environment(
+            runbook.paths.sql_dir, workspaces, _SeedProgress(sys.stderr.isatty()), args.postgres) as demo, \
+            serve_api(demo.database_url, demo.env_file) as api:
+        settings = resolve_settings(runbook_path=runbook_path, env_file=demo.env_file,
+                                    database_url=demo.database_url, operator=args.operator,
+                                    report_dir=demo.report_dir)
+        account, user, cookie = demo_session(api, demo.database_url)
+        notice = f"embedded PostgreSQL {demo.server_version} · stand-in API {api} · cookie for {user}: {cookie}"
+        if not args.no_tui and _on_a_terminal():
+            return run_console(settings, notice, jobs.ApiTarget(api=api, cookie=cookie),
+                               TrafficSwitch(api, demo.database_url, exclude={account}))
+        if not args.no_tui:
+            print("cutover: no terminal to open the console on; printing the demo's status.", file=sys.stderr)
+        with Session(settings) as session:
+            print(render_status(gather(session)))
+        print(notice)
+    return 0
+
+

@@ -1,0 +1,1 @@
+"""What an operator decides: where the cutover stands, and the flag changes the runbook allows."""

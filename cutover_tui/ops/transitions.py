@@ -1,0 +1,142 @@
+"""Changes the runbook allows: Stage A, promote, rollback, restore, and closing the window.
+
+Each is planned first (the env diff the operator confirms), then applied under the
+operator lock after the gates are checked again, so a plan can never outlive its gates.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import BadInput, Refused
+from ..files.envfile import EnvFile, env_diff, write_flags
+from ..rules.flags import Flags
+from ..rules.matrix import Assessment, Step, rollback_flags
+from ..rules.runbook import PROMOTABLE, StageId
+from ..store import journal
+from ..store.session import Session
+from ..work import migrate
+
+
+class FlagChange(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    action: str  # promote, rollback-opened, restore-flags
+    target: StageId | None
+    flags_before: Flags
+    flags_after: Flags
+    env: EnvFile
+    diff: str
+
+    def describe(self) -> str:
+        what = {"promote": f"Promote to {self.target}", "rollback-opened": "Roll back",
+                "restore-flags": "Restore the flags"}[self.action]
+        return f"{what}: {self.flags_before.short()} -> {self.flags_after.short()}"
+
+
+def parse_stage(name: str) -> StageId:
+    """C, D, E, or E' (also spelled E-steady, which needs no shell quoting)."""
+    stage = name.strip().upper()
+    stage = "E'" if stage in ("E-STEADY", "E'") else stage
+    if stage not in PROMOTABLE:
+        raise BadInput(f"Unknown stage {name!r} for promote: choose one of C, D, E, E-steady.")
+    return stage
+
+
+def refuse(step: Step) -> Refused:
+    label = step.label[0].upper() + step.label[1:]  # "Promote E'", not "Promote e'"
+    return Refused(f"{label} is refused: " + " ".join(step.reasons))
+
+
+def _plan(session: Session, action: str, step: Step, flags_after: Flags,
+          target: StageId | None, env: EnvFile, assessment: Assessment) -> FlagChange:
+    if not step.allowed:
+        raise refuse(step)
+    return FlagChange(action=action, target=target, flags_before=assessment.flags,
+                      flags_after=flags_after, env=env, diff=env_diff(env, flags_after.as_env()))
+
+
+def plan_promotion(session: Session, target: StageId) -> FlagChange:
+    env = session.read_env()
+    assessment = session.assess(env)
+    step = assessment.step("promote", target)
+    return _plan(session, "promote", step, step.flags_after, target, env, assessment)
+
+
+def plan_rollback(session: Session, keep_dual_write: bool = True) -> FlagChange:
+    env = session.read_env()
+    facts = session.facts(env)
+    assessment = session.assess(env)
+    step = assessment.step("rollback")
+    after = rollback_flags(facts, session.runbook, keep_dual_write) if step.allowed else None
+    return _plan(session, "rollback-opened", step, after or facts.flags, None, env, assessment)
+
+
+def plan_restore(session: Session) -> FlagChange:
+    env = session.read_env()
+    assessment = session.assess(env)
+    step = next((s for s in assessment.steps if s.action == "restore-flags"), None)
+    if step is None:
+        raise Refused("The declared flags are legal and match what the console last wrote; nothing to restore.")
+    return _plan(session, "restore-flags", step, step.flags_after, None, env, assessment)
+
+
+def _still_allowed(session: Session, change: FlagChange) -> None:
+    """Re-check the gate under the lock: facts may have moved since the plan was shown."""
+    assessment = session.assess(change.env)
+    if change.action == "promote":
+        step = assessment.step("promote", change.target)
+    elif change.action == "rollback-opened":
+        step = assessment.step("rollback")
+    else:
+        step = next((s for s in assessment.steps if s.action == "restore-flags"), None)
+        if step is None or step.flags_after != change.flags_after:
+            raise Refused("The flags changed since the plan was made; look again and retry.")
+    if not step.allowed:
+        raise refuse(step)
+
+
+def apply_change(session: Session, change: FlagChange) -> journal.JournalEntry:
+    """Write the env file and journal it as one step: the journal row commits only after the write."""
+    with session.operator_lock():
+        _still_allowed(session, change)
+        with session.conn.transaction():
+            facts = session.facts(change.env)
+            if change.action == "promote" and facts.rollback_open:
+                session.record("rollback-closed", detail={"by": f"promote {change.target}"})
+            entry = session.record(change.action,
+                                   detail={"target": change.target, "env_file": str(session.settings.env_file)},
+                                   flags_before=change.flags_before, flags_after=change.flags_after)
+            write_flags(change.env, change.flags_after.as_env())
+    return entry
+
+
+def close_rollback_window(session: Session) -> journal.JournalEntry:
+    with session.operator_lock():
+        assessment = session.assess()
+        step = assessment.step("close-rollback-window")
+        if not step.allowed:
+            raise refuse(step)
+        return session.record("rollback-window-closed", flags_before=assessment.flags, flags_after=assessment.flags)
+
+
+def plan_stage_a(session: Session) -> migrate.MigrationPlan:
+    """What Stage A would apply here; shown to the operator before `apply_stage_a`."""
+    return migrate.plan(session.conn, session.runbook.paths.sql_dir)
+
+
+def apply_stage_a(session: Session, shown: migrate.MigrationPlan) -> list[str]:
+    """Apply what the operator saw, under the operator lock and behind the gate; the files
+    are planned again first, so a file changed since it was shown is refused, never applied."""
+    with session.operator_lock():
+        fresh = plan_stage_a(session)
+        if [(f.id, f.checksum) for f in fresh.to_apply] != [(f.id, f.checksum) for f in shown.to_apply]:
+            raise Refused("The migration files or the history changed since they were shown; look again and retry.")
+        if not fresh.to_apply:
+            return []
+        step = session.assess().step("migrate")
+        if not step.allowed:
+            raise refuse(step)
+        applied = migrate.apply_plan(session.conn, fresh)
+        session.record("migrate", detail={"applied": applied})
+    return applied

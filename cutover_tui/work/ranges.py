@@ -1,0 +1,55 @@
+"""How the long jobs walk a table: by its legacy primary key, cut into one part per worker,
+each part in ranges sized toward a target duration, on connections set up alike.
+
+Backfill and verify both walk this way (recon estimates the same cut)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from ..store import db
+
+SPLIT_ROWS = 50_000  # tables larger than this are cut into one key range per worker
+
+
+def job_connection(url: str, application: str) -> psycopg.Connection:
+    """A connection for a job's walk: autocommit, named, never queueing long behind a lock."""
+    conn = db.connect(url, autocommit=True)
+    conn.execute("SELECT set_config('application_name', %s, false)", (application,))
+    # Never queue behind DDL or an application's row lock for long: fail the range instead.
+    conn.execute("SET lock_timeout = '5s'")
+    # One worker per core already: a parallel plan per range would only contend; a range's
+    # hash joins fit in memory.
+    conn.execute("SET max_parallel_workers_per_gather = 0")
+    conn.execute("SET work_mem = '64MB'")
+    return conn
+
+
+def pieces(total: int, workers: int) -> int:
+    """How many parts a table of `total` legacy rows is cut into."""
+    return workers if total > SPLIT_ROWS else 1
+
+
+def cut(conn: psycopg.Connection, key_at: sql.Composed, total: int, workers: int) -> list[tuple[str | None, str | None]]:
+    """The parts' (lo, hi] bounds: `key_at` finds the key `%(offset)s` rows in."""
+    count = pieces(total, workers)
+    cuts = [conn.execute(key_at, {"lo": None, "hi": None, "offset": total * k // count}).fetchone()[0]
+            for k in range(1, count)]
+    return list(zip([None, *cuts], [*cuts, None]))
+
+
+class RangeSizer:
+    """The next range's row count, aimed at `target` seconds a range: it halves at most, and
+    grows by up to `step` times, or `far` times while far below the target (each range has a
+    fixed cost to amortise)."""
+
+    def __init__(self, first: int, target: float, lowest: int, highest: int, *, step: float, far: float) -> None:
+        self.size, self.target = first, target
+        self.lowest, self.highest, self.step, self.far = lowest, highest, step, far
+
+    def after(self, seconds: float) -> int:
+        ratio = self.target / max(seconds, 1e-3)
+        factor = min(max(ratio, 0.5), self.far if ratio > self.far else self.step)
+        self.size = max(self.lowest, min(int(self.size * factor), self.highest))
+        return self.size

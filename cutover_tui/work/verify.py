@@ -1,0 +1,789 @@
+"""Stage G: check v2 against legacy through the §3 rules of `mapping`, set-wise and in short reads.
+
+Counts, row contents and the reconcile figures come from one walk over each legacy
+primary key in ranges, comparing count + xor of row hashes per range and joining the
+two sides only where they differ; integrity and sample checks are single set-wise queries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import CutoverError, Refused
+from ..rules.mapping import (
+    BY_NAME,
+    PIXBOOKS,
+    TABLES,
+    TableMap,
+    column_types,
+    compared_by_value,
+    range_filter,
+    row_hash,
+    source_query,
+)
+from ..store.db import JOB_LOCK_KEY
+from . import ranges
+from .backfill import TableSQL, repair_rows
+from .ranges import RangeSizer
+
+EXAMPLE_ROWS = 100
+FIRST_RANGE_ROWS = 20_000
+MIN_RANGE_ROWS, MAX_RANGE_ROWS = 1_000, 200_000
+TARGET_RANGE_SECONDS = 0.25  # each range is one short read-only transaction
+SETTLE_SECONDS = 0.5  # time for a dual-write in flight to reach its mirror
+REPAIR_CHUNK = 5_000  # ids re-copied per committed transaction
+LANDED_BOOKS = "cutover_verify_landed_books"  # per connection: the books the rules land
+_LANDED = sql.Identifier("pg_temp", LANDED_BOOKS)
+
+# The upstream order of the count checks (audit events are the console's addition).
+COUNT_TABLES = ("accounts", "account_members", "identities", "pixbooks", "pixbook_snapshots", "audit_events")
+INTEGRITY_CHECKS = ("account_member_account_fk", "identity_account_fk", "pixbook_identity_fk",
+                    "pixbook_account_match", "snapshot_pixbook_fk", "identity_fingerprint_duplicates",
+                    "pixbook_active_duplicates", "pixbook_on_deleted_identity")
+SAMPLE_CHECKS = ("account_identity_pixbook_samples", "identity_expected_collections")
+RECONCILE_CHECKS = {"deleted_identity_count": "identities", "deleted_pixbook_count": "pixbooks"}
+CANCELLED_CHECK = "run_completed"
+
+
+class VerifyOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sample_size: int = Field(50, gt=0)
+    reconcile: bool = True
+    repair: bool = False
+    workers: int = Field(2, ge=1)
+
+
+class VerifyProgress(BaseModel):
+    check: str
+    done: int
+    total: int
+
+
+ProgressCallback = Callable[[VerifyProgress], None]
+CheckCallback = Callable[[dict[str, Any]], None]
+
+
+def summary_lines(report: Mapping[str, Any] | Any) -> list[str]:
+    """`PASS name` / `FAIL name` per check, as upstream prints them (name or `count:<table>`)."""
+    checks = report["checks"] if isinstance(report, Mapping) else [
+        c.model_dump(by_alias=True) for c in report.checks]
+    return [f"{'PASS' if c['ok'] else 'FAIL'} {c.get('name') or c['type'] + ':' + c['table']}" for c in checks]
+
+
+# --- connections -----------------------------------------------------------------------
+
+
+def _connect(url: str, *, read_only: bool) -> psycopg.Connection:
+    conn = ranges.job_connection(url, "cutover verify")
+    if read_only:
+        conn.execute("SET temp_buffers = '64MB'")
+        # Each range reads both sides in one snapshot; BEGIN carries these.
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+    return conn
+
+
+def _create_landed_books(conn: psycopg.Connection) -> None:
+    """The books the rules land, from legacy alone: a v2 book deleted by mistake must
+    show as its snapshots missing, not as snapshots rightly left out."""
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT s.id, s.account_id, s.identity_id, s.collection_id, s.status "
+        "FROM ({}) s WHERE s.issue_kind IS DISTINCT FROM 'error'").format(
+        sql.Identifier(LANDED_BOOKS), source_query(PIXBOOKS, sql.SQL("true"))))
+    conn.execute(sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (id)").format(
+        sql.Identifier(LANDED_BOOKS + "_id"), _LANDED))
+    conn.execute(sql.SQL("ANALYZE {}").format(_LANDED))
+
+
+class _Connections:
+    """One read-only connection per worker thread, with the landed books built on first need."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[psycopg.Connection] = []
+
+    def get(self, landed: bool = False) -> psycopg.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = _connect(self.url, read_only=True)
+            self._local.conn, self._local.landed = conn, False
+            with self._lock:
+                self._all.append(conn)
+        if landed and not self._local.landed:
+            _create_landed_books(conn)
+            self._local.landed = True
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+def _check_ready(conn: psycopg.Connection) -> None:
+    for table in TABLES:
+        if conn.execute("SELECT to_regclass(%s)", (table.v2,)).fetchone()[0] is None:
+            raise CutoverError(f"The v2 table {table.v2} does not exist, so there is nothing to verify: "
+                               "run `cutover migrate` (and the backfill) first.")
+    for name in (*(t.legacy for t in TABLES), "auth_users"):
+        if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
+            raise CutoverError(f"The legacy table {name} is missing, so v2 cannot be checked against it; "
+                               "verify needs the legacy tables in place (they are only archived in Stage F).")
+
+
+# --- the statements for one table ------------------------------------------------------
+
+def _differs(table: TableMap, name: str, kind: str) -> sql.Composable:
+    """Whether v2 (`t`) holds another value than the rules give from the source (`s`).
+
+    A column a re-run leaves alone (accounts.status: v2 owns it once the row landed) is
+    never a difference; one a re-run sets from both sides (accounts.updated_at: the later
+    of the two) is right when a re-run would leave it as it is; every other column must
+    equal the source, compared like `row_hash` compares it (typed, or by canonical text).
+    """
+    v2, src = sql.SQL("t.{}").format(sql.Identifier(name)), sql.SQL("s.{}").format(sql.Identifier(name))
+    rerun = table.rerun_expression(name)
+    if rerun is None:
+        return sql.SQL("false")
+    expected: sql.Composable = src
+    if rerun is not None and rerun != f"EXCLUDED.{name}":
+        expected = sql.SQL(rerun.replace("{v2}", "t").replace("EXCLUDED.", "s."))
+    if compared_by_value(kind):
+        return sql.SQL("{} IS DISTINCT FROM ({})").format(v2, expected)
+    return sql.SQL("{}::text IS DISTINCT FROM ({})::text").format(v2, expected)
+
+
+class _Statements(TableSQL):
+    """The SQL of one table's content walk: the backfill's statements, plus the comparison."""
+
+    def __init__(self, table: TableMap, types: tuple[tuple[str, str], ...]):
+        super().__init__(table, types)
+        self.needs_landed = "{landed_books}" in table.joins
+        self.has_status = "status" in table.columns
+        self.compared = [(n, k) for n, k in self.types if n != "id"]
+
+    def source(self, lo: str | None, hi: str | None) -> sql.Composed:
+        return source_query(self.map, range_filter("l", lo, hi), landed_books=_LANDED)
+
+    def _issue_in(self, kind: str) -> sql.Composable:
+        """Whether a source row's issue (each issue text belongs to one kind) is of `kind`."""
+        texts = [sql.Literal(i.text) for i in self.map.issues if i.kind == kind]
+        if not texts:
+            return sql.SQL("false")
+        return sql.SQL("coalesce(s.issue IN ({}), false)").format(sql.SQL(", ").join(texts))
+
+    def digest(self, lo: str | None, hi: str | None) -> sql.Composed:
+        """Per range, in one snapshot: count and xor of row hashes of the landing source rows
+        and of the v2 rows, the rows per issue, and the deleted ones.
+
+        Plain aggregates with FILTER, as a GROUP BY makes the planner sort the range; the
+        source sits behind OFFSET 0 so that each of its columns is computed once per row
+        (the planner otherwise repeats a rule's sub-query at every use of a column)."""
+        landing = sql.SQL("NOT {}").format(self._issue_in("error"))
+        source = [sql.SQL("count(*)"), sql.SQL("count(*) FILTER (WHERE {})").format(landing),
+                  sql.SQL("coalesce(bit_xor({}) FILTER (WHERE {}), 0)").format(row_hash("s", self.types), landing)]
+        source += [sql.SQL("count(*) FILTER (WHERE s.issue = {})").format(sql.Literal(i.text))
+                   for i in self.map.issues]
+        v2 = [sql.SQL("count(*)"), sql.SQL("coalesce(bit_xor({}), 0)").format(row_hash("t", self.types))]
+        if self.has_status:
+            source += [sql.SQL("count(*) FILTER (WHERE {} AND s.status = 'deleted')").format(landing),
+                       sql.SQL("count(*) FILTER (WHERE {} AND s.status = 'deleted')").format(
+                           self._issue_in("warning"))]
+            v2.append(sql.SQL("count(*) FILTER (WHERE t.status = 'deleted')"))
+        columns = sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(n)) for n, _ in self.types)
+        return sql.SQL("""
+            SELECT * FROM (SELECT {source} FROM (SELECT {columns}, x.issue FROM ({query}) x OFFSET 0) s) a,
+                          (SELECT {v2} FROM {table} t WHERE {range_t}) b""").format(
+            source=sql.SQL(", ").join(source), columns=columns, query=self.source(lo, hi),
+            v2=sql.SQL(", ").join(v2), table=self.v2, range_t=range_filter("t", lo, hi))
+
+    def _differences(self, lo: str | None, hi: str | None) -> sql.Composed:
+        """The rows of a range that differ: missing (a landing source row, no v2 row), extra
+        (a v2 row, no landing source row) or different (with the columns that differ)."""
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n, _ in self.types)
+        checks = sql.SQL(", ").join(
+            sql.SQL("CASE WHEN {} THEN {} END").format(_differs(self.map, n, k), sql.Literal(n))
+            for n, k in self.compared)
+        return sql.SQL("""
+            WITH s AS MATERIALIZED (SELECT {cols} FROM ({source}) x WHERE x.issue_kind IS DISTINCT FROM 'error'),
+            t AS MATERIALIZED (SELECT {cols} FROM {v2} t WHERE {range_t}),
+            d AS MATERIALIZED (
+                SELECT coalesce(s.id, t.id) AS id,
+                       CASE WHEN t.id IS NULL THEN 'missing' WHEN s.id IS NULL THEN 'extra'
+                            ELSE 'different' END AS kind,
+                       CASE WHEN s.id IS NOT NULL AND t.id IS NOT NULL
+                            THEN array_remove(ARRAY[{checks}]::text[], NULL) END AS columns
+                FROM s FULL JOIN t ON t.id = s.id),
+            f AS MATERIALIZED (SELECT * FROM d WHERE kind <> 'different' OR cardinality(columns) > 0)
+            """).format(cols=cols, source=self.source(lo, hi), v2=self.v2, range_t=range_filter("t", lo, hi),
+                        checks=checks)
+
+    def diff(self, lo: str | None, hi: str | None) -> sql.Composed:
+        return self._differences(lo, hi) + sql.SQL("""
+            SELECT kind, count(*), (array_agg(id ORDER BY id))[1:%(examples)s],
+                   (array_agg(array_to_string(columns, ',') ORDER BY id))[1:%(examples)s]
+            FROM f GROUP BY kind
+            UNION ALL
+            SELECT 'column', count(*), ARRAY[c], NULL FROM f, unnest(f.columns) c GROUP BY c""")
+
+    def repair_ids(self, lo: str | None, hi: str | None) -> sql.Composed:
+        return self._differences(lo, hi) + sql.SQL("SELECT id FROM f WHERE kind <> 'extra' ORDER BY id")
+
+
+# --- what a walk finds ----------------------------------------------------------------
+
+
+def _capped(a: list, b: list) -> list:
+    return (a + b)[:EXAMPLE_ROWS] if len(a) < EXAMPLE_ROWS else a
+
+
+@dataclass
+class _Tally:
+    """What the ranges of one table (or one part of it) showed, added up in key order."""
+
+    legacy: int = 0  # source rows, landing or not
+    expected: int = 0  # source rows that land
+    issues: Counter = field(default_factory=Counter)  # (issue_kind, issue) -> rows
+    landed_deleted: int = 0
+    forced_deleted: int = 0  # landed deleted with a warning: deleted by a rule, not in legacy
+    v2_rows: int = 0
+    v2_deleted: int = 0
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    by_column: Counter = field(default_factory=Counter)
+    examples: dict[str, list] = field(default_factory=lambda: {"missing": [], "extra": [], "different": []})
+    to_repair: list[tuple[str | None, str | None]] = field(default_factory=list)
+    ranges: int = 0
+    rechecked: int = 0
+    settled: int = 0  # ranges that differed at first look and agreed a moment later
+    seconds: float = 0.0
+    longest: float = 0.0
+
+    _SUMS = ("legacy", "expected", "landed_deleted", "forced_deleted", "v2_rows", "v2_deleted", "missing", "extra",
+             "different", "to_repair", "ranges", "rechecked", "settled", "seconds")
+
+    def add(self, other: _Tally) -> None:
+        for name in self._SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.issues.update(other.issues)
+        self.by_column.update(other.by_column)
+        for kind in self.examples:
+            self.examples[kind] = _capped(self.examples[kind], other.examples[kind])
+        self.longest = max(self.longest, other.longest)
+
+    @property
+    def left_out(self) -> int:
+        return self.legacy - self.expected
+
+    def of_kind(self, kind: str) -> dict[str, int]:
+        return {text: n for (k, text), n in sorted(self.issues.items()) if k == kind and n}
+
+
+def _count_check(name: str, tally: _Tally) -> dict[str, Any]:
+    return {"type": "count", "table": name, "oldTable": BY_NAME[name].legacy, "ok": tally.v2_rows == tally.expected,
+            "oldCount": tally.legacy, "newCount": tally.v2_rows, "expectedCount": tally.expected,
+            "leftOutByBackfill": tally.left_out, "leftOutByIssue": tally.of_kind("error"),
+            "landedWithWarning": tally.of_kind("warning")}
+
+
+def _content_check(name: str, tally: _Tally) -> dict[str, Any]:
+    return {
+        "type": "content", "name": f"content:{name}", "table": name,
+        "ok": tally.missing == tally.extra == tally.different == 0,
+        "compared": tally.expected, "missingInV2": tally.missing, "extraInV2": tally.extra,
+        "different": tally.different, "expectedLeftOut": tally.left_out,
+        "differentByColumn": dict(sorted(tally.by_column.items())),
+        "examples": tally.examples, "ranges": tally.ranges, "rangesRechecked": tally.rechecked,
+        "rangesSettled": tally.settled,
+        "seconds": round(tally.seconds, 3), "longestRangeSeconds": round(tally.longest, 3),
+    }
+
+
+def _reconcile_check(name: str, tally: _Tally) -> dict[str, Any]:
+    check = {"type": "reconcile", "name": name, "ok": tally.landed_deleted == tally.v2_deleted,
+             "expected": tally.landed_deleted, "actual": tally.v2_deleted,
+             "legacyDeleted": tally.landed_deleted - tally.forced_deleted}
+    if name == "deleted_identity_count":
+        check["forcedByFingerprintRule"] = tally.forced_deleted
+    return check
+
+
+# --- integrity and sample checks ------------------------------------------------------
+
+# name -> (rows with the total as `count(*) OVER ()`, ordered and capped), all set-wise.
+_ORPHANS = {
+    "account_member_account_fk": """
+        SELECT jsonb_build_object('id', m.id, 'account_id', m.account_id), count(*) OVER ()
+        FROM account_members m WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = m.account_id)
+        ORDER BY m.id LIMIT %(examples)s""",
+    "identity_account_fk": """
+        SELECT jsonb_build_object('id', i.id, 'account_id', i.account_id), count(*) OVER ()
+        FROM identities i WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = i.account_id)
+        ORDER BY i.id LIMIT %(examples)s""",
+    "pixbook_identity_fk": """
+        SELECT jsonb_build_object('id', p.id, 'account_id', p.account_id, 'identity_id', p.identity_id),
+               count(*) OVER ()
+        FROM pixbooks p WHERE NOT EXISTS (SELECT 1 FROM identities i WHERE i.id = p.identity_id)
+        ORDER BY p.id LIMIT %(examples)s""",
+    "pixbook_account_match": """
+        SELECT jsonb_build_object('id', p.id, 'account_id', p.account_id, 'identity_id', p.identity_id,
+                                  'identity_account_id', i.account_id), count(*) OVER ()
+        FROM pixbooks p JOIN identities i ON i.id = p.identity_id
+        WHERE p.account_id IS DISTINCT FROM i.account_id
+        ORDER BY p.id LIMIT %(examples)s""",
+    "snapshot_pixbook_fk": """
+        SELECT jsonb_build_object('id', s.id, 'pixbook_id', s.pixbook_id), count(*) OVER ()
+        FROM pixbook_snapshots s WHERE NOT EXISTS (SELECT 1 FROM pixbooks p WHERE p.id = s.pixbook_id)
+        ORDER BY s.id LIMIT %(examples)s""",
+}
+
+# name -> (table, the columns that must be unique among active rows, extra filter): the
+# count is the number of groups breaking it, `rowCount` the rows in them.
+_DUPLICATES = {
+    "identity_fingerprint_duplicates": ("identities", ("account_id", "identity_key_fingerprint"),
+                                        "identity_key_fingerprint IS NOT NULL"),
+    "pixbook_active_duplicates": ("pixbooks", ("identity_id", "collection_id"), "true"),
+}
+
+
+def _orphan_check(conn: psycopg.Connection, name: str) -> dict[str, Any]:
+    rows = conn.execute(_ORPHANS[name], {"examples": EXAMPLE_ROWS}).fetchall()
+    count = rows[0][1] if rows else 0
+    return {"type": "integrity", "name": name, "ok": count == 0, "count": count, "rows": [r[0] for r in rows]}
+
+
+def _duplicate_check(conn: psycopg.Connection, name: str) -> dict[str, Any]:
+    table, keys, extra = _DUPLICATES[name]
+    key_list = sql.SQL(", ").join(map(sql.Identifier, keys))
+    match = sql.SQL(" AND ").join(sql.SQL("x.{0} = g.{0}").format(sql.Identifier(k)) for k in keys)
+    rows = conn.execute(sql.SQL("""
+        SELECT jsonb_build_object({pairs}, 'count', g.n, 'ids',
+                   (SELECT array_agg(x.id ORDER BY x.id) FROM {table} x
+                    WHERE {match} AND x.status <> 'deleted')),
+               g.groups, g.total
+        FROM (SELECT *, count(*) OVER () AS groups, sum(n) OVER () AS total
+              FROM (SELECT {keys}, count(*) AS n FROM {table}
+                    WHERE status <> 'deleted' AND {extra} GROUP BY {keys} HAVING count(*) > 1) d
+              ORDER BY {keys} LIMIT %(examples)s) g
+        ORDER BY {gkeys}""").format(
+        pairs=sql.SQL(", ").join(sql.SQL("{}, g.{}").format(sql.Literal(k), sql.Identifier(k)) for k in keys),
+        table=sql.Identifier(table), match=match, keys=key_list, extra=sql.SQL(extra),
+        gkeys=sql.SQL(", ").join(sql.SQL("g.{}").format(sql.Identifier(k)) for k in keys)),
+        {"examples": EXAMPLE_ROWS}).fetchall()
+    groups, total = (rows[0][1], int(rows[0][2])) if rows else (0, 0)
+    return {"type": "integrity", "name": name, "ok": groups == 0, "count": groups, "rowCount": total,
+            "rows": [r[0] for r in rows]}
+
+
+def _deleted_identity_books(conn: psycopg.Connection) -> dict[str, Any]:
+    """Active books whose identity was active in legacy but landed deleted (the fingerprint
+    rule): visible before, hidden in v2. A warning; books already hidden in legacy (their
+    identity deleted there) are only counted beside it."""
+    count, total, rows = conn.execute("""
+        WITH b AS MATERIALIZED (
+            SELECT p.id, p.account_id, p.identity_id, coalesce(m.status <> 'deleted', false) AS by_rule
+            FROM pixbooks p JOIN identities i ON i.id = p.identity_id
+            LEFT JOIN platform_managed_users m ON m.id = i.id
+            WHERE p.status <> 'deleted' AND i.status = 'deleted')
+        SELECT (SELECT count(*) FROM b WHERE by_rule), (SELECT count(*) FROM b),
+               (SELECT coalesce(jsonb_agg(jsonb_build_object('id', x.id, 'account_id', x.account_id,
+                                                             'identity_id', x.identity_id) ORDER BY x.id), '[]')
+                FROM (SELECT * FROM b WHERE by_rule ORDER BY id LIMIT %(examples)s) x)""",
+        {"examples": EXAMPLE_ROWS}).fetchone()
+    return {"type": "integrity", "name": "pixbook_on_deleted_identity", "ok": True, "warning": count > 0,
+            "count": count, "alsoOnIdentitiesDeletedInLegacy": total - count, "rows": rows}
+
+
+def _sample_check(conn: psycopg.Connection, size: int) -> dict[str, Any]:
+    """For accounts picked by a hash of their id: the active identities and books v2 holds
+    against those the rules land from legacy."""
+    accounts = [r[0] for r in conn.execute(
+        "SELECT id FROM platform_workspaces ORDER BY hashtextextended(id, 0), id LIMIT %s", (size,))]
+    identities = source_query(BY_NAME["identities"], sql.SQL("l.workspace_id = ANY(%(accounts)s)"))
+    row = conn.execute(sql.SQL("""
+        WITH ei AS (SELECT s.account_id, s.id FROM ({identities}) s
+                    WHERE s.issue_kind IS DISTINCT FROM 'error' AND s.status <> 'deleted'),
+        ai AS (SELECT account_id, id FROM identities WHERE account_id = ANY(%(accounts)s) AND status <> 'deleted'),
+        eb AS (SELECT account_id, id, identity_id, collection_id FROM {landed}
+               WHERE account_id = ANY(%(accounts)s) AND status <> 'deleted'),
+        ab AS (SELECT account_id, id, identity_id, collection_id FROM pixbooks
+               WHERE account_id = ANY(%(accounts)s) AND status <> 'deleted'),
+        d AS MATERIALIZED (
+            SELECT 'identity' AS kind, coalesce(e.account_id, a.account_id) AS account_id, coalesce(e.id, a.id) AS id,
+                   CASE WHEN a.id IS NULL THEN 'missing in v2' ELSE 'extra in v2' END AS problem
+            FROM ei e FULL JOIN ai a ON a.account_id = e.account_id AND a.id = e.id
+            WHERE e.id IS NULL OR a.id IS NULL
+            UNION ALL
+            SELECT 'pixbook', coalesce(e.account_id, a.account_id), coalesce(e.id, a.id),
+                   CASE WHEN a.id IS NULL THEN 'missing in v2' WHEN e.id IS NULL THEN 'extra in v2'
+                        ELSE 'identity or collection differs' END
+            FROM eb e FULL JOIN ab a ON a.account_id = e.account_id AND a.id = e.id
+            WHERE e.id IS NULL OR a.id IS NULL
+               OR (e.identity_id, e.collection_id) IS DISTINCT FROM (a.identity_id, a.collection_id))
+        SELECT (SELECT count(*) FROM ei), (SELECT count(*) FROM eb), (SELECT count(*) FROM d),
+               (SELECT count(DISTINCT account_id) FROM d),
+               (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.account_id, x.kind, x.id), '[]')
+                FROM (SELECT * FROM d ORDER BY account_id, kind, id LIMIT %(examples)s) x)""").format(
+        identities=identities, landed=_LANDED), {"accounts": accounts, "examples": EXAMPLE_ROWS}).fetchone()
+    ids, books, count, bad_accounts, examples = row
+    return {"type": "sample", "name": "account_identity_pixbook_samples", "ok": count == 0,
+            "sampleSize": size, "sampled": len(accounts), "accountsWithMismatch": bad_accounts,
+            "expectedIdentities": ids, "expectedPixbooks": books, "count": count,
+            "accounts": accounts[:EXAMPLE_ROWS], "rows": examples}
+
+
+def _collections_check(conn: psycopg.Connection) -> dict[str, Any]:
+    """Per identity, the collections of its active books: as the rules land them (blank ->
+    'primary' applied to legacy) against v2, one set difference over all identities."""
+    row = conn.execute(sql.SQL("""
+        WITH e AS (SELECT DISTINCT identity_id, collection_id FROM {landed} WHERE status <> 'deleted'),
+        a AS (SELECT DISTINCT identity_id, collection_id FROM pixbooks WHERE status <> 'deleted'),
+        d AS MATERIALIZED (
+            SELECT coalesce(e.identity_id, a.identity_id) AS identity_id,
+                   coalesce(e.collection_id, a.collection_id) AS collection_id,
+                   CASE WHEN a.identity_id IS NULL THEN 'missing in v2' ELSE 'extra in v2' END AS problem
+            FROM e FULL JOIN a ON a.identity_id = e.identity_id AND a.collection_id = e.collection_id
+            WHERE e.identity_id IS NULL OR a.identity_id IS NULL)
+        SELECT (SELECT count(DISTINCT identity_id) FROM e), (SELECT count(*) FROM d),
+               (SELECT count(DISTINCT identity_id) FROM d),
+               (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.identity_id, x.collection_id), '[]')
+                FROM (SELECT * FROM d ORDER BY identity_id, collection_id LIMIT %(examples)s) x)""").format(
+        landed=_LANDED), {"examples": EXAMPLE_ROWS}).fetchone()
+    identities, count, bad, examples = row
+    return {"type": "sample", "name": "identity_expected_collections", "ok": count == 0,
+            "identities": identities, "identitiesWithMismatch": bad, "count": count, "rows": examples}
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Part:
+    table: str
+    index: int
+    lo: str | None
+    hi: str | None
+
+
+@dataclass
+class _RepairStats:
+    requested: int = 0
+    inserted: int = 0
+    updated: int = 0
+    left_out: Counter = field(default_factory=Counter)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed_count: int = 0
+
+
+def _order(check: dict[str, Any]) -> tuple[int, int]:
+    kind, name, table = check["type"], check.get("name"), check.get("table")
+    if kind in ("count", "content", "repair"):
+        rank = {"count": 0, "content": 5, "repair": 6}[kind]
+        return rank, COUNT_TABLES.index(table) if table in COUNT_TABLES else len(COUNT_TABLES)
+    for rank, names in ((1, INTEGRITY_CHECKS), (2, SAMPLE_CHECKS), (3, tuple(RECONCILE_CHECKS))):
+        if name in names:
+            return rank, names.index(name)
+    return 9, 0
+
+
+class _Verify:
+    def __init__(self, url: str, options: VerifyOptions, progress: ProgressCallback | None,
+                 cancel: threading.Event | None, on_check: CheckCallback | None):
+        self.url, self.options = url, options
+        self.progress = progress or (lambda _: None)
+        self.cancel = cancel or threading.Event()
+        self.on_check = on_check or (lambda _: None)
+        self._failed = threading.Event()
+        self._lock = threading.Lock()
+        self.checks: dict[str, dict[str, Any]] = {}
+
+    def _stopping(self) -> bool:
+        return self.cancel.is_set() or self._failed.is_set()
+
+    def _emit(self, check: dict[str, Any]) -> None:
+        key = check.get("name") or f"{check['type']}:{check['table']}"
+        self.checks[key] = check
+        self.on_check(check)
+
+    # -- the content walk ----------------------------------------------------------
+
+    def _parts(self, conn: psycopg.Connection, name: str) -> tuple[list[_Part], int]:
+        st = self.statements[name]
+        total = conn.execute(st.count("legacy")).fetchone()[0]
+        bounds = ranges.cut(conn, st.key_at(None, None), total, self.options.workers)
+        return [_Part(name, i, lo, hi) for i, (lo, hi) in enumerate(bounds)], total
+
+    def _walk_part(self, pool: _Connections, part: _Part, total: int) -> _Tally:
+        st = self.statements[part.table]
+        conn = pool.get(landed=st.needs_landed)
+        tally = _Tally()
+        sizer = RangeSizer(FIRST_RANGE_ROWS, TARGET_RANGE_SECONDS, MIN_RANGE_ROWS, MAX_RANGE_ROWS, step=2.0, far=2.0)
+        size, last = sizer.size, part.lo
+        while not self._stopping():
+            found = conn.execute(st.key_at(last, part.hi), {"lo": last, "hi": part.hi, "offset": size - 1}).fetchone()
+            hi = found[0] if found else part.hi
+            started = time.monotonic()
+            one = self._check_range(conn, st, last, hi)
+            one.seconds = one.longest = time.monotonic() - started
+            tally.add(one)
+            with self._lock:
+                self._done[part.table] += one.legacy
+                done = self._done[part.table]
+            self.progress(VerifyProgress(check=f"content:{part.table}", done=done, total=total))
+            if found is None:
+                return tally
+            last = hi
+            size = sizer.after(one.seconds)
+        raise _Stopped
+
+    def _check_range(self, conn: psycopg.Connection, st: _Statements, lo: str | None, hi: str | None) -> _Tally:
+        tally = self._look(conn, st, lo, hi)
+        if tally.rechecked and not self._stopping():
+            # Under live traffic the API commits a write to its primary, then mirrors it in a
+            # second transaction: look once more after a moment, and report only what stays.
+            self.cancel.wait(SETTLE_SECONDS)
+            tally = self._look(conn, st, lo, hi)
+            tally.settled = 0 if tally.rechecked else 1
+        return tally
+
+    def _look(self, conn: psycopg.Connection, st: _Statements, lo: str | None, hi: str | None) -> _Tally:
+        tally = _Tally(ranges=1)
+        params = {"lo": lo, "hi": hi, "examples": EXAMPLE_ROWS}
+        with conn.transaction():
+            row = list(conn.execute(st.digest(lo, hi), params).fetchone())
+            tally.legacy, tally.expected, digest = row[:3]
+            issues, row = row[3:3 + len(st.map.issues)], row[3 + len(st.map.issues):]
+            tally.issues.update({(i.kind, i.text): n for i, n in zip(st.map.issues, issues)})
+            if st.has_status:
+                tally.landed_deleted, tally.forced_deleted = row[:2]
+                row = row[2:]
+            tally.v2_rows, v2_digest = row[:2]
+            if st.has_status:
+                tally.v2_deleted = row[2]
+            if (tally.expected, digest) == (tally.v2_rows, v2_digest):
+                return tally
+            tally.rechecked = 1
+            for kind, count, ids, columns in conn.execute(st.diff(lo, hi), params):
+                if kind == "column":
+                    tally.by_column[ids[0]] += count
+                    continue
+                setattr(tally, kind, count)
+                if kind == "different":
+                    tally.examples[kind] = [{"id": i, "columns": c.split(",")} for i, c in zip(ids, columns)]
+                else:
+                    tally.examples[kind] = list(ids)
+        if tally.missing or tally.different:
+            tally.to_repair.append((lo, hi))
+        return tally
+
+    def _phase(self, tables: list[str], others: list[tuple[str, Callable[[psycopg.Connection], dict], bool]]
+               ) -> dict[str, _Tally]:
+        """Walk `tables` and run `others` (name, check, needs landed books) on the worker
+        connections, biggest work first; emits each table's checks as its last part ends."""
+        pool = _Connections(self.url)
+        tallies: dict[str, _Tally] = {}
+        try:
+            sized = {name: self._parts(self.main, name) for name in tables}
+            self._done = Counter()
+            # Biggest pieces first, so that both connections stay busy to the end.
+            parts = sorted(((p, total) for ps, total in sized.values() for p in ps),
+                           key=lambda pt: -pt[1] / len(sized[pt[0].table][0]))
+            results: dict[str, dict[int, _Tally]] = {name: {} for name in tables}
+            with ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="verify") as executor:
+                futures: dict[Future, Any] = {}
+                for part, total in parts:
+                    futures[executor.submit(self._walk_part, pool, part, total)] = part
+                for name, check, landed in others:
+                    futures[executor.submit(self._other, pool, name, check, landed)] = name
+                pending = set(futures)
+                try:
+                    while pending:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            what = futures[future]
+                            try:
+                                result = future.result()
+                            except _Stopped:
+                                continue
+                            if isinstance(what, _Part):
+                                results[what.table][what.index] = result
+                                if len(results[what.table]) == len(sized[what.table][0]):
+                                    tallies[what.table] = self._finish_table(what.table, results[what.table])
+                            elif result is not None:
+                                self._emit(result)
+                except BaseException:
+                    self._failed.set()
+                    executor.shutdown(wait=True, cancel_futures=True)
+                    raise
+        finally:
+            pool.close()
+        return tallies
+
+    def _other(self, pool: _Connections, name: str, check: Callable[[psycopg.Connection], dict],
+               landed: bool) -> dict[str, Any] | None:
+        if self._stopping():
+            return None
+        self.progress(VerifyProgress(check=name, done=0, total=1))
+        started = time.monotonic()
+        conn = pool.get(landed=landed)
+        with conn.transaction():
+            result = check(conn)
+        result["seconds"] = round(time.monotonic() - started, 3)
+        self.progress(VerifyProgress(check=name, done=1, total=1))
+        return result
+
+    def _finish_table(self, name: str, parts: dict[int, _Tally]) -> _Tally:
+        tally = _Tally()
+        for index in sorted(parts):
+            tally.add(parts[index])
+        self._emit(_count_check(name, tally))
+        self._emit(_content_check(name, tally))
+        if self.options.reconcile:
+            for check, table in RECONCILE_CHECKS.items():
+                if table == name:
+                    self._emit(_reconcile_check(check, tally))
+        return tally
+
+    def _other_checks(self) -> list[tuple[str, Callable[[psycopg.Connection], dict], bool]]:
+        checks: list[tuple[str, Callable[[psycopg.Connection], dict], bool]] = [
+            (n, lambda c, n=n: _orphan_check(c, n), False) for n in _ORPHANS]
+        checks += [(n, lambda c, n=n: _duplicate_check(c, n), False) for n in _DUPLICATES]
+        checks.append(("pixbook_on_deleted_identity", _deleted_identity_books, False))
+        checks.append(("account_identity_pixbook_samples",
+                       lambda c: _sample_check(c, self.options.sample_size), True))
+        checks.append(("identity_expected_collections", _collections_check, True))
+        return checks
+
+    # -- repair ---------------------------------------------------------------------
+
+    def _repair(self, tallies: dict[str, _Tally]) -> dict[str, _RepairStats]:
+        """Re-copy the missing and different rows through the backfill rules, parents first;
+        extra rows are never touched."""
+        done: dict[str, _RepairStats] = {}
+        landed = False
+        for table in TABLES:
+            tally = tallies.get(table.v2)
+            if tally is None or not tally.to_repair or self._stopping():
+                continue
+            st, stats = self.statements[table.v2], _RepairStats()
+            if st.needs_landed and not landed:
+                _create_landed_books(self.main)
+                landed = True
+            for lo, hi in tally.to_repair:
+                ids = [r[0] for r in self.main.execute(st.repair_ids(lo, hi), {"lo": lo, "hi": hi})]
+                for start in range(0, len(ids), REPAIR_CHUNK):
+                    if self._stopping():
+                        break
+                    self._repair_ids(table.v2, ids[start:start + REPAIR_CHUNK], stats)
+                    self.progress(VerifyProgress(check=f"repair:{table.v2}", done=stats.requested,
+                                                 total=tally.missing + tally.different))
+            done[table.v2] = stats
+        return done
+
+    def _repair_ids(self, name: str, ids: list[str], stats: _RepairStats) -> None:
+        """One committed transaction; on a conflict, halve until the offending rows stand alone."""
+        try:
+            with self.main.transaction():
+                result = repair_rows(self.main, name, ids)
+        except psycopg.errors.IntegrityError as exc:
+            if len(ids) > 1:
+                half = len(ids) // 2
+                self._repair_ids(name, ids[:half], stats)
+                self._repair_ids(name, ids[half:], stats)
+                return
+            stats.requested += 1
+            stats.failed_count += 1
+            if len(stats.failed) < EXAMPLE_ROWS:
+                stats.failed.append({"id": ids[0], "error": str(exc).strip().splitlines()[0],
+                                     "constraint": exc.diag.constraint_name})
+            return
+        stats.requested += result.requested
+        stats.inserted += result.inserted
+        stats.updated += result.updated
+        stats.left_out.update(result.left_out)
+
+    def _repair_check(self, name: str, stats: _RepairStats, before: _Tally, after: _Tally | None) -> dict[str, Any]:
+        still = None if after is None else after.missing + after.different
+        return {"type": "repair", "name": f"repair:{name}", "table": name,
+                "ok": still == 0 and stats.failed_count == 0,
+                "requested": stats.requested, "repaired": stats.inserted + stats.updated,
+                "inserted": stats.inserted, "updated": stats.updated,
+                "leftOutByRules": dict(stats.left_out), "failed": stats.failed_count, "failedRows": stats.failed,
+                "foundMissing": before.missing, "foundDifferent": before.different,
+                "extraLeftAlone": before.extra, "stillDifferent": still,
+                "rechecked": after is not None}
+
+    # -- the whole run ----------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        self.main = _connect(self.url, read_only=False)
+        try:
+            _check_ready(self.main)
+            if not self.main.execute("SELECT pg_try_advisory_lock(%s)", (JOB_LOCK_KEY,)).fetchone()[0]:
+                raise Refused("Another backfill or verify is running on this database; wait for it to finish.")
+            try:
+                self._run()
+            finally:
+                if not self.main.closed and not self.main.broken:
+                    self.main.execute("SELECT pg_advisory_unlock(%s)", (JOB_LOCK_KEY,))
+        finally:
+            self.main.close()
+        return self._report(time.monotonic() - started)
+
+    def _run(self) -> None:
+        self.statements = {t.v2: _Statements(t, column_types(self.main, t.v2)) for t in TABLES}
+        if self._stopping():
+            return
+        names = [t.v2 for t in TABLES]
+        others = self._other_checks()
+        tallies = self._phase(names, [] if self.options.repair else others)
+        if not self.options.repair or self._stopping():
+            return
+        stats = self._repair(tallies)
+        fresh = self._phase([n for n in names if n in stats], others) if not self._stopping() else {}
+        for name, repair in stats.items():
+            self._emit(self._repair_check(name, repair, tallies[name], fresh.get(name)))
+
+    def _report(self, seconds: float) -> dict[str, Any]:
+        cancelled = self.cancel.is_set()
+        if cancelled:
+            self._emit({"type": "run", "name": CANCELLED_CHECK, "ok": False,
+                        "message": "verify was cancelled before it finished; checks not listed did not run"})
+        checks = sorted(self.checks.values(), key=_order)
+        return {
+            "ok": not cancelled and all(c["ok"] for c in checks),
+            "generatedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "checks": checks, "cancelled": cancelled, "durationSeconds": round(seconds, 3),
+            "options": self.options.model_dump(by_alias=True),
+        }
+
+
+class _Stopped(Exception):
+    """A worker saw the cancel (or another worker's failure) and stopped between ranges."""
+
+
+def run_verify(url: str, options: VerifyOptions | None = None, *, progress: ProgressCallback | None = None,
+               cancel: threading.Event | None = None, on_check: CheckCallback | None = None) -> dict[str, Any]:
+    """Verify v2 against legacy; returns the §4 verify report body (plus `cancelled`,
+    `durationSeconds`, `options`). `on_check` gets each check as it completes."""
+    return _Verify(url, options or VerifyOptions(), progress, cancel, on_check).run()
+
+
+__all__ = ["VerifyOptions", "VerifyProgress", "run_verify", "summary_lines", "EXAMPLE_ROWS"]

@@ -1,0 +1,280 @@
+"""Stage B on a real database: the §3 rules, idempotence, resume, cancel and live writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+
+import psycopg
+import pytest
+from helpers import ROOT, apply_v2, fingerprint
+
+from cutover_tui.demo.seed import seed_legacy
+from cutover_tui.errors import Refused
+from cutover_tui.rules.mapping import TABLES
+from cutover_tui.store.db import JOB_LOCK_KEY
+from cutover_tui.work.backfill import Backfill, BackfillOptions, repair_rows
+from cutover_tui.work.migrate import apply_legacy_baseline
+
+V2_TABLES = [t.v2 for t in TABLES]
+
+
+def backfill(url: str, **options) -> dict:
+    return Backfill(url, "test", BackfillOptions(**options)).run()
+
+
+def physical(url: str) -> dict[str, str]:
+    """Where and by whom every v2 row version was written: any insert, update or lock shows."""
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(
+            f"SELECT md5(coalesce(string_agg(ctid::text || xmin::text || xmax::text, ',' ORDER BY id), '')) FROM {t}"
+        ).fetchone()[0] for t in V2_TABLES}
+
+
+def issues(report: dict, kind: str) -> dict[tuple[str, str], int]:
+    return {(e["stage"], e[kind]): e["count"] for e in report[kind + "s"]}
+
+
+def seeded(pg_server_url, name: str, workspaces: int = 20, clean: bool = False) -> str:
+    from cutover_tui.demo.embedded import create_database
+
+    url = create_database(pg_server_url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_legacy_baseline(conn, ROOT / "sql")
+        seed_legacy(conn, workspaces, clean=clean)
+    return apply_v2(url)
+
+
+def test_rules_land_what_they_should_and_report_the_rest(v2_db_url):
+    report = backfill(v2_db_url)
+    errors = issues(report, "error")
+    assert errors[("account_members", "workspace missing")] >= 1
+    assert errors[("account_members", "user missing")] >= 1
+    assert errors[("identities", "account missing")] >= 1
+    assert errors[("pixbooks", "identity belongs to another account")] >= 1
+    assert errors[("pixbooks", "identity missing")] >= 1
+    assert errors[("pixbooks", "another active book of this identity has the same collection")] >= 1
+    assert issues(report, "warning")[("identities", "duplicate active fingerprint: landed as deleted")] >= 1
+    assert report["ok"] is False and report["passes"] >= 1
+    with psycopg.connect(v2_db_url) as conn:
+        # Blank and whitespace collections land as 'primary'; no v2 book keeps a blank one.
+        assert conn.execute("SELECT count(*) FROM pixbooks WHERE collection_id ~ '^[[:space:]]*$'").fetchone()[0] == 0
+        blanks = conn.execute("""SELECT count(*) FROM platform_books b JOIN pixbooks p USING (id)
+                                 WHERE b.collection_id ~ '^[[:space:]]*$'""").fetchone()[0]
+        assert blanks >= 1
+        # One active book per identity and collection, one active identity per fingerprint.
+        assert conn.execute("""SELECT count(*) FROM (SELECT identity_id, collection_id FROM pixbooks
+                               WHERE status <> 'deleted' GROUP BY 1, 2 HAVING count(*) > 1) d""").fetchone()[0] == 0
+        forced = conn.execute("""SELECT count(*) FROM identities i JOIN platform_managed_users m USING (id)
+                                 WHERE i.status = 'deleted' AND m.status <> 'deleted'""").fetchone()[0]
+        assert forced == issues(report, "warning")[("identities", "duplicate active fingerprint: landed as deleted")]
+    for stage in report["stages"]:
+        assert stage["afterCount"] == stage["oldCount"] - stage["errorRows"], stage
+        for entry in report["errors"] + report["warnings"]:
+            assert len(entry["rows"]) == min(entry["count"], 100)
+
+
+def test_idle_rerun_touches_no_tuple(v2_db_url):
+    first = backfill(v2_db_url)
+    before_rows, before_places = fingerprint(v2_db_url), physical(v2_db_url)
+    proven = backfill(v2_db_url)  # the watermarks prove nothing changed
+    again = backfill(v2_db_url)  # still the first run's findings, not the shortcut's (it has none)
+    compared = backfill(v2_db_url, full_compare=True)  # every range compared by hash
+    assert proven["unchangedSince"] == again["unchangedSince"] == first["runId"]
+    assert proven["passes"] == again["passes"] == 0
+    assert compared["passes"] == 1 and "unchangedSince" not in compared
+    for report in (proven, again, compared):
+        assert [s["affectedRows"] for s in report["stages"]] == [0] * len(V2_TABLES)
+        assert issues(report, "error") == issues(first, "error")
+        assert [s["afterCount"] for s in report["stages"]] == [s["afterCount"] for s in first["stages"]]
+    assert fingerprint(v2_db_url) == before_rows
+    assert physical(v2_db_url) == before_places
+
+
+def test_a_v2_row_changed_by_someone_else_defeats_the_shortcut(v2_db_url):
+    backfill(v2_db_url)
+    expected = fingerprint(v2_db_url)
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        conn.execute("UPDATE pixbook_snapshots SET ledger_head = 'tampered' WHERE id = "
+                     "(SELECT min(id) FROM pixbook_snapshots)")
+    report = backfill(v2_db_url)
+    assert "unchangedSince" not in report
+    assert {s["stage"]: s["updated"] for s in report["stages"] if s["updated"]} == {"pixbook_snapshots": 1}
+    assert fingerprint(v2_db_url) == expected
+
+
+def test_rerun_brings_over_exactly_the_changed_rows(v2_db_url):
+    backfill(v2_db_url)
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        conn.execute("UPDATE platform_workspaces SET name = name || '!', updated_at = now() WHERE id = 'ws_3'")
+        conn.execute("INSERT INTO platform_workspace_members (id, workspace_id, user_id, role) "
+                     "VALUES ('mem_new', 'ws_3', 'user_4', 'member')")
+        snap = conn.execute("SELECT id FROM platform_book_snapshots l WHERE EXISTS "
+                            "(SELECT 1 FROM pixbook_snapshots p WHERE p.id = l.id) ORDER BY id LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE platform_book_snapshots SET payload_json = '{\"changed\": 1}' WHERE id = %s", (snap,))
+        conn.execute("DELETE FROM platform_audit_events WHERE id = (SELECT min(id) FROM platform_audit_events)")
+    report = backfill(v2_db_url)
+    affected = {s["stage"]: (s["inserted"], s["updated"]) for s in report["stages"] if s["affectedRows"]}
+    assert affected == {"accounts": (0, 1), "account_members": (1, 0), "pixbook_snapshots": (0, 1)}
+    gone = issues(report, "warning")[("audit_events", "row deleted in legacy; kept in v2")]
+    assert gone == 1
+    with psycopg.connect(v2_db_url) as conn:
+        assert conn.execute("SELECT name FROM accounts WHERE id = 'ws_3'").fetchone()[0].endswith("!")
+        assert conn.execute("SELECT payload_json FROM pixbook_snapshots WHERE id = %s", (snap,)).fetchone()[0] == {"changed": 1}
+        assert conn.execute("SELECT count(*) FROM audit_events").fetchone()[0] == \
+            conn.execute("SELECT count(*) FROM platform_audit_events").fetchone()[0] + 1
+
+
+def test_small_batches_give_the_same_result_and_short_transactions(pg_server_url):
+    reference, batched = seeded(pg_server_url, "bf_ref"), seeded(pg_server_url, "bf_small")
+    backfill(reference)
+    report = backfill(batched, batch_size=7, workers=2)
+    assert fingerprint(batched) == fingerprint(reference)
+    assert report["longestTransactionSeconds"] < 2
+
+
+def test_cancel_leaves_a_checkpoint_that_resumes(pg_server_url):
+    reference, url = seeded(pg_server_url, "bf_ref2"), seeded(pg_server_url, "bf_cancel")
+    backfill(reference)
+    cancel = threading.Event()
+    first = Backfill(url, "test", BackfillOptions(batch_size=10), progress=lambda p: cancel.set(), cancel=cancel).run()
+    assert first["cancelled"] is True and first["ok"] is False
+    assert any("cancelled" in e["error"] for e in first["errors"])
+    second = backfill(url, batch_size=10)
+    assert second["resumed"] is True and second["cancelled"] is False
+    assert fingerprint(url) == fingerprint(reference)
+
+
+def test_kill_9_at_random_moments_then_resume_equals_uninterrupted(pg_server_url, tmp_path):
+    reference, url = seeded(pg_server_url, "bf_ref3", 8000), seeded(pg_server_url, "bf_kill", 8000)
+    backfill(reference)
+    env = tmp_path / "deploy.env"
+    env.write_text("ACCOUNT_SCHEMA_V2_READS=false\n")
+    command = [sys.executable, "-m", "cutover_tui.cli", "--runbook", str(ROOT / "runbook.toml"),
+               "--database-url", url, "--env-file", str(env), "--operator", "killer",
+               "backfill", "--batch-size", "5", "--report", str(tmp_path / "r.json"), "--json"]
+    rng = random.Random(7)
+    kills = 0
+    while kills < 4:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            child.wait(timeout=rng.uniform(0.6, 1.4))
+            break  # it finished before the kill: nothing left to resume
+        except subprocess.TimeoutExpired:
+            os.kill(child.pid, signal.SIGKILL)  # the console only; its server stays up
+            child.wait()
+            kills += 1
+    assert kills >= 3
+    final = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert final.returncode in (0, 1), final.stderr
+    assert fingerprint(url) == fingerprint(reference)
+    if kills == 4:
+        assert json.loads((tmp_path / "r.json").read_text())["resumed"] is True
+
+
+def test_lost_connection_mid_run_then_rerun_completes(pg_server_url):
+    reference, url = seeded(pg_server_url, "bf_ref4"), seeded(pg_server_url, "bf_lost")
+    backfill(reference)
+
+    def sever(_progress):
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE application_name = 'cutover backfill' AND datname = current_database()")
+
+    with pytest.raises(psycopg.OperationalError):
+        Backfill(url, "test", BackfillOptions(batch_size=10), progress=sever).run()
+    backfill(url, batch_size=10)
+    assert fingerprint(url) == fingerprint(reference)
+
+
+def test_a_conflicting_v2_row_is_reported_and_the_rest_lands(v2_db_url):
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts (id, name) SELECT id, name FROM platform_workspaces WHERE id = 'ws_2'")
+        key = conn.execute("SELECT user_key FROM platform_managed_users WHERE workspace_id = 'ws_2' "
+                           "ORDER BY id LIMIT 1").fetchone()[0]
+        conn.execute("INSERT INTO identities (id, account_id, display_name, user_key) "
+                     "VALUES ('squatter', 'ws_2', 'Squatter', %s)", (key,))
+    report = backfill(v2_db_url)
+    conflict = [e for e in report["errors"] if "identities_account_id_user_key_key" in e["error"]]
+    assert conflict and conflict[0]["count"] == 1
+    with psycopg.connect(v2_db_url) as conn:
+        landed = conn.execute("SELECT count(*) FROM identities WHERE id <> 'squatter'").fetchone()[0]
+        expected = conn.execute("SELECT count(*) FROM platform_managed_users").fetchone()[0]
+    stage = next(s for s in report["stages"] if s["stage"] == "identities")
+    assert landed == expected - stage["errorRows"]
+
+
+def test_live_writes_are_caught_by_the_catch_up_pass(v2_db_url):
+    stop = threading.Event()
+    written = []
+
+    def writer():
+        with psycopg.connect(v2_db_url, autocommit=True) as conn:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                conn.execute("INSERT INTO platform_audit_events (id, workspace_id, event_type) "
+                             "VALUES (%s, 'ws_1', 'live')", (f"evt_live_{n:05d}",))
+                conn.execute("UPDATE platform_workspaces SET name = %s WHERE id = 'ws_5'", (f"live {n}",))
+                written.append(n)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        backfill(v2_db_url, batch_size=5)
+    finally:
+        stop.set()
+        thread.join()
+    assert written
+    again = backfill(v2_db_url)
+    changed = {s["stage"]: s["affectedRows"] for s in again["stages"] if s["affectedRows"]}
+    # Only what the writer did after the first run's last pass over those tables may remain.
+    assert set(changed) <= {"audit_events", "accounts"}
+    assert backfill(v2_db_url)["stages"] and all(s["affectedRows"] == 0 for s in backfill(v2_db_url)["stages"])
+
+
+def test_refused_while_another_job_runs(v2_db_url):
+    with psycopg.connect(v2_db_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (JOB_LOCK_KEY,))
+        with pytest.raises(Refused, match="Another backfill or verify is running"):
+            backfill(v2_db_url)
+
+
+def test_repair_rows_recopies_exactly_those_ids(v2_db_url):
+    backfill(v2_db_url)
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        conn.execute("UPDATE accounts SET name = 'tampered' WHERE id IN ('ws_1', 'ws_2')")
+        with conn.transaction():
+            result = repair_rows(conn, "accounts", ["ws_1"])
+        assert (result.requested, result.updated, result.inserted) == (1, 1, 0)
+        names = dict(conn.execute("SELECT id, name FROM accounts WHERE id IN ('ws_1', 'ws_2')").fetchall())
+    assert names["ws_1"] != "tampered" and names["ws_2"] == "tampered"
+
+
+def test_cli_says_the_database_was_lost_and_a_rerun_completes(pg_server_url, tmp_path):
+    reference, url = seeded(pg_server_url, "bf_ref5", 8000), seeded(pg_server_url, "bf_cli_lost", 8000)
+    backfill(reference)
+    env = tmp_path / "deploy.env"
+    env.write_text("ACCOUNT_SCHEMA_V2_READS=false\n")
+    command = [sys.executable, "-m", "cutover_tui.cli", "--runbook", str(ROOT / "runbook.toml"),
+               "--database-url", url, "--env-file", str(env), "backfill", "--report", str(tmp_path / "r.json")]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with psycopg.connect(url, autocommit=True) as admin:
+        for _ in range(400):  # until a batch is running, then cut every backfill connection
+            if admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cutover backfill' "
+                             "AND datname = current_database() AND state = 'active'").fetchone()[0]:
+                break
+            admin.execute("SELECT pg_sleep(0.01)")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE application_name LIKE 'cutover%%' AND datname = current_database()")
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 3, err
+    assert err.startswith("cutover: Lost the database at postgresql://") and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert subprocess.run(command, capture_output=True, timeout=300).returncode in (0, 1)
+    assert fingerprint(url) == fingerprint(reference)
