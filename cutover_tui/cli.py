@@ -22,9 +22,11 @@ from .errors import BadInput, CutoverError
 from .ops import transitions
 from .ops.overview import Status, gather
 from .reports.diff import diff_reports, render_diff
-from .reports.models import dump_report
-from .reports.store import load_report, outcome_lines
+from .reports.models import VerifyCheck, dump_report
+from .reports.present import check_line, outcome_lines, summary_lines
+from .reports.store import load_report
 from .rules.mapping import BY_NAME
+from .rules.matrix import refuse
 from .rules.runbook import DEFAULT_RUNBOOK
 from .store import journal
 from .store.db import redact
@@ -33,7 +35,7 @@ from .work import jobs
 from .work.api_check import API_ENV, COOKIE_ENV
 from .work.archive import plan_archive, run_archive
 from .work.backfill import BackfillOptions, BackfillProgress, parse_tables
-from .work.verify import VerifyOptions, summary_lines
+from .work.verify import VerifyOptions
 
 if TYPE_CHECKING:
     from .tui.protocols import TrafficPanel
@@ -73,7 +75,8 @@ def render_status(status: Status) -> str:
     lines.append(f"rollback   {'OPEN' if a.rollback_open else 'none open'}")
     if warning := status.clock_warning():
         lines.append(f"clock      {warning}")
-    lines.append("lock       " + (f"held by {one_line(status.lock_holder.describe())}" if status.lock_holder else "free"))
+    holder = status.lock_holder
+    lines.append("lock       " + (f"held by {one_line(holder.describe())}" if holder else "free"))
     for label, report in (("backfill", status.last_backfill), ("verify", status.last_verify)):
         summary = (f"{report.generated_at:%Y-%m-%d %H:%M:%S} {'ok' if report.ok else 'FAILED'}"
                    if report else "none yet")
@@ -104,7 +107,7 @@ def cmd_migrate(session: Session, args: argparse.Namespace) -> int:
     if args.dry_run:
         step = session.assess().step("migrate")
         if not step.allowed:
-            raise transitions.refuse(step)
+            raise refuse(step)
         for file in plan.to_apply:
             print(f"-- {file.id} (sha256 {file.checksum})\n{file.sql}")
         print(f"-- dry run: {len(plan.to_apply)} file(s) would be applied; nothing was changed.")
@@ -198,7 +201,7 @@ def _cancellable(work: Callable[[threading.Event], T]) -> T:
     def target() -> None:
         try:
             outcome["result"] = work(cancel)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as exc:
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, name="cutover-job")
@@ -247,15 +250,14 @@ def cmd_verify(session: Session, args: argparse.Namespace) -> int:
 
     def show(check: dict) -> None:
         if live:
-            print(summary_lines({"checks": [check]})[0], flush=True)
+            print(check_line(VerifyCheck.model_validate(check)), flush=True)
 
     stored, report = _cancellable(lambda cancel: jobs.verify(session, options, cancel=cancel, on_check=show,
                                                              report_path=args.report))
     lines = [] if live else summary_lines(report)
     for check in report.checks:
-        extra = check.model_extra or {}
-        if not check.ok and extra.get("examples"):
-            lines.append(f"  {check.key}: {json.dumps(extra['examples'], default=str)[:300]}")
+        if not check.ok and check.examples:
+            lines.append(f"  {check.key}: {json.dumps(check.examples, default=str)[:300]}")
     return _print_report(stored, report, args.json, lines)
 
 
@@ -437,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cutover: interrupted; nothing more was done.", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the operator gets one sentence, never a traceback
+    except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         print(f"cutover: unexpected {type(exc).__name__}: {visible(redact(first_line, url_hint))}; "
               "please report this.", file=sys.stderr)

@@ -8,15 +8,17 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from pydantic import BaseModel
 
 from cutover_tui.demo import servers
 from cutover_tui.reports import store as report_store
-from cutover_tui.reports.models import ReportKind
+from cutover_tui.reports.models import CHECK_DETAILS, ReportKind, VerifyCheck
 from cutover_tui.store.db import ensure_console_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +61,7 @@ def apply_v2(url: str) -> str:
 def record_report(url: str, kind: ReportKind, *, ok: bool, stage: str | None = None,
                   at: datetime | None = None) -> report_store.StoredReport:
     """A report in the §4 shape, stored as the console stores its own."""
-    at = at or datetime.now(timezone.utc)
+    at = at or datetime.now(UTC)
     body = {"ok": ok, "generatedAt": at.isoformat()}
     if kind == "backfill":  # a run over every table (a failing one: errors in pixbooks)
         from cutover_tui.rules.mapping import TABLES
@@ -105,3 +107,23 @@ def http_server(handler: type) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def undeclared(model: Any, path: str = "") -> list[str]:
+    """Every field of `model`, at any depth, that no model declares."""
+    found: list[str] = []
+    if isinstance(model, VerifyCheck):
+        allowed = CHECK_DETAILS.get(model.type, frozenset())
+        found += [f"{path}.{key} ({model.type})" for key in model.model_extra or {} if key not in allowed]
+    elif isinstance(model, BaseModel):
+        found += [f"{path}.{key}" for key in model.model_extra or {}]
+    if isinstance(model, BaseModel):
+        for name in type(model).model_fields:
+            found += undeclared(getattr(model, name), f"{path}.{name}")
+    elif isinstance(model, list):
+        for item in model:
+            found += undeclared(item, f"{path}[]")
+    elif isinstance(model, dict):
+        for key, item in model.items():
+            found += undeclared(item, f"{path}[{key}]")
+    return found

@@ -178,7 +178,7 @@ def test_unknown_stage_and_unconfirmed_promotion_change_nothing(cutover):
 ])
 def test_bad_env_file_is_a_clear_error(cutover, make, says):
     make(cutover.env_file)
-    code, out, err = cutover("status")
+    code, _out, err = cutover("status")
     assert code == 2 and says in err and str(cutover.env_file) in err
     assert "Traceback" not in err and err.count("\n") == 1
 
@@ -223,7 +223,7 @@ def test_demo_seed_fills_and_reports_anomalies(capsys, empty_db_url):
 
 def test_backfill_command_writes_report_and_journal(cutover, tmp_path):
     assert cutover("migrate")[0] == 0
-    code, out, err = cutover("backfill", "--report", str(tmp_path / "b.json"))
+    code, out, _err = cutover("backfill", "--report", str(tmp_path / "b.json"))
     assert code == 1  # the seeded anomalies are errors: not a clean backfill
     assert "ERROR   pixbooks: identity belongs to another account" in out and "written to" in out
     body = json.loads((tmp_path / "b.json").read_text())

@@ -276,7 +276,7 @@ class _Api:
             try:
                 with self.connect() as conn:
                     op(conn, sw.mirror, False)
-            except Exception as exc:  # noqa: BLE001 -- a mirror failure is logged and never fails the request
+            except Exception as exc:
                 self.count("mirrorFailures")
                 reason = (str(exc).strip().splitlines() or [""])[0][:200]
                 log.warning("mirror write to %s failed (%s: %s); the primary write stands", sw.mirror,
@@ -368,7 +368,8 @@ class _Api:
         sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in changes)
 
         def op(conn: psycopg.Connection, store: str, primary: bool) -> None:
-            query = sql.SQL("UPDATE {t} SET {sets}, updated_at = %(now)s WHERE id = %(id)s AND {a} = %(account)s").format(
+            query = sql.SQL(
+                "UPDATE {t} SET {sets}, updated_at = %(now)s WHERE id = %(id)s AND {a} = %(account)s").format(
                 t=sql.Identifier(_STORES[store][table]), sets=sets, a=sql.Identifier(_STORES[store]["acct"]))
             self._must(conn.execute(query, {**changes, "now": now, "id": row_id, "account": account}), primary, what)
 

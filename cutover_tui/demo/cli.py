@@ -19,6 +19,7 @@ from ..cli import _on_a_terminal, _print_json, render_status, run_console
 from ..errors import BadInput, CutoverError
 from ..ops.overview import gather
 from ..rules.runbook import DEFAULT_RUNBOOK, load_runbook, packaged_runbook
+from ..store import history
 from ..store.db import connect, redact
 from ..store.session import Session, resolve_settings
 from ..work import jobs, migrate
@@ -60,7 +61,8 @@ def _demo_extra() -> Iterator[None]:
     try:
         yield
     except ModuleNotFoundError as exc:
-        raise BadInput(f"The demo needs {(exc.name or 'a package').split('.')[0]}, which comes with the demo extra: run {EXTRA}.") from None
+        package = (exc.name or "a package").split(".")[0]
+        raise BadInput(f"The demo needs {package}, which comes with the demo extra: run {EXTRA}.") from None
 
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:
@@ -70,7 +72,7 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
     runbook = load_runbook(args.runbook)
     with connect(url, autocommit=True) as conn:
         try:
-            if migrate.history(conn) is None:
+            if history.history(conn) is None:
                 migrate.apply_legacy_baseline(conn, runbook.paths.sql_dir)
             summary = seed_legacy(conn, SIZES[args.size], seed=args.seed, clean=args.clean,
                                   progress=_SeedProgress(sys.stderr.isatty()))

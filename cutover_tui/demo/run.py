@@ -51,8 +51,9 @@ def demo_session(api_base: str, database_url: str) -> tuple[str, str, str]:
     from .api import COOKIE_NAME
 
     with psycopg.connect(database_url) as conn:
-        account, user = conn.execute("SELECT workspace_id, user_id FROM platform_workspace_members WHERE role = 'owner' "
-                                     "AND status = 'active' ORDER BY workspace_id, user_id LIMIT 1").fetchone()
+        account, user = conn.execute(
+            "SELECT workspace_id, user_id FROM platform_workspace_members WHERE role = 'owner' "
+            "AND status = 'active' ORDER BY workspace_id, user_id LIMIT 1").fetchone()
     with httpx.Client(base_url=api_base, timeout=10) as client:
         client.post("/v1/demo/session", json={"userId": user}).raise_for_status()
         return account, user, client.cookies[COOKIE_NAME]

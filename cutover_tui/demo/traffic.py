@@ -278,7 +278,7 @@ class Traffic:
                         continue
                     next_at = max(next_at + interval, time.monotonic() - 1.0)  # never burst more than 1 s
                     self._one(client, account)
-        except Exception as exc:  # noqa: BLE001 -- the thread never raises; the error is kept
+        except Exception as exc:
             with self._lock:
                 self._errors += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"
@@ -296,7 +296,7 @@ class Traffic:
             kind = "books" if account.rng.random() < 0.5 else "create_book"
         try:
             ok, body = getattr(self, f"_{kind}")(client, account)
-        except Exception as exc:  # noqa: BLE001 -- counted, never raised
+        except Exception as exc:
             ok, body = False, None
             with self._lock:
                 self._last_error = f"{kind}: {type(exc).__name__}: {exc}"
@@ -461,7 +461,8 @@ class TrafficSwitch:
                 return False
             cookies = demo_cookies(self.base_url, self.database_url, self.accounts, exclude=self.exclude)
             self._runs += 1  # a new random stream each time, so it does not replay the same writes
-            self._traffic = Traffic(self.base_url, cookies, self.rate, seed=self._runs, max_seconds=SWITCH_MAX_SECONDS).start()
+            self._traffic = Traffic(self.base_url, cookies, self.rate, seed=self._runs,
+                                    max_seconds=SWITCH_MAX_SECONDS).start()
             return True
 
     def stats(self) -> TrafficStats | None:

@@ -415,8 +415,9 @@ def _ensure_unchanged(env: EnvFile, target: Path) -> int:
 
 def _replace(env: EnvFile, target: Path, content: bytes, mode: int) -> None:
     try:
-        # Checked again as late as possible, to catch another writer.
-        atomic_write(target, content, mode=mode, before_replace=lambda: _ensure_unchanged(env, target))
+        def check_again() -> None:  # as late as possible, to catch another writer
+            _ensure_unchanged(env, target)
+        atomic_write(target, content, mode=mode, before_replace=check_again)
     except OSError as exc:
         raise EnvFileError(
             f"Could not write the deploy env file {env.path} ({exc.strerror or exc}); the file was "

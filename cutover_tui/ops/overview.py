@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -43,7 +43,7 @@ CLOCK_TOLERANCE_SECONDS = 60
 
 
 def gather(session: Session) -> Status:
-    machine = datetime.now(timezone.utc)
+    machine = datetime.now(UTC)
     skew = (machine - server_now(session.conn)).total_seconds()
     env = session.read_env()
     assessment = session.assess(env)

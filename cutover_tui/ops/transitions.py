@@ -6,22 +6,26 @@ operator lock after the gates are checked again, so a plan can never outlive its
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import BadInput, Refused
 from ..files.envfile import EnvFile, env_diff, write_flags
 from ..rules.flags import Flags
-from ..rules.matrix import Assessment, Step, rollback_flags
+from ..rules.matrix import Assessment, Step, refuse, rollback_flags
 from ..rules.runbook import PROMOTABLE, StageId
 from ..store import journal
 from ..store.session import Session
 from ..work import migrate
 
+ChangeAction = Literal["promote", "rollback-opened", "restore-flags"]
+
 
 class FlagChange(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    action: str  # promote, rollback-opened, restore-flags
+    action: ChangeAction
     target: StageId | None
     flags_before: Flags
     flags_after: Flags
@@ -43,14 +47,9 @@ def parse_stage(name: str) -> StageId:
     return stage
 
 
-def refuse(step: Step) -> Refused:
-    label = step.label[0].upper() + step.label[1:]  # "Promote E'", not "Promote e'"
-    return Refused(f"{label} is refused: " + " ".join(step.reasons))
-
-
-def _plan(session: Session, action: str, step: Step, flags_after: Flags,
+def _plan(session: Session, action: ChangeAction, step: Step, flags_after: Flags | None,
           target: StageId | None, env: EnvFile, assessment: Assessment) -> FlagChange:
-    if not step.allowed:
+    if not step.allowed or flags_after is None:  # an allowed flag change always has the row it writes
         raise refuse(step)
     return FlagChange(action=action, target=target, flags_before=assessment.flags,
                       flags_after=flags_after, env=env, diff=env_diff(env, flags_after.as_env()))
@@ -89,9 +88,10 @@ def _still_allowed(session: Session, change: FlagChange) -> None:
     elif change.action == "rollback-opened":
         step = assessment.step("rollback")
     else:
-        step = next((s for s in assessment.steps if s.action == "restore-flags"), None)
-        if step is None or step.flags_after != change.flags_after:
+        restore = next((s for s in assessment.steps if s.action == "restore-flags"), None)
+        if restore is None or restore.flags_after != change.flags_after:
             raise Refused("The flags changed since the plan was made; look again and retry.")
+        step = restore
     if not step.allowed:
         raise refuse(step)
 

@@ -72,7 +72,7 @@ class ReportDiff(BaseModel):
         """Counts per section, e.g. `checks: 1 newly failing, 2 fixed, 12 unchanged`."""
         parts = []
         for section in _SECTIONS:
-            counts = Counter(entry.status for entry in self.entries if entry.section == section)
+            counts: Counter[str] = Counter(entry.status for entry in self.entries if entry.section == section)
             if counts:
                 parts.append(f"{section}s: " + ", ".join(
                     f"{counts[status]} {word}" for status, word in _WORDS.items() if counts[status]))

@@ -8,7 +8,7 @@ what it said.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import (
@@ -65,7 +65,7 @@ class _Open(BaseModel):
 
 def js_iso(value: datetime) -> str:
     """A timestamp as JavaScript's `toISOString()` writes it: UTC, milliseconds, `Z`."""
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Report(_Open):
@@ -124,6 +124,35 @@ class ReconConstraint(_Open):
     columns: str | None  # null for constraints without key columns (CHECK, NOT NULL)
 
 
+class ReconTable(_Open):
+    """A legacy table's true size (the console's recon)."""
+
+    rows: StrictInt
+    total_bytes: StrictInt = Field(alias="totalBytes")
+    v2_rows: StrictInt | None = Field(default=None, alias="v2Rows")
+
+
+class ReconAnomaly(_Open):
+    """An error or warning class the backfill will report for a table, with its true count."""
+
+    kind: str
+    count: StrictInt
+    rows: list[Any] = []
+
+
+class ReconEstimate(_Open):
+    """How long the backfill should take, and how that was found (seconds None: not estimated)."""
+
+    seconds: float | None
+    method: str
+    rows_per_second: float | None = Field(default=None, alias="rowsPerSecond")
+    serial_seconds: float | None = Field(default=None, alias="serialSeconds")
+    catch_up_seconds: float | None = Field(default=None, alias="catchUpSeconds")
+    sample_rows: StrictInt | None = Field(default=None, alias="sampleRows")
+    workers: StrictInt | None = None
+    tables: dict[str, dict[str, Any]] | None = None
+
+
 class ReconReport(_Report):
     KIND: ClassVar[Literal["recon"]] = "recon"
 
@@ -133,6 +162,17 @@ class ReconReport(_Report):
     schemas: dict[str, list[ReconColumn]]
     constraints: dict[str, list[ReconConstraint]]
     mapping: dict[str, str]
+    # The console's own fields (absent from the API's recon).
+    database: str | None = None
+    server_version: str | None = Field(default=None, alias="serverVersion")
+    missing_tables: list[str] | None = Field(default=None, alias="missingTables")
+    v2_tables: dict[str, bool] | None = Field(default=None, alias="v2Tables")
+    indexes: dict[str, list[dict[str, Any]]] | None = None
+    tables: dict[str, ReconTable] | None = None
+    anomalies: dict[str, dict[str, ReconAnomaly]] | None = None
+    problems: list[dict[str, Any]] | None = None
+    estimate: ReconEstimate | None = None
+    duration_seconds: float | None = Field(default=None, alias="durationSeconds")
 
 
 class BackfillStage(_Open):
@@ -141,6 +181,17 @@ class BackfillStage(_Open):
     before_count: StrictInt = Field(alias="beforeCount")
     after_count: StrictInt = Field(alias="afterCount")
     affected_rows: StrictInt = Field(alias="affectedRows")
+    # The console's own fields (absent from the API's backfill).
+    old_table: str | None = Field(default=None, alias="oldTable")
+    inserted: StrictInt | None = None
+    updated: StrictInt | None = None
+    unchanged: StrictInt | None = None
+    error_rows: StrictInt | None = Field(default=None, alias="errorRows")
+    warning_rows: StrictInt | None = Field(default=None, alias="warningRows")
+    deleted_in_legacy: StrictInt | None = Field(default=None, alias="deletedInLegacy")
+    retried_transactions: StrictInt | None = Field(default=None, alias="retriedTransactions")
+    duration_seconds: float | None = Field(default=None, alias="durationSeconds")
+    rows_per_second: float | None = Field(default=None, alias="rowsPerSecond")
 
 
 class BackfillIssue(_Open):
@@ -148,15 +199,16 @@ class BackfillIssue(_Open):
 
     stage: str
     rows: list[Any]
+    count: StrictInt | None = None  # the console's true count; `rows` holds at most 100 examples
 
     @property
     def row_count(self) -> int:
         # Upstream caps example rows at 100; a `count`/`rowCount` beside them is the true figure.
-        extra = self.model_extra or {}
-        for name in ("count", "rowCount"):
-            value = extra.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
+        if self.count is not None:
+            return self.count
+        value = (self.model_extra or {}).get("rowCount")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
         return len(self.rows)
 
 
@@ -191,6 +243,13 @@ class BackfillReport(_Report):
     stages: list[BackfillStage]
     errors: list[BackfillError]
     warnings: list[BackfillWarning]
+    # The console's own fields (absent from the API's backfill).
+    run_id: StrictInt | None = Field(default=None, alias="runId")
+    resumed: StrictBool | None = None
+    cancelled: StrictBool | None = None
+    passes: StrictInt | None = None
+    duration_seconds: float | None = Field(default=None, alias="durationSeconds")
+    longest_transaction_seconds: float | None = Field(default=None, alias="longestTransactionSeconds")
 
     @model_validator(mode="before")
     @classmethod
@@ -210,6 +269,26 @@ class BackfillReport(_Report):
         return not self.errors
 
 
+# The details each of the console's check types writes beside the common fields, flat as
+# upstream's checks are; `VerifyCheck.detail` reads only these, so a misspelt name fails loudly.
+CHECK_DETAILS: dict[str, frozenset[str]] = {
+    "count": frozenset({"leftOutByBackfill", "leftOutByIssue", "landedWithWarning"}),
+    "content": frozenset({"compared", "different", "expectedLeftOut", "differentByColumn", "ranges",
+                          "rangesRechecked", "rangesSettled", "seconds", "longestRangeSeconds", "missingInV2",
+                          "extraInV2"}),
+    "reconcile": frozenset({"expected", "actual", "legacyDeleted", "forcedByFingerprintRule"}),
+    "integrity": frozenset({"count", "rowCount", "rows", "warning", "alsoOnIdentitiesDeletedInLegacy", "accounts",
+                            "seconds"}),
+    "sample": frozenset({"sampleSize", "sampled", "accountsWithMismatch", "expectedIdentities", "expectedPixbooks",
+                         "count", "accounts", "rows", "identities", "identitiesWithMismatch", "seconds"}),
+    "repair": frozenset({"requested", "repaired", "inserted", "updated", "leftOutByRules", "failed", "failedRows",
+                         "foundMissing", "foundDifferent", "extraLeftAlone", "stillDifferent", "rechecked"}),
+    "run": frozenset({"message"}),
+    "reads": frozenset({"store", "accountIdsMatch", "aliasAccepted", "status", "profileId", "collectionId",
+                        "accountId", "workspaceId", "bookId", "actualCount", "mismatches"}),
+}
+
+
 class VerifyCheck(_Open):
     """One check; `type` is count, integrity, sample or reconcile upstream, the console adds more."""
 
@@ -220,12 +299,24 @@ class VerifyCheck(_Open):
     old_count: StrictInt | None = Field(default=None, alias="oldCount")
     new_count: StrictInt | None = Field(default=None, alias="newCount")
     name: str | None = None
+    # The console's own fields, common to its checks; each check type's details stay open
+    # (CHECK_DETAILS names them, so the console's own reports are held to them).
+    examples: list[Any] | dict[str, Any] | None = None
+    error: str | None = None
+    latency_ms: float | None = Field(default=None, alias="latencyMs")
+    expected_count: StrictInt | None = Field(default=None, alias="expectedCount")
 
     @model_validator(mode="after")
     def _identified(self) -> VerifyCheck:
         if not (self.name or self.table):
             raise ValueError("a check needs a name or a table")
         return self
+
+    def detail(self, name: str) -> Any:
+        """One of this check type's details (None when absent); a name the type does not write is a bug."""
+        if name not in CHECK_DETAILS.get(self.type, frozenset()):
+            raise KeyError(f"a {self.type} check has no detail {name!r}")
+        return (self.model_extra or {}).get(name)
 
     @property
     def key(self) -> str:
@@ -237,6 +328,14 @@ class VerifyReport(_Report):
     KIND: ClassVar[Literal["verify"]] = "verify"
 
     checks: list[VerifyCheck]
+    # The console's own fields (absent from the API's verify).
+    cancelled: StrictBool | None = None
+    duration_seconds: float | None = Field(default=None, alias="durationSeconds")
+    options: dict[str, Any] | None = None
+    # ... and of its API read check (a verify-reads report).
+    api: str | None = None
+    read_store: str | None = Field(default=None, alias="readStore")
+    alias_accepted: StrictBool | None = Field(default=None, alias="aliasAccepted")
 
     @model_validator(mode="after")
     def _checks_unique(self) -> VerifyReport:

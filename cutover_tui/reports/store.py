@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,6 @@ from ..errors import BadInput, CutoverError
 from ..files.atomic import place, write_temp
 from .models import (
     MODELS,
-    BackfillReport,
-    ReconReport,
     Report,
     ReportKind,
     dump_report,
@@ -54,7 +52,7 @@ _COLUMNS = "id, kind, generated_at, ok, stage, path"
 
 def file_name(kind: ReportKind, generated_at: datetime) -> str:
     """`accounts-v2-verify-report-2026-02-23T10-11-12-345Z.json`, as the API's scripts name them."""
-    utc = generated_at.astimezone(timezone.utc)
+    utc = generated_at.astimezone(UTC)
     stamp = utc.isoformat(timespec="milliseconds").replace("+00:00", "Z").replace(":", "-").replace(".", "-")
     return f"{FILE_PREFIX[kind]}-{stamp}.json"
 
@@ -72,6 +70,7 @@ def store(conn: psycopg.Connection, kind: ReportKind, body: dict[str, Any], *,
         (report_id, kind, generated_at, bool(body.get("ok")) if ok is None else ok, stage, path,
          Jsonb(body)),
     ).fetchone()
+    assert row is not None  # INSERT ... RETURNING returns the row it inserted
     return StoredReport(**dict(zip(_COLUMNS.split(", "), row)))
 
 
@@ -230,43 +229,3 @@ def save_report(conn: psycopg.Connection, report: Report, *, kind: ReportKind,
                            "stored; nothing was written.") from None
         raise
     return stored
-
-
-def outcome_lines(report: Report) -> list[str]:
-    """What a backfill, recon or API read check found, as the CLI prints it and the console logs it."""
-    if isinstance(report, BackfillReport):
-        lines = [f"{'stage':<18} {'old':>10} {'before':>10} {'after':>10} {'affected':>10} {'errors':>8} {'rows/s':>10}"]
-        for st in report.stages:
-            extra = st.model_extra or {}
-            lines.append(f"{st.stage:<18} {st.old_count:>10,} {st.before_count:>10,} {st.after_count:>10,} "
-                         f"{st.affected_rows:>10,} {extra.get('errorRows', 0):>8,} "
-                         f"{extra.get('rowsPerSecond') or 0:>10,.0f}")
-        lines += [f"RETRIED {st.stage}: {retried} transactions the server rolled back (deadlock or serialization "
-                  "failure) were run again" for st in report.stages
-                  if (retried := (st.model_extra or {}).get("retriedTransactions"))]
-        lines += [f"ERROR   {e.stage}: {e.message} ({e.row_count} rows)" for e in report.errors]
-        lines += [f"WARNING {w.stage}: {w.message} ({w.row_count} rows)" for w in report.warnings]
-        return lines
-    if isinstance(report, ReconReport):
-        extra = report.model_extra or {}
-        lines = [f"{'legacy table':<28} {'rows':>12} {'size':>10}"]
-        for table, info in extra.get("tables", {}).items():
-            lines.append(f"{table:<28} {info['rows']:>12,} {info['totalBytes'] / 2**20:>8.1f} MB")
-        lines.append("What the backfill will report (true counts):")
-        for table, issues in extra.get("anomalies", {}).items():
-            lines += [f"  {issue['kind'].upper():<8} {table}: {text} ({issue['count']:,} rows)"
-                      for text, issue in issues.items()]
-        estimate = extra.get("estimate") or {}
-        if isinstance(estimate.get("seconds"), (int, float)):
-            lines.append(f"Estimated backfill time: {estimate['seconds']:,.0f} s ({estimate.get('method', '')})")
-        elif estimate:
-            lines.append(f"Estimated backfill time: {estimate.get('method', 'none')}")
-        return lines + [f"MISSING  {name}" for name in extra.get("missingTables", [])]
-    lines = []
-    for check in report.checks:  # a verify-reads report: each call with its latency
-        extra = check.model_extra or {}
-        latency = f"  {extra['latencyMs']:.0f} ms" if isinstance(extra.get("latencyMs"), (int, float)) else ""
-        lines.append(f"{'PASS' if check.ok else 'FAIL'} {check.key}{latency}")
-        if not check.ok and extra.get("error"):
-            lines.append(f"     {extra['error']}")
-    return lines

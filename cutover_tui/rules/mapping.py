@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import sql
 
 
@@ -174,8 +175,11 @@ def ids_filter(alias: str) -> sql.Composable:
     return sql.SQL("{}.id = ANY(%(ids)s)").format(sql.Identifier(alias))
 
 
+_PIXBOOKS = sql.Identifier("pixbooks")  # the books that land, unless a caller built its own
+
+
 def source_query(table: TableMap, where: sql.Composable,
-                 landed_books: sql.Composable = sql.Identifier("pixbooks")) -> sql.Composed:
+                 landed_books: sql.Composable = _PIXBOOKS) -> sql.Composed:
     """The source rows of `table` whose legacy row (alias `l`) passes `where`;
     `landed_books` is the relation whose `id`s are the books that landed."""
     # Braces in the rules' SQL are literal; only the two placeholders are ours.
@@ -184,7 +188,7 @@ def source_query(table: TableMap, where: sql.Composable,
     return sql.SQL(template).format(where=where, landed=landed_books)
 
 
-def column_types(conn, table: str) -> tuple[tuple[str, str], ...]:
+def column_types(conn: psycopg.Connection, table: str) -> tuple[tuple[str, str], ...]:
     """(column, type) of a v2 table from the catalog, in table order."""
     rows = conn.execute(
         "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
@@ -196,7 +200,10 @@ def column_types(conn, table: str) -> tuple[tuple[str, str], ...]:
 # Hash functions of the types the v2 tables use, each consistent with its type's equality
 # and present on every supported server (Postgres 15 on; timestamptz_hash_extended is 18's
 # only, so a timestamptz is hashed as the UTC timestamp it stands for, which is one-to-one).
-# A NULL is hashed as a stand-in value under another seed (see row_hash).
+# A NULL is hashed as a stand-in value under another seed (see row_hash). jsonb's own hash
+# hashes a number without its sign ({"a": 3} and {"a": -3} collide), so its text with every
+# digit and point removed is chained after it: equal values (1.0 and 1 too) keep equal text,
+# and a sign that differs shows.
 _TYPED_HASHES = {
     "bigint": "hashint8extended(coalesce({col}, 0), {seed})",
     "integer": "hashint8extended(coalesce({col}, 0), {seed})",
@@ -204,7 +211,8 @@ _TYPED_HASHES = {
     "timestamp with time zone":
         "timestamp_hash_extended(coalesce({col} AT TIME ZONE 'UTC', 'epoch'), {seed})",
     "text": "hashtextextended(coalesce({col}, ''), {seed})",
-    "jsonb": "jsonb_hash_extended(coalesce({col}, 'null'), {seed})",
+    "jsonb": "hashtextextended(translate(coalesce({col}, 'null')::text, '0123456789.', ''), "
+             "jsonb_hash_extended(coalesce({col}, 'null'), {seed}))",
 }
 _BY_TEXT = "hashtextextended(coalesce({col}::text, ''), {seed})"
 _NULL_SEED = 0x4E554C4C  # "NULL"

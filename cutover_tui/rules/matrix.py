@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ..errors import Refused
 from .flags import Flags
 from .runbook import STAGE_ORDER, Runbook, StageId
 
@@ -157,7 +158,10 @@ def assess(facts: Facts, runbook: Runbook) -> Assessment:
         gates.rollback(), gates.close_rollback_window(), gates.archive(),
     ]
     if not legal or facts.hand_edited:
-        restore = nearest_legal(facts.flags, runbook, facts.archived, facts.recorded_flags) if not legal else facts.recorded_flags
+        restore = (nearest_legal(facts.flags, runbook, facts.archived, facts.recorded_flags) if not legal
+                   else facts.recorded_flags)
+        # An illegal row always has a nearest legal one, and hand-edited flags were recorded first.
+        assert restore is not None
         reasons = gates.restore(restore)
         steps.append(Step(action="restore-flags", flags_after=restore, allowed=not reasons, reasons=tuple(reasons)))
     if facts.recorded_flags is not None:
@@ -176,6 +180,8 @@ def assess(facts: Facts, runbook: Runbook) -> Assessment:
 def _stamp(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC")
 
+
+_PREVIOUS: dict[StageId, StageId | None] = {"C": None, "D": "C", "E": "D", "E'": "E"}  # promotions in order
 
 class _Gates:
     """One method per next step; each collects every reason that step is refused."""
@@ -199,8 +205,9 @@ class _Gates:
     def _flags_legal(self) -> list[str]:
         if self.legal:
             return []
-        return [f"The declared flags ({self.facts.flags.short()}) are not a legal row; restore "
-                f"{nearest_legal(self.facts.flags, self.runbook, self.facts.archived, self.facts.recorded_flags).short()} first."]
+        facts = self.facts
+        nearest = nearest_legal(facts.flags, self.runbook, facts.archived, facts.recorded_flags)
+        return [f"The declared flags ({facts.flags.short()}) are not a legal row; restore {nearest.short()} first."]
 
     def migrate(self) -> Step:
         reasons = self._common(needs_v2=False)
@@ -260,8 +267,8 @@ class _Gates:
             return self._step("promote", reasons, target, flags_after)
         if self.stage == target:
             return self._step("promote", [f"Stage {target} is already live."], target, flags_after)
-        previous = {"C": None, "D": "C", "E": "D", "E'": "E"}[target]
-        if facts.hand_edited:
+        previous = _PREVIOUS[target]
+        if facts.hand_edited and facts.recorded_flags is not None:
             reasons.append(f"The env file declares {facts.flags.short()} but the console last wrote "
                            f"{facts.recorded_flags.short()}: restore them first.")
         elif previous and self.stage != previous:
@@ -301,7 +308,7 @@ class _Gates:
         """Putting flags back may not do what a promotion could not: turning v2 reads on needs
         C's gates, and v2 writes go back on only through the promotion to E (after the archive,
         E' is the only row left, and putting it back is always allowed)."""
-        facts, reasons = self.facts, []
+        facts, reasons = self.facts, list[str]()
         if facts.archived:
             return reasons
         if restore.writes and not facts.flags.writes:
@@ -333,7 +340,8 @@ class _Gates:
         if not reasons:
             flags_after = self.rollback_flags()
             if flags_after is None:
-                reasons.append(f"Nothing to roll back: stage {self.stage or 'none'} has not switched reads or writes to v2.")
+                reasons.append(f"Nothing to roll back: stage {self.stage or 'none'} has not switched reads or "
+                               "writes to v2.")
         return self._step("rollback", reasons, flags_after=flags_after)
 
     def _steady_on_record(self) -> list[str]:
@@ -395,5 +403,25 @@ def rollback_flags(facts: Facts, runbook: Runbook, keep_dual_write: bool = True)
     return _Gates(facts, runbook, stage, legal).rollback_flags(keep_dual_write)
 
 
-__all__ = ["STAGE_ORDER", "Facts", "ReportFact", "BackfillFact", "VerifyFact", "Step", "Assessment", "assess",
-           "current_stage", "hand_rollback", "hours", "is_legal", "nearest_legal", "rollback_flags", "verify_stage"]
+__all__ = [
+    "STAGE_ORDER",
+    "Assessment",
+    "BackfillFact",
+    "Facts",
+    "ReportFact",
+    "Step",
+    "VerifyFact",
+    "assess",
+    "current_stage",
+    "hand_rollback",
+    "hours",
+    "is_legal",
+    "nearest_legal",
+    "rollback_flags",
+    "verify_stage",
+]
+
+
+def refuse(step: Step) -> Refused:
+    label = step.label[0].upper() + step.label[1:]  # "Promote E'", not "Promote e'"
+    return Refused(f"{label} is refused: " + " ".join(step.reasons))

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from tomlkit.exceptions import TOMLKitError
 
 from ..errors import RunbookError
@@ -117,8 +118,8 @@ class Runbook(_Strict):
             if (stage.flags is None) != (stage.id == "F"):
                 raise ValueError(f"stage {stage.id}: every stage but F needs a flag row, and F has none")
             expected = RUNBOOK_ROWS[stage.id]
-            found = stage.flags and (stage.flags.reads, stage.flags.writes, stage.flags.dual_write)
-            if found != expected:
+            found = None if stage.flags is None else (stage.flags.reads, stage.flags.writes, stage.flags.dual_write)
+            if found is not None and expected is not None and found != expected:
                 wrong = next(name for name, a, b in zip(("reads", "writes", "dual_write"), found, expected) if a != b)
                 raise ValueError(f"`stages.{index}.flags.{wrong}` of stage {stage.id} must be "
                                  f"{str(dict(zip(('reads', 'writes', 'dual_write'), expected))[wrong]).lower()}, "
@@ -165,11 +166,11 @@ class Runbook(_Strict):
         return sorted(legal, key=lambda f: (f.writes, f.reads, f.dual_write))
 
 
-def _location(error: dict) -> str:
+def _location(error: ErrorDetails) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(top level)"
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
     """The keys the table holding `loc` allows, found by walking the models along it."""
     model: type[BaseModel] = Runbook
     for part in loc[:-1]:
@@ -183,14 +184,15 @@ def _allowed_keys(loc: tuple) -> list[str]:
         if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
             return []
         model = inner
-    return sorted((f.alias or name) for name, f in model.model_fields.items() if name not in ("source", "source_sha256"))
+    return sorted((f.alias or name) for name, f in model.model_fields.items()
+                  if name not in ("source", "source_sha256"))
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(error["loc"])
         return ": not a known key" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
-    message = error["msg"].removeprefix("Value error, ")
+    message = str(error["msg"]).removeprefix("Value error, ")
     scalar = isinstance(error.get("input"), (str, int, float, bool))
     return ": " + message + (f" (got {error['input']!r})" if scalar and error["type"] != "missing" else "")
 

@@ -11,8 +11,7 @@ from ..rules.flags import Flags
 from ..rules.mapping import TABLES
 from ..rules.matrix import BackfillFact, Facts, ReportFact, VerifyFact
 from ..rules.runbook import Runbook
-from ..work import migrate
-from . import journal
+from . import history, journal
 
 # Enough verifies for any sane archive gate, without reading the whole history.
 _VERIFIES_KEPT = 100
@@ -45,7 +44,7 @@ def _backfill_fact(conn: psycopg.Connection) -> BackfillFact | None:
 
 
 def load_facts(conn: psycopg.Connection, flags: Flags, runbook: Runbook, now: datetime) -> Facts:
-    recorded = migrate.history(conn) or {}
+    recorded = history.history(conn) or {}
     last_flags = journal.last_of(conn, journal.FLAG_WRITING_ACTIONS)
     last_rollback = journal.last_of(conn, ("rollback-opened", "rollback-closed"))
     rollback_open = last_rollback is not None and last_rollback.action == "rollback-opened"
@@ -56,8 +55,8 @@ def load_facts(conn: psycopg.Connection, flags: Flags, runbook: Runbook, now: da
     return Facts(
         now=now,
         flags=flags,
-        legacy_applied=not migrate.missing_legacy(recorded) if recorded else False,
-        v2_applied=migrate.V2_MIGRATION in recorded,
+        legacy_applied=not history.missing_legacy(recorded) if recorded else False,
+        v2_applied=history.V2_MIGRATION in recorded,
         recon=_fact(report_store.latest(conn, "recon")),
         backfill=_backfill_fact(conn),
         verifies=tuple(VerifyFact(at=r.generated_at, ok=r.ok, stage=r.stage)

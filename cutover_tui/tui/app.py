@@ -296,7 +296,8 @@ class CutoverApp(App[int]):
             return
         runbook = self.settings.runbook
         body = Text(f"After this the console no longer offers a rollback as routine: Stage F (archive) opens "
-                    f"once the last {runbook.gates.passing_verifies_before_archive} verifies in E' passed. It changes no flag.")
+                    f"once the last {runbook.gates.passing_verifies_before_archive} verifies in E' passed. "
+                    "It changes no flag.")
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -316,8 +317,8 @@ class CutoverApp(App[int]):
             if name is None:
                 self.notify("Nothing was archived.", timeout=4)
                 return
-            self.run_engine(partial(run_archive, plan=plan, confirm=name), partial(self._archived, plan), group="change",
-                     refresh=True)
+            self.run_engine(partial(run_archive, plan=plan, confirm=name), partial(self._archived, plan),
+                            group="change", refresh=True)
         self.push_screen(ArchiveConfirm(plan), typed)
 
     def _archived(self, plan: ArchivePlan, entry: JournalEntry) -> None:

@@ -37,9 +37,15 @@ class IdleCollector:
         self.collections = 0
 
     def start(self) -> None:
-        if self._saved is None:
+        """Take over the full collections, where the collector is CPython's three generations with
+        a threshold on the oldest; anywhere else (3.14's incremental collector has none) step aside."""
+        if self._saved is None and self.applies():
             self._saved = self._heap.get_threshold()
             self._heap.set_threshold(self._saved[0], self._saved[1], _NEVER)
+
+    def applies(self) -> bool:
+        thresholds = self._heap.get_threshold()
+        return len(thresholds) == 3 and thresholds[2] > 0 and len(self._heap.get_count()) == 3
 
     def stop(self) -> None:
         """Python's own thresholds back, and what was frozen collectable again."""

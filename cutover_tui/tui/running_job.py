@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..reports.models import Report, VerifyCheck, VerifyReport
-from ..reports.store import StoredReport, outcome_lines
+from ..reports.present import check_line, outcome_lines
+from ..reports.store import StoredReport
 from ..rules import steps
 from ..rules.steps import JobKind
 from ..work.backfill import BackfillProgress
 from ..work.jobs import JobPlan
-from ..work.verify import VerifyProgress, summary_lines
+from ..work.verify import VerifyProgress
 
 State = Literal["running", "paused", "cancelling", "done", "failed", "cancelled"]
 
@@ -103,7 +104,7 @@ class JobRun:
         model = VerifyCheck.model_validate(check)
         with self._lock:
             self._checks.append(model)
-        self.note(summary_lines({"checks": [check]})[0])
+        self.note(check_line(model))
 
     def note(self, line: str) -> None:
         with self._lock:

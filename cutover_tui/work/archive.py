@@ -14,8 +14,8 @@ from pglast.parser import ParseError
 from pydantic import BaseModel
 
 from ..errors import BadInput, CutoverError
-from ..ops.transitions import refuse
 from ..rules.mapping import TABLES
+from ..rules.matrix import refuse
 from ..store import journal
 from ..store.session import Session
 

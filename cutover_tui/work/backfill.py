@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -441,7 +441,7 @@ class Backfill:
             while (part := next_part()) is not None:
                 try:
                     self._run_part(run_id, pass_no, part, totals[part.table])
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                except BaseException as exc:
                     failures.append(exc)
                 with ready:
                     active[part.table] -= 1
@@ -607,7 +607,7 @@ class Backfill:
             errors.append({"stage": "backfill", "error": "cancelled before it finished; run it again to resume",
                            "count": 0, "rows": []})
         return {
-            "ok": not errors, "generatedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "ok": not errors, "generatedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "runId": run_id, "resumed": self.resumed, "cancelled": cancelled, "passes": last_pass,
             "durationSeconds": round(seconds, 3), "longestTransactionSeconds": round(longest, 3),
             "stages": stages, "errors": errors, "warnings": warnings,

@@ -15,12 +15,11 @@ from pydantic import BaseModel, Field
 
 from ..errors import BadInput, CutoverError
 from ..files.envfile import READS
-from ..ops.transitions import refuse
 from ..reports import store as report_store
 from ..reports.models import MODELS, Report, ReportKind, VerifyReport, js_iso
 from ..rules import steps
 from ..rules.mapping import BY_NAME, TABLES
-from ..rules.matrix import assess, verify_stage
+from ..rules.matrix import assess, refuse, verify_stage
 from ..rules.steps import JobKind
 from ..store import journal
 from ..store.db import server_now
@@ -108,9 +107,8 @@ def _repaired_rows(report: Report) -> dict[str, Any]:
     """A repair's journal row carries the rows it wrote, per table."""
     rows = {}
     for check in report.checks:
-        extra = check.model_extra or {}
         if check.type == "repair":
-            rows[check.table] = {key: extra[key] for key in ("requested", "inserted", "updated", "failed")}
+            rows[check.table] = {key: check.detail(key) for key in ("requested", "inserted", "updated", "failed")}
     return {"rows": rows}
 
 
@@ -134,8 +132,8 @@ def api_target(session: Session, *, api: str | None = None, cookie: str | None =
     if bool(profile_id) != bool(identity_public_key):
         raise BadInput("--profile-id and --identity-public-key go together: give both or neither.")
     base = api or os.environ.get(api_check.API_ENV) or session.runbook.api.base or api_check.DEFAULT_API
-    return ApiTarget(api=api_check.check_api_url(base), cookie=cookie, profile_id=profile_id, identity_public_key=identity_public_key,
-                     collection_id=collection_id or "primary")
+    return ApiTarget(api=api_check.check_api_url(base), cookie=cookie, profile_id=profile_id,
+                     identity_public_key=identity_public_key, collection_id=collection_id or "primary")
 
 
 def verify_reads(session: Session, target: ApiTarget, *, report_path: Path | None = None) -> Stored:

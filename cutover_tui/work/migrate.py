@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from ..errors import MigrationError
 from ..rules.mapping import TABLES
+from ..store.history import V2_MIGRATION, history, missing_legacy
 
 HISTORY_TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS platform_schema_migrations (
@@ -24,8 +25,6 @@ CREATE TABLE IF NOT EXISTS platform_schema_migrations (
     applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
 )
 """
-LEGACY_PREFIXES = ("0001", "0002", "0003", "0004")
-V2_MIGRATION = "0005_accounts_v2_schema.sql"
 
 
 class MigrationFile(BaseModel):
@@ -76,17 +75,6 @@ def migration_files(folder: Path) -> list[MigrationFile]:
             continue
         files.append(MigrationFile(id=path.name, path=path, checksum=checksum(path.read_text(encoding="utf-8"))))
     return files
-
-
-def history(conn: psycopg.Connection) -> dict[str, str] | None:
-    """Recorded migrations as id -> checksum, or None when there is no history table."""
-    if conn.execute("SELECT to_regclass('public.platform_schema_migrations')").fetchone()[0] is None:
-        return None
-    return dict(conn.execute("SELECT id, checksum FROM platform_schema_migrations").fetchall())
-
-
-def missing_legacy(recorded: dict[str, str]) -> list[str]:
-    return [p for p in LEGACY_PREFIXES if not any(i.startswith(p + "_") for i in recorded)]
 
 
 def plan(conn: psycopg.Connection, folder: Path) -> MigrationPlan:
@@ -185,8 +173,9 @@ def refuse_other_shapes(conn: psycopg.Connection, file: MigrationFile) -> None:
                     found[table] = _differences(made, theirs[table])
             raise psycopg.Rollback()
     except psycopg.Error as exc:
-        raise MigrationError(f"{file.id} could not be checked against the tables already here "
-                             f"({str(exc).strip().splitlines()[0] if str(exc).strip() else exc}); nothing was applied.") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc
+        raise MigrationError(f"{file.id} could not be checked against the tables already here ({first_line}); "
+                             "nothing was applied.") from exc
     if found:
         details = "; ".join(f"table {table}: {', '.join(diffs)}" for table, diffs in found.items())
         raise MigrationError(f"{file.id} was not applied, because v2 tables already exist with another shape than "

@@ -31,7 +31,10 @@ def pieces(total: int, workers: int) -> int:
     return workers if total > SPLIT_ROWS else 1
 
 
-def cut(conn: psycopg.Connection, key_at: sql.Composed, total: int, workers: int) -> list[tuple[str | None, str | None]]:
+Bounds = list[tuple[str | None, str | None]]
+
+
+def cut(conn: psycopg.Connection, key_at: sql.Composed, total: int, workers: int) -> Bounds:
     """The parts' (lo, hi] bounds: `key_at` finds the key `%(offset)s` rows in."""
     count = pieces(total, workers)
     cuts = [conn.execute(key_at, {"lo": None, "hi": None, "offset": total * k // count}).fetchone()[0]

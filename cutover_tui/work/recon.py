@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -73,7 +73,7 @@ GROUP BY issue_kind, issue ORDER BY issue_kind, issue"""
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Steps:
@@ -176,7 +176,7 @@ def _all_anomalies(conn: psycopg.Connection, runnable: list[TableMap], steps: _S
                 relation = _whole_source(table, _LANDED_BOOKS)
             else:
                 relation = _whole_source(table)
-            anomalies[table.v2] = _guarded(conn, lambda: _anomalies(conn, relation))
+            anomalies[table.v2] = _guarded(conn, lambda relation=relation: _anomalies(conn, relation))
         except _Failed as exc:
             problems.append({"table": table.v2, "legacyTable": table.legacy, "error": str(exc)})
         steps.finish()

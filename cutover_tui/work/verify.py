@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -73,13 +73,6 @@ class VerifyProgress(BaseModel):
 
 ProgressCallback = Callable[[VerifyProgress], None]
 CheckCallback = Callable[[dict[str, Any]], None]
-
-
-def summary_lines(report: Mapping[str, Any] | Any) -> list[str]:
-    """`PASS name` / `FAIL name` per check, as upstream prints them (name or `count:<table>`)."""
-    checks = report["checks"] if isinstance(report, Mapping) else [
-        c.model_dump(by_alias=True) for c in report.checks]
-    return [f"{'PASS' if c['ok'] else 'FAIL'} {c.get('name') or c['type'] + ':' + c['table']}" for c in checks]
 
 
 # --- connections -----------------------------------------------------------------------
@@ -769,7 +762,7 @@ class _Verify:
         checks = sorted(self.checks.values(), key=_order)
         return {
             "ok": not cancelled and all(c["ok"] for c in checks),
-            "generatedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "generatedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "checks": checks, "cancelled": cancelled, "durationSeconds": round(seconds, 3),
             "options": self.options.model_dump(by_alias=True),
         }
@@ -786,4 +779,4 @@ def run_verify(url: str, options: VerifyOptions | None = None, *, progress: Prog
     return _Verify(url, options or VerifyOptions(), progress, cancel, on_check).run()
 
 
-__all__ = ["VerifyOptions", "VerifyProgress", "run_verify", "summary_lines", "EXAMPLE_ROWS"]
+__all__ = ["EXAMPLE_ROWS", "VerifyOptions", "VerifyProgress", "run_verify"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -38,13 +39,14 @@ def test_an_installed_console_runs_the_demo_from_any_folder(tmp_path):
     # The dependencies come from this interpreter's site-packages; the console itself from the wheel.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
+    alone = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what the venv has
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", *map(str, wheels.glob("*.whl"))],
                    check=True, capture_output=True, timeout=300)
     where = subprocess.run([str(python), "-c", "import cutover_tui; print(cutover_tui.__file__)"],
-                           capture_output=True, text=True, check=True, cwd=elsewhere).stdout
+                           capture_output=True, text=True, check=True, cwd=elsewhere, env=alone).stdout
     assert where.startswith(str(venv))
     done = subprocess.run([str(venv / "bin" / "cutover"), "demo", "--no-tui"], capture_output=True, text=True,
-                          cwd=elsewhere, timeout=300)
+                          cwd=elsewhere, timeout=300, env=alone)
     assert done.returncode == 0, done.stderr
     assert "Stage" in done.stdout and "embedded PostgreSQL" in done.stdout
     assert list(elsewhere.iterdir()) == []  # the demo's files live in a temp folder, removed on exit

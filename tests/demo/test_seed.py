@@ -248,7 +248,7 @@ def test_refuses_a_database_that_already_holds_rows_and_writes_nothing(empty_db_
 
 def test_refuses_a_database_without_the_legacy_schema(empty_db_url):
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        with pytest.raises(BadInput, match="no complete legacy schema .*build it first"):
+        with pytest.raises(BadInput, match=r"no complete legacy schema .*build it first"):
             seed_legacy(conn)
         with pytest.raises(BadInput, match="at least 1"):
             seed_legacy(conn, workspaces=0)

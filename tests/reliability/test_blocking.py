@@ -59,7 +59,7 @@ class Application(threading.Thread):
     def run(self) -> None:
         try:
             self._update()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.errors.append(exc)
 
     def _targets(self, look: psycopg.Connection) -> list[tuple[str, str]]:

@@ -477,7 +477,7 @@ async def test_two_tui_consoles_the_second_sees_the_holder_then_takes_over(stage
                                 operator="alice", environ={})
     with journal_held(stage_g) as blocker:
         # The first console is a process of its own (to be killed); the loop is not running an app yet.
-        first = subprocess.Popen([sys.executable, str(script), stage_g, str(env), str(ROOT / "runbook.toml")],  # noqa: ASYNC220
+        first = subprocess.Popen([sys.executable, str(script), stage_g, str(env), str(ROOT / "runbook.toml")],
                                  cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             wait_for_holder(stage_g, "carol", first)

@@ -47,7 +47,7 @@ import socket
 import threading
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -134,7 +134,7 @@ def test_a_repair_where_it_is_allowed_is_journaled_as_repair_with_its_rows(run):
     walk(run, ("migrate",), ("backfill",))
     renamed = rename_in_v2(run.database_url)  # in G the rules own every v2 row: a repair puts it back
 
-    code, out, err = run("verify", "--repair")
+    code, _out, err = run("verify", "--repair")
 
     assert code == 0, err
     with psycopg.connect(run.database_url) as conn:
@@ -270,7 +270,7 @@ def test_every_journal_row_records_the_runbook_file_and_its_gates(run, tmp_path)
 @contextmanager
 def machine_clock(hours: float):
     """This process's clock `hours` off the real one (the database server keeps the real time)."""
-    with time_machine.travel(datetime.now(timezone.utc) + timedelta(hours=hours), tick=True):
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=hours), tick=True):
         yield
 
 

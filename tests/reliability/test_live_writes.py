@@ -71,7 +71,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         try:
             self._write()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.errors.append(exc)
 
     def _signup(self, rng: random.Random, serial: int):
@@ -223,7 +223,7 @@ def test_live_writes_are_caught_by_the_catch_up_passes(pg_server_url, tmp_path, 
     # table (a foreign key of v2 refuses them; a snapshot follows its book), all written late.
     left_out = set()
     for error in report["errors"]:
-        assert error["error"].startswith("its parent row is not in v2 (") and "_fkey)" in error["error"] \
+        assert (error["error"].startswith("its parent row is not in v2 (") and "_fkey)" in error["error"]) \
             or error["error"] == "its book did not land", error
         left_out |= {(error["stage"], row["id"]) for row in error["rows"]}
     assert all(key in late[table] for table, key in left_out), left_out

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -82,7 +82,7 @@ def test_kind_is_told_by_shape(name, model, kind):
 
 def test_upstream_verify_fields():
     report = load_report(DATA / "upstream-verify.json")
-    assert report.generated_at == datetime(2026, 2, 23, 10, 11, 12, 345000, tzinfo=timezone.utc)
+    assert report.generated_at == datetime(2026, 2, 23, 10, 11, 12, 345000, tzinfo=UTC)
     assert [check.key for check in report.checks] == UPSTREAM_CHECKS
     count = report.checks[3]
     assert (count.type, count.table, count.old_table, count.old_count, count.new_count, count.ok) == (
@@ -155,7 +155,7 @@ def test_report_built_in_code_dumps_camel_case_and_upstream_stamp():
 def test_stamp_written_as_read_until_changed():
     body = fixture("upstream-verify.json") | {"generatedAt": "2026-02-23T12:11:12+02:00"}
     report = VerifyReport.model_validate(body)
-    assert report.generated_at == datetime(2026, 2, 23, 10, 11, 12, tzinfo=timezone.utc)
+    assert report.generated_at == datetime(2026, 2, 23, 10, 11, 12, tzinfo=UTC)
     assert json.loads(dump_report(report))["generatedAt"] == "2026-02-23T12:11:12+02:00"
     moved = report.model_copy(update={"generated_at": report.generated_at + timedelta(seconds=1)})
     assert json.loads(dump_report(moved))["generatedAt"] == "2026-02-23T10:11:13.000Z"
@@ -401,7 +401,7 @@ def test_save_refuses_a_kind_the_model_does_not_hold(conn, tmp_path):
 def test_load_stored_unknown_or_malformed(conn):
     with pytest.raises(BadInput, match=r"No report 'nope' is stored in this database"):
         load_stored(conn, "nope")
-    at = datetime(2026, 2, 23, tzinfo=timezone.utc)
+    at = datetime(2026, 2, 23, tzinfo=UTC)
     stored = report_store.store(conn, "verify", {"ok": True, "generatedAt": at.isoformat()}, generated_at=at,
                            stage=None, path=None)
     with pytest.raises(BadInput, match=rf"Stored report {stored.id} is not a valid verify report: field checks"):
@@ -409,7 +409,7 @@ def test_load_stored_unknown_or_malformed(conn):
 
 
 def test_recent_all_lists_every_kind_newest_first_and_previous_keeps_to_the_kind(conn):
-    at = datetime(2026, 2, 23, tzinfo=timezone.utc)
+    at = datetime(2026, 2, 23, tzinfo=UTC)
 
     def put(kind, hours):
         body = {"ok": True, "generatedAt": (at + timedelta(hours=hours)).isoformat(), "checks": []}

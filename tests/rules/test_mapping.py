@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -41,7 +41,7 @@ bigints = st.one_of(st.none(), st.sampled_from([0, -9223372036854775807, -(2**63
 integers = st.one_of(st.none(), st.just(0), st.integers(-(2**31), 2**31 - 1))
 stamps = st.one_of(st.none(), st.sampled_from(["-infinity", "infinity", "1970-01-01 00:00:00+00",
                                                "2024-11-03 01:30:00-04", "2024-11-03 01:30:00-05"]),
-                   st.datetimes(min_value=datetime(1, 1, 2), timezones=st.just(timezone.utc)).map(str))
+                   st.datetimes(min_value=datetime(1, 1, 2), timezones=st.just(UTC)).map(str))
 documents = st.dictionaries(st.sampled_from("abc"), st.one_of(st.none(), st.integers(-3, 3), st.text("xy", max_size=2)),
                             max_size=3)
 json_texts = st.one_of(st.none(), st.just("null"), st.tuples(documents, st.booleans()).map(lambda d: _json_text(*d)))
@@ -90,6 +90,9 @@ NULLS = (None,) * 6
 @example(((None, None, None, "2024-11-03 01:30:00-04", None, None), (None, None, None, "2024-11-03 01:30:00-05", None, None)))
 @example(((None, None, None, None, '{"a": 1, "b": 2}', None), (None, None, None, None, '{"b": 2, "a": 1}', None)))
 @example(((None, None, None, None, None, '{"a": 1, "b": 2}'), (None, None, None, None, None, '{"b": 2, "a": 1}')))
+# jsonb's own hash drops a number's sign; and 1.0 is 1 to jsonb
+@example(((None, None, None, None, '{"a": 3}', None), (None, None, None, None, '{"a": -3}', None)))
+@example(((None, None, None, None, '[1.0, -2]', None), (None, None, None, None, '[1, -2.00]', None)))
 @example((("a", 1, 1, None, None, None), ("a", None, 1, None, None, None)))
 def test_equal_hashes_only_for_equal_rows(conn, pair):
     first, second = pair

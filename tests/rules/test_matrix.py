@@ -13,7 +13,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import pytest
@@ -60,7 +60,7 @@ PERIOD = timedelta(hours=RUNBOOK.gates.confidence_period_hours)
 N = RUNBOOK.gates.passing_verifies_before_archive
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 START = Facts(now=T0, flags=Flags())  # an empty database, the env file's defaults
 
 # What the search covers with the shipped runbook.toml. A fix to the matrix may prune a

@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets._footer import FooterKey
 
-from cutover_tui.tui.widgets.footer import Footer
+from cutover_tui.tui.compat.footer import Footer
 
 from .support import wait_until
 

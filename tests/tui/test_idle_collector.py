@@ -74,6 +74,18 @@ def test_before_start_python_keeps_its_own_full_collections(heap):
     assert idle.tick() is False and heap.full == 0 and heap.threshold == (700, 10, DUE)
 
 
+def test_where_the_oldest_generation_has_no_threshold_it_steps_aside(heap):
+    """Python 3.14's incremental collector reports (2000, 10, 0): taking over would collect every tick."""
+    heap.threshold = (2000, 10, 0)
+    idle = IdleCollector(clock=lambda: heap.now, heap=heap)
+    idle.start()
+    heap.piled, heap.now = 5, heap.now + 120
+    assert not idle.applies() and idle.tick() is False and heap.full == 0
+    assert heap.threshold == (2000, 10, 0)  # Python's own settings untouched
+    idle.stop()
+    assert heap.threshold == (2000, 10, 0) and not heap.frozen
+
+
 def test_a_due_collection_waits_while_the_operator_types(heap, collector):
     heap.piled = DUE
     _typing(heap, collector, 10)

@@ -110,7 +110,7 @@ async def test_a_verify_fills_in_its_diff_against_the_previous_one(backfilled_ur
             await settle(pilot)
             screen = app.screen
             await pilot.press("enter")
-            await wait_until(pilot, lambda: not screen.run.running)
+            await wait_until(pilot, lambda screen=screen: not screen.run.running)
             await settle(pilot)
             if first:
                 assert not screen.query_one("#live-diff-box").display  # nothing to compare with yet

@@ -12,9 +12,10 @@ from textual.widgets import DataTable, Input
 
 from cutover_tui.reports import store as report_store
 from cutover_tui.reports.models import ReconReport, ReportKind
+from cutover_tui.reports.present import items
 from cutover_tui.store.db import ensure_console_schema
 from cutover_tui.tui.app import make_app
-from cutover_tui.tui.screens.report import ReportScreen, details, items
+from cutover_tui.tui.screens.report import ReportScreen, details
 from cutover_tui.tui.screens.report_diff import ReportDiffScreen
 from cutover_tui.tui.screens.report_path import ReportPathScreen
 from cutover_tui.tui.screens.reports import ReportsScreen
@@ -150,7 +151,7 @@ async def test_two_marked_verifies_diff_side_by_side_with_the_new_failure_marked
 
 
 async def test_one_marked_diffs_against_the_selected_and_a_third_mark_is_refused(v2_db_url, env_file):
-    older, newer = two_verifies(v2_db_url)
+    older, _newer = two_verifies(v2_db_url)
     third = store(v2_db_url, "verify", verify_body(datetime(2026, 1, 7, tzinfo=UTC), duplicates=0))
     app = make_app(settings_for(v2_db_url, env_file))
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
@@ -166,7 +167,7 @@ async def test_one_marked_diffs_against_the_selected_and_a_third_mark_is_refused
 
 
 async def test_p_diffs_against_the_previous_of_its_kind(v2_db_url, env_file):
-    older, newer = two_verifies(v2_db_url)
+    older, _newer = two_verifies(v2_db_url)
     app = make_app(settings_for(v2_db_url, env_file))
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
         await opened(app, pilot)
@@ -182,7 +183,7 @@ async def test_p_diffs_against_the_previous_of_its_kind(v2_db_url, env_file):
 
 
 async def test_a_report_file_opens_and_compares_with_the_latest_saved(v2_db_url, env_file, tmp_path):
-    older, newer = two_verifies(v2_db_url)
+    _older, newer = two_verifies(v2_db_url)
     path = tmp_path / "accounts-v2-verify-report-upstream.json"
     path.write_text((DATA / "upstream-verify.json").read_text())
     app = make_app(settings_for(v2_db_url, env_file))

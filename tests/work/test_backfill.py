@@ -272,7 +272,7 @@ def test_cli_says_the_database_was_lost_and_a_rerun_completes(pg_server_url, tmp
             admin.execute("SELECT pg_sleep(0.01)")
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                       "WHERE application_name LIKE 'cutover%%' AND datname = current_database()")
-    out, err = child.communicate(timeout=120)
+    _out, err = child.communicate(timeout=120)
     assert child.returncode == 3, err
     assert err.startswith("cutover: Lost the database at postgresql://") and "Traceback" not in err
     assert err.count("\n") == 1

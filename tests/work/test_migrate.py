@@ -10,14 +10,15 @@ import pytest
 from helpers import ROOT
 
 from cutover_tui.errors import MigrationError
+from cutover_tui.store import history
 from cutover_tui.work import migrate
 
-V2 = migrate.V2_MIGRATION
+V2 = history.V2_MIGRATION
 
 
 def _history(url: str) -> dict[str, str]:
     with psycopg.connect(url) as conn:
-        return migrate.history(conn)
+        return history.history(conn)
 
 
 def test_legacy_baseline_is_recorded_like_the_api_migrator(legacy_db_url):
@@ -175,7 +176,7 @@ def test_failed_file_leaves_no_trace(tmp_path, legacy_db_url):
         with pytest.raises(psycopg.errors.DivisionByZero):
             migrate.apply_plan(conn, migrate.plan(conn, sql_dir))
         assert conn.execute("SELECT to_regclass('public.half_done')").fetchone()[0] is None
-        assert "0005_broken.sql" not in migrate.history(conn)
+        assert "0005_broken.sql" not in history.history(conn)
 
 
 def test_two_migrators_racing_apply_once(cutover, capsys):

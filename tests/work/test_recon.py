@@ -130,13 +130,13 @@ def test_report_has_upstreams_shape_and_describes_every_table(v2_db_url):
     assert keys("identities", "UNIQUE") == {"account_id, user_key", "account_id, id"}
     assert None in keys("platform_books", "CHECK")  # NOT NULL, as upstream shows it
     # The partial unique indexes that are no constraints still show, among the indexes.
-    assert any("pixbooks_identity_collection_active_uq" == i["index_name"] for i in body["indexes"]["pixbooks"])
+    assert any(i["index_name"] == "pixbooks_identity_collection_active_uq" for i in body["indexes"]["pixbooks"])
 
 
 def test_counts_sizes_and_an_estimate_from_a_write_sample(v2_db_url):
     body = run_recon(v2_db_url, sample_rows=25)
     assert set(body["tables"]) == set(MAPPING)
-    for legacy, v2 in MAPPING.items():
+    for legacy in MAPPING:
         entry = body["tables"][legacy]
         assert entry["rows"] == _count(v2_db_url, legacy) > 0
         assert entry["v2Rows"] == 0

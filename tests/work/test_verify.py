@@ -17,8 +17,10 @@ from cutover_tui.demo.embedded import create_database
 from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.errors import CutoverError, Refused
 from cutover_tui.reports.models import VerifyReport
+from cutover_tui.reports.present import summary_lines
 from cutover_tui.rules.mapping import TABLES, column_types
 from cutover_tui.store.db import JOB_LOCK_KEY
+from cutover_tui.work import ranges
 from cutover_tui.work import verify as verify_module
 from cutover_tui.work.backfill import Backfill, BackfillOptions
 from cutover_tui.work.migrate import apply_legacy_baseline
@@ -26,7 +28,6 @@ from cutover_tui.work.verify import (
     VerifyOptions,
     VerifyProgress,
     run_verify,
-    summary_lines,
 )
 
 INTEGRITY = ["account_member_account_fk", "identity_account_fk", "pixbook_identity_fk", "pixbook_account_match",
@@ -312,8 +313,8 @@ def test_several_changes_anywhere_are_each_found_with_small_ranges(shared_url, c
                 undo.append((table, column, key, original))
                 wanted.setdefault(table, {})[key] = {column}
             with pytest.MonkeyPatch.context() as patch:
-                for name, value in (("SPLIT_ROWS", 25), ("FIRST_RANGE_ROWS", 9), ("MIN_RANGE_ROWS", 4),
-                                    ("MAX_RANGE_ROWS", 17)):
+                patch.setattr(ranges, "SPLIT_ROWS", 25)
+                for name, value in (("FIRST_RANGE_ROWS", 9), ("MIN_RANGE_ROWS", 4), ("MAX_RANGE_ROWS", 17)):
                     patch.setattr(verify_module, name, value)
                 report = verify(shared_url)
         finally:
@@ -408,7 +409,7 @@ def test_small_ranges_and_two_parts_find_exactly_the_same(filled_url, monkeypatc
             "UPDATE pixbook_snapshots SET wrapped_dek = 'x' WHERE id IN ('snap_10', 'snap_150')",
             "INSERT INTO audit_events (id, event_type) VALUES ('0_first', 'x'), ('zzz_last', 'x')")
     whole = verify(filled_url)
-    monkeypatch.setattr(verify_module, "SPLIT_ROWS", 10)
+    monkeypatch.setattr(ranges, "SPLIT_ROWS", 10)
     monkeypatch.setattr(verify_module, "FIRST_RANGE_ROWS", 7)
     monkeypatch.setattr(verify_module, "MIN_RANGE_ROWS", 3)
     monkeypatch.setattr(verify_module, "MAX_RANGE_ROWS", 13)

@@ -21,12 +21,12 @@ from textual.widgets import Header, Static
 from ...ops.overview import Status
 from ...rules.matrix import Step
 from ...rules.steps import JobKind
+from ..compat.footer import Footer
 from ..console import Console, console_of
 from ..messages import ChangeRequested
 from ..protocols import TrafficFigures
 from ..step_keys import STEP_KEYS
 from ..text import literal
-from ..widgets.footer import Footer
 from ..widgets.status_view import FactsPanel, FlagsPanel, StageLine, StepsPanel
 
 WIDE = 110  # columns from which flags and facts sit side by side

@@ -24,10 +24,10 @@ from ...rules import steps
 from ...rules.steps import JobKind
 from ...work import jobs
 from ...work.jobs import JobPlan
+from ..compat.footer import Footer
 from ..console import Console, console_of
 from ..running_job import JobRun
 from ..text import literal
-from ..widgets.footer import Footer
 from ..widgets.job_progress import JobProgress, duration
 from .report import ReportScreen
 
@@ -94,7 +94,8 @@ class JobScreen(Screen):
         self.query_one("#live-diff", DataTable).add_columns("", "check", "before", "now", "what changed")
         if self.plan is None:
             api = self.cutover.api_target.api if self.cutover.api_target else None
-            self.cutover.run_engine(partial(jobs.plan_with_previous, kind=self.kind, api=api), self._planned, group="job-plan")
+            self.cutover.run_engine(partial(jobs.plan_with_previous, kind=self.kind, api=api), self._planned,
+                                    group="job-plan")
         else:
             self._planned((self.plan, self.run.previous if self.run else None))
         self.set_interval(REDRAW_SECONDS, self._redraw)
@@ -112,8 +113,8 @@ class JobScreen(Screen):
         if plan is None:
             return
         lines: list[Text] = [literal(plan.summary)]
-        lines.append(literal(plan.writes, "yellow") if plan.writes else Text("Read-only: writes nothing but its report.",
-                                                                               style="green"))
+        lines.append(literal(plan.writes, "yellow") if plan.writes
+                     else Text("Read-only: writes nothing but its report.", style="green"))
         lines += [literal(note, "dim") for note in plan.notes]
         if plan.tables and self.run is None:
             lines.append(Text("tables (planner's estimate): ", style="bold")

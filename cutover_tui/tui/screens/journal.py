@@ -12,9 +12,9 @@ from textual.widgets import DataTable, Header
 
 from ...rules.flags import Flags
 from ...store.journal import JournalEntry
+from ..compat.footer import Footer
 from ..messages import JournalRequested
 from ..text import field
-from ..widgets.footer import Footer
 
 COLUMNS = ("time", "operator", "action", "flags on: before -> after", "report", "from")
 

@@ -4,12 +4,9 @@ and below it the selected row in full with its example rows. Every value is show
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -18,109 +15,19 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
 from ...ops import saved_reports
-from ...reports import store as report_store
 from ...reports.diff import ReportDiff, Side
 from ...reports.models import (
-    BackfillIssue,
-    BackfillReport,
-    ReconReport,
     Report,
-    VerifyReport,
-    report_kind,
 )
+from ...reports.present import Item, file_kind, items, summary
 from ...reports.store import StoredReport
+from ..compat.footer import Footer
 from ..console import console_of
 from ..text import literal
-from ..widgets.footer import Footer
 from .report_diff import ReportDiffScreen, when
 
-SCALARS = (str, int, float, bool, type(None))
 NAME_WIDTH = 34
 TAG_STYLES = {"PASS": "green", "FAIL": "bold red", "ERROR": "red", "WARN": "yellow", "PROBLEM": "bold red"}
-
-
-@dataclass(frozen=True)
-class Item:
-    """A row of the report: `figures` are its plain values, `details` its nested ones (example rows)."""
-
-    tag: str
-    name: str
-    figures: dict[str, Any] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-    # Shown only below, in full: the row has them in its tag and name already.
-    hidden: frozenset[str] = frozenset()
-
-
-def _item(tag: str, name: str, body: dict[str, Any], hidden: frozenset[str] = frozenset()) -> Item:
-    return Item(tag, name, {k: v for k, v in body.items() if isinstance(v, SCALARS)},
-                {k: v for k, v in body.items() if not isinstance(v, SCALARS)}, hidden)
-
-
-def _dump(model: BaseModel) -> dict[str, Any]:
-    body = model.model_dump(mode="json", by_alias=True)
-    # A stored body comes back from jsonb with its keys reordered: the model's own fields lead.
-    known = [field.alias or name for name, field in type(model).model_fields.items()]
-    return {**{key: body[key] for key in known if key in body}, **body}
-
-
-def _verify_items(report: VerifyReport) -> list[Item]:
-    hidden = frozenset({"ok", "name", "table", "type"})
-    return [_item("PASS" if check.ok else "FAIL", check.key, _dump(check), hidden) for check in report.checks]
-
-
-def _issue(tag: str, issue: BackfillIssue, text: str) -> Item:
-    body = _dump(issue)
-    # `rows` holds the example rows (capped); the figure is the true count.
-    examples = body.pop("rows")
-    return _item(tag, f"{issue.stage}: {text}", {"rows": issue.row_count, **body, "examples": examples},
-                 frozenset({"stage", "error", "warning"}))
-
-
-def _backfill_items(report: BackfillReport) -> list[Item]:
-    return [*(_item("stage", stage.stage, _dump(stage), frozenset({"stage"})) for stage in report.stages),
-            *(_issue("ERROR", error, error.error) for error in report.errors),
-            *(_issue("WARN", warning, warning.warning) for warning in report.warnings)]
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    # The console's own recon fields are not validated like the §4 ones: a hand-made file may differ.
-    return value if isinstance(value, dict) else {}
-
-
-def _recon_items(report: ReconReport) -> list[Item]:
-    extra = report.model_extra or {}
-    sizes, indexes = _dict(extra.get("tables")), _dict(extra.get("indexes"))
-    v2_names = set(report.mapping.values())
-    items = []
-    for name in dict.fromkeys([*report.target_tables, *report.schemas, *sizes]):
-        body: dict[str, Any] = {"v2": report.mapping[name]} if name in report.mapping else {}
-        body |= _dict(sizes.get(name))
-        body |= {"columns": [_dump(c) for c in report.schemas.get(name, [])],
-                 "constraints": [_dump(c) for c in report.constraints.get(name, [])],
-                 "indexes": indexes.get(name, [])}
-        items.append(_item("v2 table" if name in v2_names else "table", name, body))
-    for table, issues in _dict(extra.get("anomalies")).items():
-        for text, issue in _dict(issues).items():
-            found = _dict(issue)
-            tag = {"error": "ERROR", "warning": "WARN"}.get(str(found.get("kind")), "anomaly")
-            body = {"count": found.get("count"), "examples": found.get("rows", []),
-                    **{k: v for k, v in found.items() if k not in ("kind", "count", "rows")}}
-            items.append(_item(tag, f"{table}: {text}", body))
-    problems = extra.get("problems")
-    for problem in problems if isinstance(problems, list) else []:
-        if isinstance(problem, dict):
-            items.append(_item("PROBLEM", str(problem.get("table", "?")), problem, frozenset({"table"})))
-    if isinstance(extra.get("estimate"), dict):
-        items.append(_item("estimate", "backfill duration", extra["estimate"]))
-    return items
-
-
-def items(report: Report) -> list[Item]:
-    if isinstance(report, VerifyReport):
-        return _verify_items(report)
-    if isinstance(report, BackfillReport):
-        return _backfill_items(report)
-    return _recon_items(report)
 
 
 def _figures(item: Item) -> Text:
@@ -160,31 +67,6 @@ def details(item: Item) -> Text:
     for name, value in item.details.items():
         lines += _nested(name, value, "")
     return Text("\n").join(lines)
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _summary(report: Report) -> str:
-    if isinstance(report, VerifyReport):
-        failed, total = sum(not check.ok for check in report.checks), len(report.checks)
-        return f"{failed} of {total} checks failed" if failed else f"all {total} checks passed"
-    if isinstance(report, BackfillReport):
-        rows = sum(error.row_count for error in report.errors)
-        return (f"{_count(len(report.stages), 'stage')}, {_count(len(report.errors), 'error group')} "
-                f"({_count(rows, 'row')}), {_count(len(report.warnings), 'warning group')}")
-    missing = (report.model_extra or {}).get("missingTables") or []
-    missing = missing if isinstance(missing, list) else [missing]
-    return (f"auth user id {report.auth_user_id_type}, {len(report.discovered_better_auth_tables)} auth tables, "
-            f"missing tables: {', '.join(map(str, missing)) or 'none'}")
-
-
-def file_kind(report: Report, path: str) -> str:
-    """A file's kind: its name tells verify-reads from verify (the shapes are the same)."""
-    if Path(path).name.startswith(report_store.FILE_PREFIX["verify-reads"]):
-        return "verify-reads"
-    return report_kind(report)
 
 
 class ReportScreen(Screen):
@@ -227,7 +109,7 @@ class ReportScreen(Screen):
         stage = f" · taken in stage {self.stored.stage}" if self.stored and self.stored.stage else ""
         return Text("\n").join([
             Text.assemble((f"{self.kind} report", "bold"), f" · {when(self.report.generated_at)} · ", verdict,
-                          " · ", literal(_summary(self.report))),
+                          " · ", literal(summary(self.report))),
             literal(self.side.source + stage, "dim"),
         ])
 

@@ -14,8 +14,8 @@ from textual.widgets import DataTable, Header, Static
 
 from ...reports.diff import DiffEntry, ReportDiff, Side, mark
 from ...reports.models import Report, VerifyCheck, VerifyReport
+from ..compat.footer import Footer
 from ..text import literal
-from ..widgets.footer import Footer
 
 ABSENT = "—"
 WHAT_WIDTH = 34

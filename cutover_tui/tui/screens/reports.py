@@ -14,9 +14,9 @@ from textual.widgets import DataTable, Header, Static
 from ...ops import saved_reports
 from ...reports.diff import ReportDiff, Side
 from ...reports.store import StoredReport
+from ..compat.footer import Footer
 from ..console import console_of
 from ..text import literal
-from ..widgets.footer import Footer
 from .report import ReportScreen
 from .report_diff import ReportDiffScreen, when
 from .report_path import ReportPathScreen
@@ -83,8 +83,8 @@ class ReportsScreen(Screen):
     # -- the list -----------------------------------------------------------------------
 
     def action_reload(self) -> None:
-        console_of(self).run_engine(partial(saved_reports.recent, limit=LIST_ROWS), self._show_list, group="reports-list",
-                             exclusive=True)
+        console_of(self).run_engine(partial(saved_reports.recent, limit=LIST_ROWS), self._show_list,
+                                    group="reports-list", exclusive=True)
 
     def _show_list(self, found: list[StoredReport]) -> None:
         table = self.query_one(DataTable)

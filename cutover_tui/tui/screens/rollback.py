@@ -21,9 +21,9 @@ from ...errors import CutoverError
 from ...ops import transitions
 from ...ops.transitions import FlagChange
 from ...store.journal import JournalEntry
+from ..compat.footer import Footer
 from ..console import Console, console_of
 from ..text import literal
-from ..widgets.footer import Footer
 from .confirm import coloured_diff
 
 

@@ -15,7 +15,7 @@ from ..text import literal
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "…"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
@@ -24,7 +24,7 @@ class JobProgress(Widget):
 
     DEFAULT_CSS = "JobProgress { height: auto; }"
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.items: list[ItemProgress] = []
         self.now = 0.0

@@ -117,9 +117,8 @@ class StepsPanel(StatusView):
 
     def render_status(self, status: Status) -> RenderableType:
         lines: list[RenderableType] = []
-        steps = status.assessment.steps
         # What needs doing first: restoring illegal or hand-edited flags comes before the rest.
-        steps = sorted(steps, key=lambda s: s.action != "restore-flags")
+        steps = sorted(status.assessment.steps, key=lambda s: s.action != "restore-flags")
         for step in steps:
             key = KEY_OF_STEP.get((step.action, step.target))
             line = Text()

@@ -4,6 +4,10 @@ Textual rebuilds every key of the footer on each `refresh_bindings()` (a screen 
 focus change, each job progress redraw), and the footer keeps every key it ever built in its
 `compact` watcher list (see `watchers`). The rebuilds and the full garbage
 collections of that growing heap were what made keys late while a backfill ran (BENCHMARKS.md).
+
+Touches Textual's internals: `_bindings_ready` (8.2's Footer). Remove when Textual's Footer
+recomposes only on a change of its keys (tests/tui/test_footer.py tells), and drop
+`forget_closed_watchers` with Textualize/textual#6666.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from textual.screen import Screen
 from textual.widgets import Footer as TextualFooter
 
-from ..compat.watchers import forget_closed_watchers
+from .watchers import forget_closed_watchers
 
 
 class Footer(TextualFooter):
