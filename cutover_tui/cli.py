@@ -314,9 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
-    from .demo.cli import (
-        add_demo_parser,  # its options only: the demo itself loads when it runs
-    )
+    from .demo.cli import add_demo_parser  # its options only: the demo itself loads when it runs
 
     sub.add_parser("tui", help="Open the console (the default with no command).",
                    description="Open the console on the configured database and env file.")

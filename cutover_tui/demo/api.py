@@ -302,12 +302,16 @@ class _Api:
             raise ApiError(400, "The body must be a JSON object.")
         return data
 
-    def create_identity(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    def _creating(self, request: Request, body: dict[str, Any], *required: str) -> tuple[Switch, str, datetime]:
+        """A create's preamble: the caller is a member of the account, and the fields it needs are text."""
         sw, _, account, conn = self.context(request, body)
         conn.close()
-        if not isinstance(body.get("displayName"), str) or not isinstance(body.get("userKey"), str):
-            raise ApiError(400, "displayName and userKey are required.")
-        now = datetime.now(UTC)
+        if not all(isinstance(body.get(name), str) for name in required):
+            raise ApiError(400, f"{' and '.join(required)} are required.")
+        return sw, account, datetime.now(UTC)
+
+    def create_identity(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        sw, account, now = self._creating(request, body, "displayName", "userKey")
         row = {"id": f"mu_{uuid.uuid4().hex[:16]}", "account": account, "display_name": body["displayName"],
                "avatar_public_id": body.get("avatarPublicId"), "user_key": body["userKey"],
                "profile_id": body.get("profileId"), "identity_public_key": body.get("identityPublicKey"),
@@ -330,11 +334,7 @@ class _Api:
         return self._update(request, body, "idents", changes, _IDENTITY_FIELDS, "identity")
 
     def create_book(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        sw, _, account, conn = self.context(request, body)
-        conn.close()
-        if not isinstance(body.get("name"), str) or not isinstance(body.get("managedUserId"), str):
-            raise ApiError(400, "name and managedUserId are required.")
-        now = datetime.now(UTC)
+        sw, account, now = self._creating(request, body, "name", "managedUserId")
         row = {"id": f"book_{uuid.uuid4().hex[:16]}", "account": account, "ident": body["managedUserId"],
                "name": body["name"], "collection_id": body.get("collectionId") or "primary", "now": now}
 

@@ -345,70 +345,71 @@ class Traffic:
         return self._call(client, account, "GET", "/v1/account/session", params={"accountId": account.id})
 
     # writes
+    def _write(self, client: httpx.Client, account: _Account, op: str, table: str, method: str, path: str,
+               row: Callable[[Any], str], book_id: str | None = None, **request: Any) -> tuple[bool, Any]:
+        """One write through the API; a successful one is recorded as `op` on `row(body)` of `table`."""
+        ok, body = self._call(client, account, method, path, **request)
+        if ok:
+            self._record(op, table, row(body), account, book_id=book_id)
+        return ok, body
+
     def _create_identity(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         n = account.next()
-        ok, body = self._call(client, account, "POST", "/v1/account/identities",
-                              json={"accountId": account.id, "displayName": f"Traffic Person {self.seed}-{n}",
-                                    "userKey": f"traffic-{self.seed}-{n}-{account.rng.randrange(10**9)}",
-                                    "profileId": f"tp-{self.seed}-{n}"})
+        ok, body = self._write(client, account, "create_identity", "identities", "POST", "/v1/account/identities",
+                               lambda answer: answer["user"]["id"],
+                               json={"accountId": account.id, "displayName": f"Traffic Person {self.seed}-{n}",
+                                     "userKey": f"traffic-{self.seed}-{n}-{account.rng.randrange(10**9)}",
+                                     "profileId": f"tp-{self.seed}-{n}"})
         if ok:
             account.identities.append(body["user"]["id"])
-            self._record("create_identity", "identities", body["user"]["id"], account)
         return ok, body
 
     def _update_identity(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         ident = account.rng.choice(account.identities)
-        ok, body = self._call(client, account, "PATCH", f"/v1/account/identities/{ident}",
-                              json={"accountId": account.id, "displayName": f"Renamed {self.seed}-{account.next()}"})
-        if ok:
-            self._record("update_identity", "identities", ident, account)
-        return ok, body
+        return self._write(client, account, "update_identity", "identities", "PATCH", f"/v1/account/identities/{ident}",
+                           lambda _: ident,
+                           json={"accountId": account.id, "displayName": f"Renamed {self.seed}-{account.next()}"})
 
     def _create_book(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         n = account.next()
         ident = account.rng.choice(account.identities)
-        ok, body = self._call(client, account, "POST", "/v1/account/books",
-                              json={"accountId": account.id, "managedUserId": ident, "name": f"Album {self.seed}-{n}",
-                                    "collectionId": f"traffic-{self.seed}-{n}"})
+        ok, body = self._write(client, account, "create_book", "pixbooks", "POST", "/v1/account/books",
+                               lambda answer: answer["book"]["id"],
+                               json={"accountId": account.id, "managedUserId": ident,
+                                     "name": f"Album {self.seed}-{n}", "collectionId": f"traffic-{self.seed}-{n}"})
         if ok:
             account.books.append(body["book"]["id"])
-            self._record("create_book", "pixbooks", body["book"]["id"], account)
         return ok, body
 
     def _update_book(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         book = account.rng.choice(account.books)
-        ok, body = self._call(client, account, "PATCH", f"/v1/account/books/{book}",
-                              json={"accountId": account.id, "name": f"Album renamed {self.seed}-{account.next()}"})
-        if ok:
-            self._record("update_book", "pixbooks", book, account)
-        return ok, body
+        return self._write(client, account, "update_book", "pixbooks", "PATCH", f"/v1/account/books/{book}",
+                           lambda _: book,
+                           json={"accountId": account.id, "name": f"Album renamed {self.seed}-{account.next()}"})
 
     def _remove_book(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         book = account.rng.choice(account.books)
-        ok, body = self._call(client, account, "DELETE", f"/v1/account/books/{book}", params={"accountId": account.id})
+        ok, body = self._write(client, account, "remove_book", "pixbooks", "DELETE", f"/v1/account/books/{book}",
+                               lambda _: book, params={"accountId": account.id})
         if ok:
             account.books.remove(book)
-            self._record("remove_book", "pixbooks", book, account)
         return ok, body
 
     def _save_snapshot(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         book = account.rng.choice(account.books)
         n = account.next()
-        ok, body = self._call(client, account, "POST", f"/v1/account/books/{book}/snapshots",
-                              json={"accountId": account.id, "cipherObjectKey": f"obj/{self.seed}/{n}",
-                                    "cipherSha256": f"{account.rng.getrandbits(256):064x}",
-                                    "wrappedDek": f"dek-{n}", "ledgerHead": f"head-{n}",
-                                    "payload": {"n": n, "seed": self.seed}})
-        if ok:
-            self._record("save_snapshot", "pixbook_snapshots", body["snapshot"]["id"], account, book_id=book)
-        return ok, body
+        return self._write(client, account, "save_snapshot", "pixbook_snapshots", "POST",
+                           f"/v1/account/books/{book}/snapshots", lambda answer: answer["snapshot"]["id"],
+                           book_id=book,
+                           json={"accountId": account.id, "cipherObjectKey": f"obj/{self.seed}/{n}",
+                                 "cipherSha256": f"{account.rng.getrandbits(256):064x}",
+                                 "wrappedDek": f"dek-{n}", "ledgerHead": f"head-{n}",
+                                 "payload": {"n": n, "seed": self.seed}})
 
     def _rename_account(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
-        ok, body = self._call(client, account, "PATCH", "/v1/account/workspace",
-                              json={"accountId": account.id, "name": f"Workspace {self.seed}-{account.next()}"})
-        if ok:
-            self._record("rename_account", "accounts", account.id, account)
-        return ok, body
+        return self._write(client, account, "rename_account", "accounts", "PATCH", "/v1/account/workspace",
+                           lambda _: account.id,
+                           json={"accountId": account.id, "name": f"Workspace {self.seed}-{account.next()}"})
 
 
 def run_traffic(base_url: str, database_url: str, rate: float, duration: float, *,

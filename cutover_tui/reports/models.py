@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self, cast
 
 from pydantic import (
     AwareDatetime,
@@ -68,6 +68,15 @@ def js_iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _unique(keys: list[str], what: str) -> None:
+    # Diffs and summaries go item by item; two items with one identity would be ambiguous.
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            raise ValueError(f"two {what} are both named {key!r}")
+        seen.add(key)
+
+
 class _Report(_Open):
     KIND: ClassVar[Literal["recon", "backfill", "verify"]]
 
@@ -100,6 +109,17 @@ class _Report(_Open):
             return self._stamp[0]
         return js_iso(value)
 
+    def item_keys(self) -> tuple[str, list[str]]:
+        """What its items (stages, checks) are called, and each one's name; a recon has none."""
+        return "items", []
+
+    @model_validator(mode="after")
+    def _items_unique(self) -> Self:
+        # Diffs and summaries go item by item; two items with one identity would be ambiguous.
+        what, keys = self.item_keys()
+        _unique(keys, what)
+        return self
+
     @property
     def clean(self) -> bool:
         """What the body itself says, whatever `ok` claims."""
@@ -122,6 +142,10 @@ class ReconConstraint(_Open):
     constraint_name: str
     constraint_type: str
     columns: str | None  # null for constraints without key columns (CHECK, NOT NULL)
+
+
+def _all_of(value: Any, kind: type) -> bool:
+    return isinstance(value, dict) and all(isinstance(item, kind) for item in value.values())
 
 
 class ReconTable(_Open):
@@ -162,17 +186,38 @@ class ReconReport(_Report):
     schemas: dict[str, list[ReconColumn]]
     constraints: dict[str, list[ReconConstraint]]
     mapping: dict[str, str]
-    # The console's own fields (absent from the API's recon).
-    database: str | None = None
-    server_version: str | None = Field(default=None, alias="serverVersion")
-    missing_tables: list[str] | None = Field(default=None, alias="missingTables")
-    v2_tables: dict[str, bool] | None = Field(default=None, alias="v2Tables")
-    indexes: dict[str, list[dict[str, Any]]] | None = None
-    tables: dict[str, ReconTable] | None = None
-    anomalies: dict[str, dict[str, ReconAnomaly]] | None = None
-    problems: list[dict[str, Any]] | None = None
-    estimate: ReconEstimate | None = None
-    duration_seconds: float | None = Field(default=None, alias="durationSeconds")
+    # The console's own fields (absent from the API's recon). Typed as the console writes them;
+    # a hand-made file's odd value is kept as it came (and written back so), never refused.
+    database: str | Any | None = Field(default=None, union_mode="left_to_right")
+    server_version: str | Any | None = Field(default=None, alias="serverVersion", union_mode="left_to_right")
+    missing_tables: list[str] | Any | None = Field(default=None, alias="missingTables", union_mode="left_to_right")
+    v2_tables: dict[str, bool] | Any | None = Field(default=None, alias="v2Tables", union_mode="left_to_right")
+    indexes: dict[str, list[dict[str, Any]]] | Any | None = Field(default=None, union_mode="left_to_right")
+    tables: dict[str, ReconTable] | Any | None = Field(default=None, union_mode="left_to_right")
+    anomalies: dict[str, dict[str, ReconAnomaly]] | Any | None = Field(default=None, union_mode="left_to_right")
+    problems: list[dict[str, Any]] | Any | None = Field(default=None, union_mode="left_to_right")
+    estimate: ReconEstimate | Any | None = Field(default=None, union_mode="left_to_right")
+    duration_seconds: float | Any | None = Field(default=None, alias="durationSeconds", union_mode="left_to_right")
+
+    # The console's fields where they are as it writes them; empty where a file's are odd.
+    @property
+    def sizes(self) -> dict[str, ReconTable]:
+        return cast("dict[str, ReconTable]", self.tables) if _all_of(self.tables, ReconTable) else {}
+
+    @property
+    def found(self) -> dict[str, dict[str, ReconAnomaly]]:
+        anomalies = self.anomalies
+        ok = isinstance(anomalies, dict) and all(_all_of(issues, ReconAnomaly) for issues in anomalies.values())
+        return cast("dict[str, dict[str, ReconAnomaly]]", anomalies) if ok else {}
+
+    @property
+    def estimated(self) -> ReconEstimate | None:
+        return self.estimate if isinstance(self.estimate, ReconEstimate) else None
+
+    @property
+    def missing(self) -> list[str]:
+        missing = self.missing_tables
+        return missing if isinstance(missing, list) and all(isinstance(m, str) for m in missing) else []
 
 
 class BackfillStage(_Open):
@@ -228,15 +273,6 @@ class BackfillWarning(BackfillIssue):
         return self.warning
 
 
-def _unique(keys: list[str], what: str) -> None:
-    # Diffs and summaries go item by item; two items with one identity would be ambiguous.
-    seen: set[str] = set()
-    for key in keys:
-        if key in seen:
-            raise ValueError(f"two {what} are both named {key!r}")
-        seen.add(key)
-
-
 class BackfillReport(_Report):
     KIND: ClassVar[Literal["backfill"]] = "backfill"
 
@@ -259,10 +295,8 @@ class BackfillReport(_Report):
             return {**data, "ok": not data["errors"]}
         return data
 
-    @model_validator(mode="after")
-    def _stages_unique(self) -> BackfillReport:
-        _unique([stage.stage for stage in self.stages], "stages")
-        return self
+    def item_keys(self) -> tuple[str, list[str]]:
+        return "stages", [stage.stage for stage in self.stages]
 
     @property
     def clean(self) -> bool:
@@ -337,10 +371,8 @@ class VerifyReport(_Report):
     read_store: str | None = Field(default=None, alias="readStore")
     alias_accepted: StrictBool | None = Field(default=None, alias="aliasAccepted")
 
-    @model_validator(mode="after")
-    def _checks_unique(self) -> VerifyReport:
-        _unique([check.key for check in self.checks], "checks")
-        return self
+    def item_keys(self) -> tuple[str, list[str]]:
+        return "checks", [check.key for check in self.checks]
 
     @property
     def clean(self) -> bool:

@@ -10,15 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .models import (
-    BackfillIssue,
-    BackfillReport,
-    ReconReport,
-    Report,
-    VerifyCheck,
-    VerifyReport,
-    report_kind,
-)
+from .models import BackfillIssue, BackfillReport, ReconReport, Report, VerifyCheck, VerifyReport, report_kind
 from .store import FILE_PREFIX
 
 
@@ -48,18 +40,18 @@ def outcome_lines(report: Report) -> list[str]:
         return lines
     if isinstance(report, ReconReport):
         lines = [f"{'legacy table':<28} {'rows':>12} {'size':>10}"]
-        for table, info in (report.tables or {}).items():
+        for table, info in report.sizes.items():
             lines.append(f"{table:<28} {info.rows:>12,} {info.total_bytes / 2**20:>8.1f} MB")
         lines.append("What the backfill will report (true counts):")
-        for table, issues in (report.anomalies or {}).items():
+        for table, issues in report.found.items():
             lines += [f"  {issue.kind.upper():<8} {table}: {text} ({issue.count:,} rows)"
                       for text, issue in issues.items()]
-        estimate = report.estimate
+        estimate = report.estimated
         if estimate is not None and estimate.seconds is not None:
             lines.append(f"Estimated backfill time: {estimate.seconds:,.0f} s ({estimate.method})")
         elif estimate is not None:
             lines.append(f"Estimated backfill time: {estimate.method}")
-        return lines + [f"MISSING  {name}" for name in report.missing_tables or []]
+        return lines + [f"MISSING  {name}" for name in report.missing]
     lines = []
     for check in report.checks:  # a verify-reads report: each call with its latency
         latency = f"  {check.latency_ms:.0f} ms" if check.latency_ms is not None else ""
@@ -117,26 +109,36 @@ def _backfill_items(report: BackfillReport) -> list[Item]:
             *(_issue("WARN", warning, warning.warning) for warning in report.warnings)]
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    # A hand-made file's console fields may be anything: shown where they are dicts, else left out.
+    plain = _dump(value) if isinstance(value, BaseModel) else value
+    return plain if isinstance(plain, dict) else {}
+
+
 def _recon_items(report: ReconReport) -> list[Item]:
-    sizes, indexes = report.tables or {}, report.indexes or {}
+    sizes, indexes = _dict(report.tables), _dict(report.indexes)
     v2_names = set(report.mapping.values())
     items = []
     for name in dict.fromkeys([*report.target_tables, *report.schemas, *sizes]):
         body: dict[str, Any] = {"v2": report.mapping[name]} if name in report.mapping else {}
-        body |= _dump(sizes[name]) if name in sizes else {}
+        body |= _dict(sizes.get(name))
         body |= {"columns": [_dump(c) for c in report.schemas.get(name, [])],
                  "constraints": [_dump(c) for c in report.constraints.get(name, [])],
                  "indexes": indexes.get(name, [])}
         items.append(_item("v2 table" if name in v2_names else "table", name, body))
-    for table, issues in (report.anomalies or {}).items():
-        for text, issue in issues.items():
-            tag = {"error": "ERROR", "warning": "WARN"}.get(issue.kind, "anomaly")
-            rest = {k: v for k, v in _dump(issue).items() if k not in ("kind", "count", "rows")}
-            items.append(_item(tag, f"{table}: {text}", {"count": issue.count, "examples": issue.rows, **rest}))
-    for problem in report.problems or []:
-        items.append(_item("PROBLEM", str(problem.get("table", "?")), problem, frozenset({"table"})))
-    if report.estimate is not None:
-        items.append(_item("estimate", "backfill duration", _dump(report.estimate)))
+    for table, issues in _dict(report.anomalies).items():
+        for text, issue in _dict(issues).items():
+            found = _dict(issue)
+            tag = {"error": "ERROR", "warning": "WARN"}.get(str(found.get("kind")), "anomaly")
+            body = {"count": found.get("count"), "examples": found.get("rows", []),
+                    **{k: v for k, v in found.items() if k not in ("kind", "count", "rows")}}
+            items.append(_item(tag, f"{table}: {text}", body))
+    problems = report.problems
+    for problem in problems if isinstance(problems, list) else []:
+        if isinstance(problem, dict):
+            items.append(_item("PROBLEM", str(problem.get("table", "?")), problem, frozenset({"table"})))
+    if _dict(report.estimate):
+        items.append(_item("estimate", "backfill duration", _dict(report.estimate)))
     return items
 
 
@@ -162,6 +164,7 @@ def summary(report: Report) -> str:
         return (f"{_count(len(report.stages), 'stage')}, {_count(len(report.errors), 'error group')} "
                 f"({_count(rows, 'row')}), {_count(len(report.warnings), 'warning group')}")
     missing = report.missing_tables or []
+    missing = missing if isinstance(missing, list) else [missing]
     return (f"auth user id {report.auth_user_id_type}, {len(report.discovered_better_auth_tables)} auth tables, "
             f"missing tables: {', '.join(map(str, missing)) or 'none'}")
 

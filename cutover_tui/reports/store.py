@@ -19,14 +19,7 @@ from pydantic import BaseModel
 
 from ..errors import BadInput, CutoverError
 from ..files.atomic import place, write_temp
-from .models import (
-    MODELS,
-    Report,
-    ReportKind,
-    dump_report,
-    js_iso,
-    parse_report,
-)
+from .models import MODELS, Report, ReportKind, dump_report, js_iso, parse_report
 
 FILE_PREFIX: dict[str, str] = {
     "recon": "accounts-v2-recon",

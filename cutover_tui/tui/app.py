@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import ClassVar, TypeVar
 
-from rich.text import Text
 from textual import actions, events, on
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -19,17 +18,14 @@ from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from ..errors import CutoverError
-from ..ops import transitions
 from ..reports.models import VerifyReport
 from ..rules import steps
 from ..rules.steps import JobKind
-from ..store.journal import JournalEntry
 from ..store.session import Session, Settings
-from ..work.archive import ArchivePlan, plan_archive, run_archive
 from ..work.jobs import ApiTarget, JobPlan
-from ..work.migrate import MigrationPlan
 from .compat.watchers import forget_closed_watchers
 from .controller import Controller
+from .dialogs import StepDialogs
 from .idle_collector import IdleCollector
 from .messages import (
     ChangeApplied,
@@ -46,8 +42,7 @@ from .messages import (
 )
 from .protocols import TrafficPanel
 from .running_job import JobRun
-from .screens.archive import ArchiveConfirm
-from .screens.confirm import Confirm, ConfirmChange
+from .screens.confirm import ConfirmChange
 from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
 from .screens.job import JobScreen
@@ -57,7 +52,6 @@ from .screens.report_diff import ReportDiffScreen
 from .screens.reports import ReportsScreen
 from .screens.rollback import RollbackWizard
 from .step_keys import STEP_KEYS
-from .text import literal
 
 TRAFFIC_SECONDS = 1.0
 STATUS_SECONDS = 15.0
@@ -88,6 +82,7 @@ class CutoverApp(App[int]):
         super().__init__()
         self.settings = settings
         self.controller = Controller(self, settings, api_target=api_target, traffic=traffic)
+        self.dialogs = StepDialogs(self)
         self.notice = notice
         self.env_label = env_label or str(settings.env_file)
         self.env_path = str(settings.env_file)
@@ -264,69 +259,28 @@ class CutoverApp(App[int]):
     def on_traffic_read(self, message: TrafficRead) -> None:
         self.dashboard.traffic = message.figures
 
-    # -- stage A, the rollback window, the archive, the wizard: each asked in a dialog first -----
+    # -- the one-off steps, each asked in a dialog first (dialogs.py) --------------------------------
 
     def open_migrate(self) -> None:
         if not self._job_in_the_way():
-            self.run_engine(transitions.plan_stage_a, self._ask_stage_a, group="change")
-
-    def _ask_stage_a(self, plan: MigrationPlan) -> None:
-        if not plan.to_apply:
-            self.notify(plan.nothing_to_apply(), timeout=6)
-            return
-        body = Text("\n\n").join(literal(f"-- {f.id} (sha256 {f.checksum})\n{f.sql}") for f in plan.to_apply)
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.run_engine(partial(transitions.apply_stage_a, shown=plan), self._stage_a_applied, group="change",
-                         refresh=True)
-        self.push_screen(Confirm(f"Stage A: apply {', '.join(f.id for f in plan.to_apply)}",
-                                 f"from {self.settings.runbook.paths.sql_dir}, each file in one transaction:",
-                                 body, "Apply it?  y = yes   n = no"), answered)
-
-    def _stage_a_applied(self, applied: list[str]) -> None:
-        self._changed(f"Applied {', '.join(applied)}.", "Stage A")
-
-    def _changed(self, text: str, title: str) -> None:
-        self.notify(text, title=title, timeout=6)
-        self.controller.gather()
+            self.dialogs.migrate()
 
     def open_close_window(self) -> None:
-        if self._job_in_the_way():
-            return
-        runbook = self.settings.runbook
-        body = Text(f"After this the console no longer offers a rollback as routine: Stage F (archive) opens "
-                    f"once the last {runbook.gates.passing_verifies_before_archive} verifies in E' passed. "
-                    "It changes no flag.")
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.run_engine(transitions.close_rollback_window, self._window_closed, group="change", refresh=True)
-        self.push_screen(Confirm("Close the rollback window", "recorded in the journal:", body,
-                                 "Close it?  y = yes   n = no"), answered)
-
-    def _window_closed(self, entry: JournalEntry) -> None:
-        self._changed(f"Journal entry {entry.id}.", "Rollback window closed")
+        if not self._job_in_the_way():
+            self.dialogs.close_window()
 
     def open_archive(self) -> None:
         if not self._job_in_the_way():
-            self.run_engine(plan_archive, self._ask_archive, group="change")
-
-    def _ask_archive(self, plan: ArchivePlan) -> None:
-        def typed(name: str | None) -> None:
-            if name is None:
-                self.notify("Nothing was archived.", timeout=4)
-                return
-            self.run_engine(partial(run_archive, plan=plan, confirm=name), partial(self._archived, plan),
-                            group="change", refresh=True)
-        self.push_screen(ArchiveConfirm(plan), typed)
-
-    def _archived(self, plan: ArchivePlan, entry: JournalEntry) -> None:
-        self._changed(f"Archived the legacy tables of {plan.database}; journal entry {entry.id}.", "Stage F done")
+            self.dialogs.archive()
 
     def open_rollback(self) -> None:
         if not self._job_in_the_way():
             self.push_screen(RollbackWizard(self.env_label))
+
+    def changed(self, text: str, title: str) -> None:
+        """A one-off step is done: say so, and show where the cutover stands now."""
+        self.notify(text, title=title, timeout=6)
+        self.controller.gather()
 
     # -- actions --------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from ..work.jobs import ApiTarget, JobPlan
 from ..work.verify import VerifyOptions
 from .messages import (
     ChangeApplied,
+    ChangeKey,
     ChangePlanned,
     JobEnded,
     JournalLoaded,
@@ -148,7 +149,7 @@ class Controller:
                 self.app.post_message(JournalLoaded(journal.entries(session.conn, JOURNAL_ROWS)))
         self._worker(work, group="journal", exclusive=True)
 
-    def plan_change(self, action: str, target: str | None) -> None:
+    def plan_change(self, action: ChangeKey, target: str | None) -> None:
         def work() -> None:
             with self._reported() as session:
                 if action == "promote":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from textual.message import Message
 
@@ -12,6 +13,8 @@ from ..ops.transitions import FlagChange
 from ..store.journal import JournalEntry
 from .protocols import TrafficFigures
 from .running_job import JobRun
+
+ChangeKey = Literal["promote", "rollback", "restore"]  # the flag changes a key or the palette asks for
 
 
 @dataclass
@@ -35,7 +38,7 @@ class JournalLoaded(Message):
 class ChangeRequested(Message):
     """The operator pressed a flag-change key; `action` is promote, rollback or restore."""
 
-    action: str
+    action: ChangeKey
     target: str | None = None
 
 

@@ -21,16 +21,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BadInput, CutoverError, Refused
-from ..rules.mapping import (
-    BY_NAME,
-    TABLES,
-    TableMap,
-    column_types,
-    ids_filter,
-    range_filter,
-    row_hash,
-    source_query,
-)
+from ..rules.mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_filter, row_hash, source_query
 from ..store import db
 from ..store.db import JOB_LOCK_KEY, JOB_WORKERS_KEY
 from . import ranges

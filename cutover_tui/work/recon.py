@@ -17,15 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..rules.mapping import (
-    BY_NAME,
-    TABLES,
-    TableMap,
-    column_types,
-    ids_filter,
-    range_filter,
-    source_query,
-)
+from ..rules.mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_filter, source_query
 from ..store.db import JOB_LOCK_KEY, connect
 from . import ranges
 from .backfill import EXAMPLE_ROWS, BackfillOptions, TableSQL

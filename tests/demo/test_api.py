@@ -9,14 +9,7 @@ import psycopg
 import pytest
 
 from cutover_tui.demo.api import COOKIE_NAME, serve_api, switch_for
-from cutover_tui.files.envfile import (
-    ALIAS,
-    DUAL_WRITE,
-    READS,
-    WRITES,
-    read_env_file,
-    write_flags,
-)
+from cutover_tui.files.envfile import ALIAS, DUAL_WRITE, READS, WRITES, read_env_file, write_flags
 
 ACCOUNT = "ws_1"
 USER = "user_1"

@@ -40,7 +40,8 @@ def test_an_installed_console_runs_the_demo_from_any_folder(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     alone = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what the venv has
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", *map(str, wheels.glob("*.whl"))],
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall", "-q",
+                    *map(str, wheels.glob("*.whl"))],
                    check=True, capture_output=True, timeout=300)
     where = subprocess.run([str(python), "-c", "import cutover_tui; print(cutover_tui.__file__)"],
                            capture_output=True, text=True, check=True, cwd=elsewhere, env=alone).stdout

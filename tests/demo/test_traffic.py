@@ -13,13 +13,7 @@ from helpers import ROOT, age_journal
 
 from cutover_tui.demo.api import COOKIE_NAME, serve_api
 from cutover_tui.demo.seed import seed_legacy
-from cutover_tui.demo.traffic import (
-    Traffic,
-    TrafficStats,
-    demo_cookies,
-    require_loopback,
-    run_traffic,
-)
+from cutover_tui.demo.traffic import Traffic, TrafficStats, demo_cookies, require_loopback, run_traffic
 from cutover_tui.files.envfile import DUAL_WRITE, READS, WRITES, read_env_file
 from cutover_tui.ops import transitions
 from cutover_tui.store.db import ensure_console_schema

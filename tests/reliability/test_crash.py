@@ -42,15 +42,7 @@ from cutover_tui.store.db import JOB_LOCK_KEY, OPERATOR_LOCK_KEY
 from cutover_tui.store.lock import holder
 from cutover_tui.work.verify import VerifyOptions, run_verify
 
-from .support import (
-    V2_TABLES,
-    WORKSPACES,
-    copy_database,
-    fingerprint,
-    row_counts,
-    scale,
-    seeded,
-)
+from .support import V2_TABLES, WORKSPACES, copy_database, fingerprint, row_counts, scale, seeded
 
 # Fast mode needs a backfill of a couple of seconds so that random kills land inside it.
 CRASH_WORKSPACES = scale(8000, WORKSPACES)

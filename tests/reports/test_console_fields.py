@@ -7,12 +7,7 @@ import psycopg
 from helpers import ROOT, apply_v2, undeclared
 
 from cutover_tui.demo.seed import seed_legacy
-from cutover_tui.reports.models import (
-    BackfillReport,
-    ReconReport,
-    VerifyCheck,
-    VerifyReport,
-)
+from cutover_tui.reports.models import BackfillReport, ReconReport, VerifyCheck, VerifyReport
 from cutover_tui.work.backfill import Backfill, BackfillOptions
 from cutover_tui.work.migrate import apply_legacy_baseline
 from cutover_tui.work.recon import run_recon

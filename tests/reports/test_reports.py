@@ -16,14 +16,7 @@ from helpers import DATA as TEST_DATA
 
 from cutover_tui.errors import BadInput
 from cutover_tui.reports import store as report_store
-from cutover_tui.reports.models import (
-    BackfillReport,
-    ReconReport,
-    VerifyCheck,
-    VerifyReport,
-    dump_report,
-    report_kind,
-)
+from cutover_tui.reports.models import BackfillReport, ReconReport, VerifyCheck, VerifyReport, dump_report, report_kind
 from cutover_tui.reports.store import (
     check_report_dir,
     check_report_path,

@@ -12,7 +12,13 @@ from rich.console import Console, ConsoleRenderable
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+from cutover_tui.files.envfile import DUAL_WRITE, READS, WRITES, read_env_file
+from cutover_tui.reports import store as report_store
+from cutover_tui.reports.models import ReportKind
+from cutover_tui.store import journal
+from cutover_tui.store.db import ensure_console_schema
 from cutover_tui.store.session import Settings, resolve_settings
+from cutover_tui.tui.screens.job import JobScreen
 
 BACKFILL_AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 VERIFY_AT = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -64,3 +70,75 @@ async def wait_until(pilot: Pilot, condition, rounds: int = 300) -> None:
             return
         await pilot.pause(0.1)
     raise AssertionError(screen_text(pilot.app))
+
+
+# --- shared by several screens' tests -----------------------------------------------------
+
+LABEL = "alice @ test database · env deploy.env"
+D_SINCE = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
+
+
+def pressing(key: str):
+    """A `run_before` that waits for the app, presses `key`, and waits again."""
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await pilot.press(key)
+        await settle(pilot)
+    return run_before
+
+
+def flags(env_file) -> tuple[bool, bool, bool]:
+    declared = read_env_file(env_file).declared
+    return declared[READS], declared[WRITES], declared[DUAL_WRITE]
+
+
+def last_action(url: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return journal.entries(conn)[-1].action
+
+
+async def run_job(pilot, key: str) -> JobScreen:
+    """Press the job's key, start the job, wait for it to end, and go back."""
+    app = pilot.app
+    await pilot.press(key)
+    await settle(pilot)
+    screen = app.screen
+    assert isinstance(screen, JobScreen), screen_text(app)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: screen.run is not None and not screen.run.running)
+    await settle(pilot)
+    assert screen.run.error is None, screen.run.error
+    await pilot.press("escape")
+    await settle(pilot)
+    return screen
+
+
+OLDER = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+NEWER = datetime(2026, 1, 6, 10, 0, tzinfo=UTC)
+ODD = "[red]x[/red] \x1b[31mred"  # markup and an escape code, as a database row might hold them
+
+
+def verify_body(at: datetime, *, duplicates: int) -> dict:
+    """A verify report in the upstream shape: duplicates > 0 fails one check, with example rows."""
+    return {"ok": duplicates == 0, "generatedAt": at.isoformat(), "checks": [
+        {"type": "count", "table": "accounts", "oldTable": "platform_workspaces", "oldCount": 20,
+         "newCount": 20, "ok": True},
+        {"type": "integrity", "name": "identity_fingerprint_duplicates", "count": duplicates,
+         "ok": duplicates == 0, "note": ODD,
+         "examples": [{"id": f"mu_{n}", "display_name": ODD} for n in range(duplicates)]},
+        {"type": "sample", "name": "identity_expected_collections", "mismatchCount": 2 - min(duplicates, 2),
+         "mismatches": [], "ok": duplicates > 0},
+    ]}
+
+
+def store(url: str, kind: ReportKind, body: dict, stage: str | None = None) -> report_store.StoredReport:
+    at = datetime.fromisoformat(body["generatedAt"].replace("Z", "+00:00"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        ensure_console_schema(conn)
+        return report_store.store(conn, kind, body, generated_at=at, stage=stage, path=None)
+
+
+def two_verifies(url: str) -> tuple[report_store.StoredReport, report_store.StoredReport]:
+    """An older verify whose sample check failed, a newer one where a duplicate check fails instead."""
+    return (store(url, "verify", verify_body(OLDER, duplicates=0) | {"ok": False}, stage="B"),
+            store(url, "verify", verify_body(NEWER, duplicates=2), stage="G"))

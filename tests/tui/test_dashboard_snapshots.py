@@ -3,18 +3,13 @@ a fixed target label instead of the random test database name and temp paths."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from helpers import record_report
 
 from cutover_tui.ops import transitions
 from cutover_tui.store.session import Session
 from cutover_tui.tui.app import make_app
 
-from .support import BACKFILL_AT, VERIFY_AT, set_journal_times, settings_for, settle
-
-LABEL = "alice @ test database · env deploy.env"
-D_SINCE = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
+from .support import BACKFILL_AT, D_SINCE, LABEL, VERIFY_AT, pressing, set_journal_times, settings_for, settle
 
 
 async def _settled(pilot) -> None:
@@ -26,14 +21,6 @@ def _backfilled_and_verified(url: str) -> None:
     record_report(url, "verify", ok=True, at=VERIFY_AT, stage="G")
 
 
-
-def pressing(key: str):
-    """A `run_before` that waits for the app, presses `key`, and waits again."""
-    async def run_before(pilot) -> None:
-        await settle(pilot)
-        await pilot.press(key)
-        await settle(pilot)
-    return run_before
 
 class TestDashboard:
     def test_stage_g_before_c(self, snap_compare, v2_db_url, env_file):

@@ -9,16 +9,13 @@ import pytest
 from helpers import age_journal
 
 from cutover_tui.demo.seed import seed_legacy
-from cutover_tui.files.envfile import DUAL_WRITE, READS, WRITES, read_env_file
-from cutover_tui.store import journal
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.archive import ArchiveConfirm
 from cutover_tui.tui.screens.confirm import Confirm
 from cutover_tui.tui.screens.dashboard import DashboardScreen
-from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.work.migrate import apply_legacy_baseline
 
-from .support import ROOT, screen_text, settings_for, settle, toasts, wait_until
+from .support import ROOT, flags, last_action, run_job, screen_text, settings_for, settle, toasts
 
 pytestmark = pytest.mark.anyio
 
@@ -32,30 +29,7 @@ def clean_legacy_url(empty_db_url) -> str:
     return empty_db_url
 
 
-def flags(env_file) -> tuple[bool, bool, bool]:
-    declared = read_env_file(env_file).declared
-    return declared[READS], declared[WRITES], declared[DUAL_WRITE]
 
-
-def last_action(url: str) -> str:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return journal.entries(conn)[-1].action
-
-
-async def run_job(pilot, key: str) -> JobScreen:
-    """Press the job's key, start the job, wait for it to end, and go back."""
-    app = pilot.app
-    await pilot.press(key)
-    await settle(pilot)
-    screen = app.screen
-    assert isinstance(screen, JobScreen), screen_text(app)
-    await pilot.press("enter")
-    await wait_until(pilot, lambda: screen.run is not None and not screen.run.running)
-    await settle(pilot)
-    assert screen.run.error is None, screen.run.error
-    await pilot.press("escape")
-    await settle(pilot)
-    return screen
 
 
 async def confirm(pilot, key: str, answer: str = "y") -> str:

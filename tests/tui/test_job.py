@@ -14,8 +14,7 @@ from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.tui.screens.report import ReportScreen
 from cutover_tui.work.migrate import apply_legacy_baseline
 
-from .support import ROOT, screen_text, settings_for, settle, wait_until
-from .test_happy_path import last_action
+from .support import ROOT, last_action, screen_text, settings_for, settle, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -85,7 +84,7 @@ async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url
         await pilot.press("x")
         await wait_until(pilot, lambda: not run.running)
         await settle(pilot)
-        assert run.state == "cancelled" and run.report.model_extra["cancelled"] is True
+        assert run.state == "cancelled" and run.report.cancelled is True
         assert "CANCELLED" in screen_text(app)
         assert last_action(bigger_url) == "backfill"
 
@@ -94,7 +93,7 @@ async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url
         assert "Resumes run" in screen_text(app)
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.screen.run is not None and not app.screen.run.running)
-        assert app.screen.run.report.model_extra["resumed"] is True
+        assert app.screen.run.report.resumed is True
         await pilot.press("o")  # its report
         await settle(pilot)
         assert isinstance(app.screen, ReportScreen)

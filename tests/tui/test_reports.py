@@ -5,57 +5,23 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import psycopg
 import pytest
 from helpers import DATA as TEST_DATA
 from textual.widgets import DataTable, Input
 
-from cutover_tui.reports import store as report_store
-from cutover_tui.reports.models import ReconReport, ReportKind
+from cutover_tui.reports.models import ReconReport
 from cutover_tui.reports.present import items
-from cutover_tui.store.db import ensure_console_schema
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.report import ReportScreen, details
 from cutover_tui.tui.screens.report_diff import ReportDiffScreen
 from cutover_tui.tui.screens.report_path import ReportPathScreen
 from cutover_tui.tui.screens.reports import ReportsScreen
 
-from .support import screen_text, settings_for, settle
+from .support import screen_text, settings_for, settle, store, two_verifies, verify_body
 
 pytestmark = pytest.mark.anyio
 
 DATA = TEST_DATA / "reports"
-OLDER = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
-NEWER = datetime(2026, 1, 6, 10, 0, tzinfo=UTC)
-ODD = "[red]x[/red] \x1b[31mred"  # markup and an escape code, as a database row might hold them
-
-
-def verify_body(at: datetime, *, duplicates: int) -> dict:
-    """A verify report in the upstream shape: duplicates > 0 fails one check, with example rows."""
-    return {"ok": duplicates == 0, "generatedAt": at.isoformat(), "checks": [
-        {"type": "count", "table": "accounts", "oldTable": "platform_workspaces", "oldCount": 20,
-         "newCount": 20, "ok": True},
-        {"type": "integrity", "name": "identity_fingerprint_duplicates", "count": duplicates,
-         "ok": duplicates == 0, "note": ODD,
-         "examples": [{"id": f"mu_{n}", "display_name": ODD} for n in range(duplicates)]},
-        {"type": "sample", "name": "identity_expected_collections", "mismatchCount": 2 - min(duplicates, 2),
-         "mismatches": [], "ok": duplicates > 0},
-    ]}
-
-
-def store(url: str, kind: ReportKind, body: dict, stage: str | None = None) -> report_store.StoredReport:
-    at = datetime.fromisoformat(body["generatedAt"].replace("Z", "+00:00"))
-    with psycopg.connect(url, autocommit=True) as conn:
-        ensure_console_schema(conn)
-        return report_store.store(conn, kind, body, generated_at=at, stage=stage, path=None)
-
-
-def two_verifies(url: str) -> tuple[report_store.StoredReport, report_store.StoredReport]:
-    """An older verify whose sample check failed, a newer one where a duplicate check fails instead."""
-    return (store(url, "verify", verify_body(OLDER, duplicates=0) | {"ok": False}, stage="B"),
-            store(url, "verify", verify_body(NEWER, duplicates=2), stage="G"))
-
-
 def rows(table: DataTable) -> list[list[str]]:
     return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
+from helpers import DATA as TEST_DATA
+
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.reports import ReportsScreen
 
-from .support import settings_for, settle
-from .test_reports import DATA, store, two_verifies
-
-LABEL = "alice @ test database · env deploy.env"
+from .support import LABEL, settings_for, settle, store, two_verifies
 
 
 def diffing(*keys: str):
@@ -44,6 +43,6 @@ class TestReportDiff:
         (beforeCount 0 -> 20 ...); below, scrollable, 'ERR' groups in red with their text wrapped
         in the 'what' column and '+ERR' (red, bold) for the new one; the footer keys at the bottom."""
         for name in ("upstream-backfill.json", "console-backfill.json"):
-            store(v2_db_url, "backfill", json.loads((DATA / name).read_text()))
+            store(v2_db_url, "backfill", json.loads((TEST_DATA / "reports" / name).read_text()))
         app = make_app(settings_for(v2_db_url, env_file), target_label=LABEL)
         assert snap_compare(app, terminal_size=(80, 24), run_before=diffing("p"))

@@ -11,8 +11,7 @@ from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.tui.screens.rollback import RollbackWizard
 
-from .support import screen_text, settings_for, settle, toasts
-from .test_happy_path import flags, last_action, run_job
+from .support import flags, last_action, run_job, screen_text, settings_for, settle, toasts
 
 pytestmark = pytest.mark.anyio
 

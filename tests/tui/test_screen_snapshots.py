@@ -13,8 +13,7 @@ from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.work import jobs
 from cutover_tui.work.backfill import BackfillProgress
 
-from .support import BACKFILL_AT, VERIFY_AT, set_journal_times, settings_for, settle
-from .test_dashboard_snapshots import D_SINCE, LABEL, pressing
+from .support import BACKFILL_AT, D_SINCE, LABEL, VERIFY_AT, pressing, set_journal_times, settings_for, settle
 
 
 def _in_d(url: str, env_file) -> None:

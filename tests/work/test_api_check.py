@@ -20,14 +20,7 @@ from helpers import http_server, undeclared
 
 from cutover_tui.demo.api import COOKIE_NAME, serve_api
 from cutover_tui.errors import CutoverError
-from cutover_tui.files.envfile import (
-    ALIAS,
-    DUAL_WRITE,
-    READS,
-    WRITES,
-    read_env_file,
-    write_flags,
-)
+from cutover_tui.files.envfile import ALIAS, DUAL_WRITE, READS, WRITES, read_env_file, write_flags
 from cutover_tui.reports.models import VerifyReport
 from cutover_tui.work import api_check
 

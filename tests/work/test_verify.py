@@ -24,11 +24,7 @@ from cutover_tui.work import ranges
 from cutover_tui.work import verify as verify_module
 from cutover_tui.work.backfill import Backfill, BackfillOptions
 from cutover_tui.work.migrate import apply_legacy_baseline
-from cutover_tui.work.verify import (
-    VerifyOptions,
-    VerifyProgress,
-    run_verify,
-)
+from cutover_tui.work.verify import VerifyOptions, VerifyProgress, run_verify
 
 INTEGRITY = ["account_member_account_fk", "identity_account_fk", "pixbook_identity_fk", "pixbook_account_match",
              "snapshot_pixbook_fk", "identity_fingerprint_duplicates", "pixbook_active_duplicates"]

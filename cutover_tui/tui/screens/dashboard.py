@@ -23,7 +23,7 @@ from ...rules.matrix import Step
 from ...rules.steps import JobKind
 from ..compat.footer import Footer
 from ..console import Console, console_of
-from ..messages import ChangeRequested
+from ..messages import ChangeKey, ChangeRequested
 from ..protocols import TrafficFigures
 from ..step_keys import STEP_KEYS
 from ..text import literal
@@ -148,7 +148,7 @@ class DashboardScreen(Screen):
     def cutover(self) -> Console:
         return console_of(self)
 
-    def action_change(self, action: str, target: str | None = None) -> None:
+    def action_change(self, action: ChangeKey, target: str | None = None) -> None:
         self.post_message(ChangeRequested(action, target))
 
     def action_job(self, kind: JobKind) -> None:

@@ -16,9 +16,7 @@ from textual.widgets import DataTable, Header, Static
 
 from ...ops import saved_reports
 from ...reports.diff import ReportDiff, Side
-from ...reports.models import (
-    Report,
-)
+from ...reports.models import Report
 from ...reports.present import Item, file_kind, items, summary
 from ...reports.store import StoredReport
 from ..compat.footer import Footer
