@@ -346,23 +346,24 @@ class Traffic:
 
     # writes
     def _write(self, client: httpx.Client, account: _Account, op: str, table: str, method: str, path: str,
-               row: Callable[[Any], str], book_id: str | None = None, **request: Any) -> tuple[bool, Any]:
-        """One write through the API; a successful one is recorded as `op` on `row(body)` of `table`."""
+               row: Callable[[Any], str], book_id: str | None = None, then: Callable[[str], None] | None = None,
+               **request: Any) -> tuple[bool, Any]:
+        """One write through the API; a successful one is recorded as `op` on `row(body)` of `table`,
+        and `then(row)` keeps the account's own lists up to date."""
         ok, body = self._call(client, account, method, path, **request)
         if ok:
             self._record(op, table, row(body), account, book_id=book_id)
+            if then is not None:
+                then(row(body))
         return ok, body
 
     def _create_identity(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         n = account.next()
-        ok, body = self._write(client, account, "create_identity", "identities", "POST", "/v1/account/identities",
-                               lambda answer: answer["user"]["id"],
-                               json={"accountId": account.id, "displayName": f"Traffic Person {self.seed}-{n}",
-                                     "userKey": f"traffic-{self.seed}-{n}-{account.rng.randrange(10**9)}",
-                                     "profileId": f"tp-{self.seed}-{n}"})
-        if ok:
-            account.identities.append(body["user"]["id"])
-        return ok, body
+        return self._write(client, account, "create_identity", "identities", "POST", "/v1/account/identities",
+                           lambda answer: answer["user"]["id"], then=account.identities.append,
+                           json={"accountId": account.id, "displayName": f"Traffic Person {self.seed}-{n}",
+                                 "userKey": f"traffic-{self.seed}-{n}-{account.rng.randrange(10**9)}",
+                                 "profileId": f"tp-{self.seed}-{n}"})
 
     def _update_identity(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         ident = account.rng.choice(account.identities)
@@ -373,13 +374,10 @@ class Traffic:
     def _create_book(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         n = account.next()
         ident = account.rng.choice(account.identities)
-        ok, body = self._write(client, account, "create_book", "pixbooks", "POST", "/v1/account/books",
-                               lambda answer: answer["book"]["id"],
-                               json={"accountId": account.id, "managedUserId": ident,
-                                     "name": f"Album {self.seed}-{n}", "collectionId": f"traffic-{self.seed}-{n}"})
-        if ok:
-            account.books.append(body["book"]["id"])
-        return ok, body
+        return self._write(client, account, "create_book", "pixbooks", "POST", "/v1/account/books",
+                           lambda answer: answer["book"]["id"], then=account.books.append,
+                           json={"accountId": account.id, "managedUserId": ident, "name": f"Album {self.seed}-{n}",
+                                 "collectionId": f"traffic-{self.seed}-{n}"})
 
     def _update_book(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         book = account.rng.choice(account.books)
@@ -389,11 +387,8 @@ class Traffic:
 
     def _remove_book(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         book = account.rng.choice(account.books)
-        ok, body = self._write(client, account, "remove_book", "pixbooks", "DELETE", f"/v1/account/books/{book}",
-                               lambda _: book, params={"accountId": account.id})
-        if ok:
-            account.books.remove(book)
-        return ok, body
+        return self._write(client, account, "remove_book", "pixbooks", "DELETE", f"/v1/account/books/{book}",
+                           lambda _: book, then=account.books.remove, params={"accountId": account.id})
 
     def _save_snapshot(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         book = account.rng.choice(account.books)
