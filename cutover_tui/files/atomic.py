@@ -16,16 +16,19 @@ from pathlib import Path
 TEMP_INFIX = ".cutover-tmp-"
 
 
-def write_temp(target: Path, data: bytes, mode: int | None = None) -> Path:
-    """`data` flushed to a new temp file beside `target`; `mode` None honours the umask."""
+def write_temp(target: Path, data: bytes, mode: int | None = None, owner: tuple[int, int] | None = None) -> Path:
+    """`data` flushed to a new temp file beside `target`; `mode` None honours the umask; `owner`
+    (uid, gid) is given to it where it differs from this process's (PermissionError if it may not)."""
     temp = target.with_name(f".{target.name}{TEMP_INFIX}{secrets.token_hex(4)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600)
     try:
         with open(fd, "wb") as file:
             file.write(data)
             file.flush()
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                os.fchown(file.fileno(), *owner)
             if mode is not None:
-                os.fchmod(file.fileno(), mode)
+                os.fchmod(file.fileno(), mode)  # after chown, which may clear set-id bits
             os.fsync(file.fileno())
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -45,13 +48,13 @@ def place(temp: Path, target: Path) -> None:
             os.close(fd)
 
 
-def atomic_write(target: Path, data: bytes, *, mode: int | None = None,
+def atomic_write(target: Path, data: bytes, *, mode: int | None = None, owner: tuple[int, int] | None = None,
                  before_replace: Callable[[], None] | None = None) -> None:
     """Replace `target` with `data`; `before_replace` may raise to abandon the write.
 
     An OSError means nothing was replaced and no temp file is left behind.
     """
-    temp = write_temp(target, data, mode)
+    temp = write_temp(target, data, mode, owner)
     try:
         if before_replace is not None:
             before_replace()

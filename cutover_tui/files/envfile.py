@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import errno
 import hashlib
 import os
 import re
@@ -107,6 +108,9 @@ class EnvFile(BaseModel):
     sha256: str
     mode: int
     text: str = Field(repr=False, exclude=True)  # secrets: kept out of reprs and dumps
+    # How the console's last write put these bytes in place ("replaced", or "in place, because
+    # ..."); None for a file as read.
+    written: str | None = None
 
     @classmethod
     def from_bytes(cls, path: Path, data: bytes, mode: int) -> EnvFile:
@@ -340,12 +344,13 @@ def env_diff(env: EnvFile, changes: Mapping[str, bool]) -> str:
 def read_env_file(path: str | os.PathLike[str]) -> EnvFile:
     """Read the env file at `path` (a symlink is followed; `EnvFile.path` keeps the link)."""
     path = Path(path)
-    data, mode = _read_bytes(path)
+    data, info = _read_bytes(path)
+    mode = stat.S_IMODE(info.st_mode)
     return EnvFile.from_bytes(path, data, mode)
 
 
-def _read_bytes(path: Path) -> tuple[bytes, int]:
-    """The file's bytes and permission bits, or an EnvFileError saying what to do."""
+def _read_bytes(path: Path) -> tuple[bytes, os.stat_result]:
+    """The file's bytes and what it is (mode, owner, links), or an EnvFileError saying what to do."""
     try:
         # O_NONBLOCK: a FIFO must fail the regular-file check below, not hang the console.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -386,7 +391,7 @@ def _read_bytes(path: Path) -> tuple[bytes, int]:
         ) from exc
     finally:
         os.close(fd)
-    return data, stat.S_IMODE(info.st_mode)
+    return data, info
 
 
 def write_flags(env: EnvFile, changes: Mapping[str, bool]) -> EnvFile:
@@ -396,30 +401,69 @@ def write_flags(env: EnvFile, changes: Mapping[str, bool]) -> EnvFile:
     """
     content = plan_flag_change(env, changes)
     target = Path(os.path.realpath(env.path))  # write through a symlink: the link stays
-    mode = _ensure_unchanged(env, target)
-    if content != env.text.encode("utf-8"):
-        _replace(env, target, content, mode)
-    return read_env_file(env.path)
+    info = _ensure_unchanged(env, target)
+    if content == env.text.encode("utf-8"):
+        return read_env_file(env.path)
+    how = _replace(env, target, content, info)
+    return read_env_file(env.path).model_copy(update={"written": how})
 
 
-def _ensure_unchanged(env: EnvFile, target: Path) -> int:
-    """The target's mode, after checking it still holds the bytes `env` was read from."""
-    data, mode = _read_bytes(target)
+def _ensure_unchanged(env: EnvFile, target: Path) -> os.stat_result:
+    """What the target is, after checking it still holds the bytes `env` was read from."""
+    data, info = _read_bytes(target)
     if hashlib.sha256(data).hexdigest() != env.sha256:
         raise EnvFileChanged(
             f"The deploy env file {env.path} changed on disk since it was read; "
             "nothing was written; re-read it and try again."
         )
-    return mode
+    return info
 
 
-def _replace(env: EnvFile, target: Path, content: bytes, mode: int) -> None:
+def _replace(env: EnvFile, target: Path, content: bytes, info: os.stat_result) -> str:
+    """Put `content` in place and say how. A new file renamed over the old one keeps the old
+    one's mode, owner and group; where a new file cannot stand in for it (other hard links would
+    keep the old flags, a single-file bind mount cannot be renamed over, this user may not give
+    a new file the owner) the file is rewritten in place, its inode kept."""
+    if info.st_nlink > 1:
+        return _in_place(env, target, content, f"it has {info.st_nlink} hard links")
     try:
         def check_again() -> None:  # as late as possible, to catch another writer
             _ensure_unchanged(env, target)
-        atomic_write(target, content, mode=mode, before_replace=check_again)
+        atomic_write(target, content, mode=stat.S_IMODE(info.st_mode), owner=(info.st_uid, info.st_gid),
+                     before_replace=check_again)
+        return "replaced"
+    except PermissionError as exc:
+        if (info.st_uid, info.st_gid) == (os.geteuid(), os.getegid()):
+            raise _unwritable(env, target, exc) from exc
+        return _in_place(env, target, content, f"this user may not give a new file its owner {info.st_uid}:"
+                         f"{info.st_gid}")
     except OSError as exc:
-        raise EnvFileError(
-            f"Could not write the deploy env file {env.path} ({exc.strerror or exc}); the file was "
-            f"left as it was. Check that {target.parent} is writable and has free space, then try again."
-        ) from exc
+        if exc.errno == errno.EBUSY:
+            return _in_place(env, target, content, "it is a mount point (a bind-mounted file)")
+        raise _unwritable(env, target, exc) from exc
+
+
+def _in_place(env: EnvFile, target: Path, content: bytes, why: str) -> str:
+    """Rewrite the file's own bytes (its inode, owner and links stay), after the same check
+    that nobody else wrote it since it was read."""
+    try:
+        with open(target, "r+b") as file:
+            if hashlib.sha256(file.read()).hexdigest() != env.sha256:
+                raise EnvFileChanged(
+                    f"The deploy env file {env.path} changed on disk since it was read; "
+                    "nothing was written; re-read it and try again.")
+            file.seek(0)
+            file.write(content)
+            file.truncate()
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as exc:
+        raise _unwritable(env, target, exc) from exc
+    return f"in place, because {why}"
+
+
+def _unwritable(env: EnvFile, target: Path, exc: OSError) -> EnvFileError:
+    return EnvFileError(
+        f"Could not write the deploy env file {env.path} ({exc.strerror or exc}); the file was left as it was. "
+        f"Check that {target.parent} is writable and has free space, then try again.")
+

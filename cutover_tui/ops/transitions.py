@@ -6,16 +6,18 @@ operator lock after the gates are checked again, so a plan can never outlive its
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import BadInput, Refused
+from ..errors import BadInput, CutoverError, Refused
 from ..files.envfile import EnvFile, env_diff, write_flags
 from ..rules.flags import Flags
 from ..rules.matrix import Assessment, Step, refuse, rollback_flags
 from ..rules.runbook import PROMOTABLE, StageId
-from ..store import journal
+from ..store import flag_writes, journal
+from ..store.flag_writes import JournalRow
 from ..store.session import Session
 from ..work import migrate
 
@@ -100,15 +102,47 @@ def apply_change(session: Session, change: FlagChange) -> journal.JournalEntry:
     """Write the env file and journal it as one step: the journal row commits only after the write."""
     with session.operator_lock():
         _still_allowed(session, change)
+        rows = []
+        if change.action == "promote" and session.facts(change.env).rollback_open:
+            rows.append(JournalRow(action="rollback-closed", detail={"by": f"promote {change.target}"}))
+        rows.append(JournalRow(action=change.action, flags_before=change.flags_before, flags_after=change.flags_after,
+                               detail={"target": change.target, "env_file": str(session.settings.env_file)}))
+        # The intent commits first: a console stopped after the file is written and before its
+        # journal rows commit leaves it open, and the next console journals the rows.
+        intent = flag_writes.open_intent(session.conn, session.settings.operator, str(session.settings.env_file),
+                                         change.flags_before, change.flags_after, rows)
+        try:
+            written = write_flags(change.env, change.flags_after.as_env())
+        except CutoverError:  # refused or failed before anything was put in place
+            with contextlib.suppress(Exception), session.conn.transaction():  # the failure at hand is what counts
+                flag_writes.finish(session.conn, intent, "not written")
+            raise
+        except BaseException:  # interrupted (a signal): what the file holds now tells
+            with contextlib.suppress(Exception):
+                session.finish_flag_writes(_declared(session))
+            raise
         with session.conn.transaction():
-            facts = session.facts(change.env)
-            if change.action == "promote" and facts.rollback_open:
-                session.record("rollback-closed", detail={"by": f"promote {change.target}"})
-            entry = session.record(change.action,
-                                   detail={"target": change.target, "env_file": str(session.settings.env_file)},
-                                   flags_before=change.flags_before, flags_after=change.flags_after)
-            write_flags(change.env, change.flags_after.as_env())
-    return entry
+            entries = [session.record(row.action, flags_before=row.flags_before, flags_after=row.flags_after,
+                                      detail=row.detail | _how(written.written))
+                       for row in rows]
+            flag_writes.finish(session.conn, intent, "written")
+    return entries[-1]
+
+
+def _how(written: str | None) -> dict[str, str]:
+    """Only a write that did not replace the file is worth a word in the journal."""
+    return {"written": written} if written and written != "replaced" else {}
+
+
+def written(entry: journal.JournalEntry, env_label: str) -> str:
+    """What the CLI and the console say after a flag write."""
+    how = entry.detail.get("written")
+    return f"Written {env_label}{f' ({how})' if how else ''}; journal entry {entry.id}."
+
+
+def _declared(session: Session) -> Flags:
+    env = session.read_env()
+    return Flags.from_env({name: value.value for name, value in env.flags.items()})
 
 
 def close_rollback_window(session: Session) -> journal.JournalEntry:

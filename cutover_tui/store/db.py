@@ -93,6 +93,21 @@ ALTER TABLE cutover.journal
     ADD COLUMN IF NOT EXISTS os_host text,
     -- the runbook file in force (its hash and gates), so a rehearsal's short gate shows afterwards
     ADD COLUMN IF NOT EXISTS runbook jsonb;
+""", """
+-- A flag write's intent: committed before the env file is written, finished in the transaction
+-- that journals it. A console killed in between leaves it open; the next one finishes it by
+-- what the file then holds (journaling the rows, or recording that nothing was written).
+CREATE TABLE IF NOT EXISTS cutover.flag_writes (
+    id bigserial PRIMARY KEY,
+    operator text NOT NULL,
+    env_file text NOT NULL,
+    flags_before jsonb NOT NULL,
+    flags_after jsonb NOT NULL,
+    journal_rows jsonb NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    outcome text CHECK (outcome IN ('written', 'not written', 'written, journaled by the next console'))
+);
 """)
 
 CONSOLE_SCHEMA_STEPS = len(_CONSOLE_STEPS)

@@ -10,7 +10,7 @@ import getpass
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,11 @@ from ..files.envfile import EnvFile, read_env_file
 from ..rules.flags import Flags
 from ..rules.matrix import Assessment, Facts, assess, hand_rollback
 from ..rules.runbook import Runbook, load_runbook
-from . import journal, lock
+from . import flag_writes, journal, lock
 from .db import (
     CONSOLE_SCHEMA_STEPS,
     HAND_ROLLBACK_KEY,
+    OPERATOR_LOCK_KEY,
     ROLLED_BACK,
     connect,
     console_schema_version,
@@ -206,10 +207,35 @@ class Session:
     def facts(self, env: EnvFile | None = None, now: datetime | None = None) -> Facts:
         env = env or self.read_env()
         flags = Flags.from_env({name: value.value for name, value in env.flags.items()})
+        if not self.read_only:
+            self.finish_flag_writes(flags)
         facts = load_facts(self.conn, flags, self.runbook, now or server_now(self.conn))
         if not self.read_only and hand_rollback(facts, self.runbook) is not None and self._journal_hand_rollback(facts):
             facts = load_facts(self.conn, flags, self.runbook, now or server_now(self.conn))
         return facts
+
+    def finish_flag_writes(self, declared: Flags) -> None:
+        """Finish the flag writes a console was stopped in the middle of, by what the env file
+        holds now: the flags it was writing, so their journal rows are written now (they were
+        written, the rows were not); anything else, and nothing was written. Only while no
+        console holds the operator lock, since one that does may be writing this moment."""
+        try:
+            with self.conn.transaction():
+                if not self.conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (OPERATOR_LOCK_KEY,)).fetchone()[0]:
+                    return
+                for intent in flag_writes.open_intents(self.conn):
+                    if declared != intent.flags_after:
+                        flag_writes.finish(self.conn, intent, "not written")
+                        continue
+                    late = (f"by {self.settings.operator}'s console: the console that wrote the file at "
+                            f"{intent.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC stopped before journaling it")
+                    for row in intent.journal_rows:
+                        journal.record(self.conn, intent.operator, row.action, flags_before=row.flags_before,
+                                       flags_after=row.flags_after, runbook=self.runbook.in_force(),
+                                       detail={**row.detail, "journaled": late})
+                    flag_writes.finish(self.conn, intent, "written, journaled by the next console")
+        except psycopg.errors.InsufficientPrivilege:
+            return  # a console that may not write leaves it to one that may
 
     def _journal_hand_rollback(self, seen: Facts) -> bool:
         """Journal a hand edit that turned WRITES off after E as the rollback after write cutover,

@@ -18,6 +18,7 @@ from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from ..errors import CutoverError
+from ..ops import transitions
 from ..reports.models import VerifyReport
 from ..rules import steps
 from ..rules.steps import JobKind
@@ -178,7 +179,7 @@ class CutoverApp(App[int]):
         self.push_screen(ConfirmChange(change, self.env_path, self.env_label), answered)
 
     def on_change_applied(self, message: ChangeApplied) -> None:
-        self.notify(f"Written {self.env_label}; journal entry {message.entry.id}.",
+        self.notify(transitions.written(message.entry, self.env_label),
                     title=message.change.describe(), timeout=6)
         self.controller.gather()
         if isinstance(self.screen, JournalScreen):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
@@ -535,7 +536,7 @@ def test_write_flags_returns_the_file_as_reread(tmp_path):
     path = tmp_path / "deploy.env"
     path.write_bytes(b"A=1\nACCOUNT_SCHEMA_V2_READS=false\n")
     after = write_flags(read_env_file(path), {READS: True})
-    assert after == read_env_file(path)
+    assert after.written == "replaced" and after.model_copy(update={"written": None}) == read_env_file(path)
     assert after.flags[READS].raw == "true"
 
 
@@ -681,6 +682,72 @@ def test_a_read_only_folder_leaves_the_file_as_it_was(shared_folder):
     assert "Permission denied); the file was left as it was" in done.stdout
     assert path.read_bytes() == b"ACCOUNT_SCHEMA_V2_READS=false\n"
     assert list(shared_folder.iterdir()) == [path]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
+def test_a_write_keeps_the_files_owner_and_group(tmp_path):
+    """The API's own user must still read the file at its next start, not find root's."""
+    path = tmp_path / "deploy.env"
+    path.write_bytes(b"ACCOUNT_SCHEMA_V2_READS=false\n")
+    os.chown(path, 4242, 4343)
+    path.chmod(0o640)
+    before = path.stat().st_ino
+    after = write_flags(read_env_file(path), {READS: True})
+    info = path.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (4242, 4343, 0o640)
+    assert after.written == "replaced" and info.st_ino != before and after.declared[READS]
+
+
+def test_a_file_someone_else_owns_is_written_in_place_when_a_new_one_could_not_be_theirs(shared_folder):
+    path = shared_folder / "deploy.env"
+    path.write_bytes(b"ACCOUNT_SCHEMA_V2_READS=false\n")
+    path.chmod(0o666)  # writable by the console's user, owned by another (root, when we are root)
+    shared_folder.chmod(0o777)
+    done = run_child("print(write_flags(read_env_file(PATH), {READS: True}).written)", path,
+                     unprivileged=True)
+    assert (done.returncode, done.stderr) == (0, "")
+    if os.geteuid() == 0:  # nobody may not hand a new file to root: the bytes are rewritten instead
+        assert done.stdout.startswith("in place, because this user may not give a new file its owner 0:0")
+    assert path.stat().st_uid == os.geteuid() and path.read_bytes() == b"ACCOUNT_SCHEMA_V2_READS=true\n"
+    assert list(shared_folder.iterdir()) == [path]
+
+
+def test_a_file_with_other_hard_links_is_written_in_place(tmp_path):
+    """A rename would leave the other name with the old flags."""
+    path, other = tmp_path / "deploy.env", tmp_path / "the-apis-copy.env"
+    path.write_bytes(b"# keep\nACCOUNT_SCHEMA_V2_READS=false\n")
+    os.link(path, other)
+    after = write_flags(read_env_file(path), {READS: True})
+    assert after.written == "in place, because it has 2 hard links"
+    assert other.read_bytes() == path.read_bytes() == b"# keep\nACCOUNT_SCHEMA_V2_READS=true\n"
+    assert path.stat().st_ino == other.stat().st_ino and sorted(tmp_path.iterdir()) == sorted([path, other])
+
+
+def test_a_bind_mounted_file_is_written_in_place(tmp_path, monkeypatch):
+    """A single file bind-mounted into a container cannot be renamed over (EBUSY), as a
+    Compose `volumes:` entry makes it; the kernel's answer is stood in for here."""
+    path = tmp_path / "deploy.env"
+    path.write_bytes(b"ACCOUNT_SCHEMA_V2_READS=false\n")
+    inode = path.stat().st_ino
+
+    def busy(src, dst):
+        raise OSError(errno.EBUSY, "Device or resource busy")
+    monkeypatch.setattr(os, "replace", busy)
+    after = write_flags(read_env_file(path), {READS: True})
+    assert after.written == "in place, because it is a mount point (a bind-mounted file)"
+    assert path.stat().st_ino == inode and path.read_bytes() == b"ACCOUNT_SCHEMA_V2_READS=true\n"
+    assert list(tmp_path.iterdir()) == [path]  # the temp file was removed
+
+
+def test_an_in_place_write_still_refuses_a_file_changed_since_it_was_read(tmp_path):
+    path, other = tmp_path / "deploy.env", tmp_path / "link.env"
+    path.write_bytes(b"ACCOUNT_SCHEMA_V2_READS=false\n")
+    os.link(path, other)
+    env = read_env_file(path)
+    other.write_bytes(b"ACCOUNT_SCHEMA_V2_READS=false\nX=1\n")
+    with pytest.raises(EnvFileChanged):
+        write_flags(env, {READS: True})
+    assert path.read_bytes() == b"ACCOUNT_SCHEMA_V2_READS=false\nX=1\n"
 
 
 def test_running_out_of_room_mid_write_leaves_the_file_as_it_was(tmp_path):

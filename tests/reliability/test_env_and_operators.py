@@ -38,8 +38,10 @@ from helpers import ROOT, record_report
 
 from cutover_tui.cli import main
 from cutover_tui.demo.envfile_text import DEMO_ENV
+from cutover_tui.files.envfile import EnvFileChanged
+from cutover_tui.ops import transitions
 from cutover_tui.store.lock import holder
-from cutover_tui.store.session import resolve_settings
+from cutover_tui.store.session import Session, resolve_settings
 
 from .support import copy_database, scale, seeded
 
@@ -329,12 +331,13 @@ def test_the_mode_is_kept_through_promote_and_rollback(mode, stage_g, env, capsy
 
 
 @contextmanager
-def journal_held(url: str):
-    """A transaction holding the journal table: a console reaching its journal row waits there,
-    inside its promotion, with the operator lock held. Reads go on (EXCLUSIVE allows SELECT)."""
+def held(url: str, table: str):
+    """A transaction holding one of the console's tables: a console reaching its row there waits,
+    inside its promotion, with the operator lock held. Reads go on (EXCLUSIVE allows SELECT).
+    `cutover.flag_writes` holds it before it writes the env file, `cutover.journal` after."""
     conn = psycopg.connect(url)
     try:
-        conn.execute("LOCK TABLE cutover.journal IN EXCLUSIVE MODE")
+        conn.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
         yield conn
     finally:
         conn.rollback()
@@ -367,7 +370,7 @@ def wait_for_no_backend(url: str, pid: int) -> float:
 
 
 def test_two_consoles_promote_at_once_one_is_refused_naming_the_holder(stage_g, env, capsys, figures):
-    with journal_held(stage_g):
+    with held(stage_g, "cutover.flag_writes"):
         bob = start_cli(stage_g, env, "bob", "promote", "C", "--yes")
         try:
             wait_for_holder(stage_g, "bob", bob)
@@ -413,7 +416,7 @@ def test_free_races_of_two_consoles_have_exactly_one_winner(pg_server_url, templ
 def test_a_console_killed_mid_promotion_releases_the_lock(stage_g, env, capsys, figures):
     """kill -9 while it holds the lock inside its promotion: no journal row, no write, and the
     next console takes the lock and promotes."""
-    with journal_held(stage_g) as blocker:
+    with held(stage_g, "cutover.flag_writes") as blocker:
         carol = start_cli(stage_g, env, "carol", "promote", "C", "--yes")
         try:
             wait_for_holder(stage_g, "carol", carol)
@@ -437,6 +440,71 @@ def test_a_console_killed_mid_promotion_releases_the_lock(stage_g, env, capsys, 
     figures.record("test_env_and_operators: console killed -9 holding the lock", workspaces=SMALL, runs=1,
                    faults_injected=1, lock_released=1, next_console_took_over=1, journal_rows_of_the_dead=0,
                    seconds_until_its_backend_went=round(gone_after, 2))
+
+
+def test_a_console_killed_between_its_env_write_and_its_journal_row_is_journaled_by_the_next(
+        stage_g, env, capsys, figures):
+    """kill -9 after the env file is written and before its journal row commits: the next
+    console journals the promotion (as carol's, saying by whom and why), so the console's own
+    write is never taken for a hand edit and nothing offers to undo it."""
+    with held(stage_g, "cutover.journal") as blocker:
+        carol = start_cli(stage_g, env, "carol", "promote", "C", "--yes")
+        try:
+            wait_for_holder(stage_g, "carol", carol)
+            deadline = time.monotonic() + CHILD_TIMEOUT
+            while env.read_text(encoding="utf-8") != PROMOTED:  # written; its journal row waits on us
+                assert time.monotonic() < deadline and carol.poll() is None, carol.communicate()
+                time.sleep(0.05)
+            with psycopg.connect(stage_g, autocommit=True) as conn:
+                backend = holder(conn).backend_pid
+        finally:
+            os.kill(carol.pid, signal.SIGKILL)
+            carol.communicate()
+        blocker.rollback()
+    wait_for_no_backend(stage_g, backend)
+    assert promotions(stage_g) == []  # the file says C, the journal knows nothing of it yet
+
+    code = main(argv(stage_g, env, "alice", "status"))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert promotions(stage_g) == ["carol"] and "restore" not in out.lower() and "hand" not in out.lower()
+    with psycopg.connect(stage_g) as conn:
+        detail = conn.execute("SELECT detail FROM cutover.journal WHERE action = 'promote'").fetchone()[0]
+        outcome = conn.execute("SELECT outcome FROM cutover.flag_writes").fetchall()
+    assert detail["journaled"].startswith("by alice's console: the console that wrote the file at ")
+    assert outcome == [("written, journaled by the next console",)]
+    code = main(argv(stage_g, env, "alice", "promote", "C", "--yes"))
+    assert code == 1 and "already live" in capsys.readouterr().err  # C is where the journal says it is
+    figures.record("test_env_and_operators: console killed -9 between its env write and its journal row",
+                   workspaces=SMALL, runs=2, faults_injected=1, journaled_by_the_next_console=1,
+                   taken_for_a_hand_edit=0)
+
+
+def test_a_hard_linked_env_file_is_promoted_in_place_and_says_so(stage_g, env, capsys):
+    """The API's copy is another name of the same file: both must say C afterwards."""
+    other = env.parent / "the-apis.env"
+    os.link(env, other)
+    code = main(argv(stage_g, env, "alice", "promote", "C", "--yes"))
+    out = capsys.readouterr().out
+    assert code == 0 and "(in place, because it has 2 hard links); journal entry" in out
+    assert other.read_text(encoding="utf-8") == PROMOTED and other.stat().st_ino == env.stat().st_ino
+    with psycopg.connect(stage_g) as conn:
+        detail = conn.execute("SELECT detail FROM cutover.journal WHERE action = 'promote'").fetchone()[0]
+    assert detail["written"] == "in place, because it has 2 hard links"
+
+
+def test_a_write_that_failed_finishes_its_intent_as_not_written(stage_g, env):
+    """The file changed between the plan and the write: nothing was written, and the intent says so."""
+    settings = resolve_settings(runbook_path=ROOT / "runbook.toml", env_file=env, database_url=stage_g,
+                                operator="alice", environ={})
+    with Session(settings) as session:
+        change = transitions.plan_promotion(session, "C")
+        env.write_text(DEMO_ENV + "# edited meanwhile\n", encoding="utf-8")
+        with pytest.raises(EnvFileChanged):
+            transitions.apply_change(session, change)
+    with psycopg.connect(stage_g) as conn:
+        assert conn.execute("SELECT outcome FROM cutover.flag_writes").fetchall() == [("not written",)]
+    assert promotions(stage_g) == [] and env.read_text(encoding="utf-8") == DEMO_ENV + "# edited meanwhile\n"
 
 
 FIRST_CONSOLE = textwrap.dedent("""
@@ -475,7 +543,7 @@ async def test_two_tui_consoles_the_second_sees_the_holder_then_takes_over(stage
     script.write_text(FIRST_CONSOLE, encoding="utf-8")
     settings = resolve_settings(runbook_path=ROOT / "runbook.toml", env_file=env, database_url=stage_g,
                                 operator="alice", environ={})
-    with journal_held(stage_g) as blocker:
+    with held(stage_g, "cutover.flag_writes") as blocker:
         # The first console is a process of its own (to be killed); the loop is not running an app yet.
         first = subprocess.Popen([sys.executable, str(script), stage_g, str(env), str(ROOT / "runbook.toml")],
                                  cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

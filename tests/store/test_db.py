@@ -8,7 +8,7 @@ from helpers import ROOT
 
 from cutover_tui.cli import main
 from cutover_tui.errors import DatabaseUnreachable
-from cutover_tui.store.db import connect, redact, redact_url
+from cutover_tui.store.db import CONSOLE_SCHEMA_STEPS, connect, redact, redact_url
 
 SECRET = "s3cr3t-Pa55"
 
@@ -104,7 +104,7 @@ def test_console_schema_is_versioned_and_refuses_a_newer_one(empty_db_url):
         ensure_console_schema(conn)
         ensure_console_schema(conn)  # idempotent: no step runs twice
         versions = conn.execute("SELECT version FROM cutover.schema_version ORDER BY version").fetchall()
-        assert versions == [(1,), (2,)]
+        assert versions == [(step,) for step in range(1, CONSOLE_SCHEMA_STEPS + 1)]
         conn.execute("INSERT INTO cutover.schema_version VALUES (99)")
         with pytest.raises(CutoverError, match="version 99, newer than this console knows"):
             ensure_console_schema(conn)
