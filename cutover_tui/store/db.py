@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, sql
+from psycopg.abc import Params
 
 from ..errors import BadInput, CutoverError, DatabaseUnreachable
 
@@ -131,7 +133,8 @@ ROLLED_BACK = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetec
 
 def password_of(url: str) -> str | None:
     try:
-        return conninfo.conninfo_to_dict(url).get("password") or None
+        password = conninfo.conninfo_to_dict(url).get("password")
+        return str(password) if password else None
     except psycopg.ProgrammingError:
         match = re.search(r"://[^:/@]*:([^@]*)@", url)
         return match.group(1) if match else None
@@ -192,10 +195,25 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     return conn
 
 
+def scalar(conn: psycopg.Connection, query: str | sql.Composed, params: Params | None = None) -> Any:
+    """The value of a query that always returns exactly one row of one column (an aggregate,
+    a function call, SHOW)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, "a one-row query returned no row"
+    return row[0]
+
+
+def one_row(conn: psycopg.Connection, query: str | sql.Composed, params: Params | None = None) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate over a set)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, "a one-row query returned no row"
+    return row
+
+
 def server_now(conn: psycopg.Connection) -> datetime:
     """The database server's clock: every time the gates compare comes from it, so that a
     console on a machine whose clock is off can neither open a gate early nor hide a report."""
-    return conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    return scalar(conn, "SELECT clock_timestamp()")
 
 
 def lock_blocker(conn: psycopg.Connection) -> tuple[str, int, str] | None:
@@ -245,7 +263,7 @@ _FOREIGN_OBJECTS = """
 def refuse_a_foreign_console_schema(conn: psycopg.Connection) -> None:
     """The console trusts only a `cutover` schema of its own: one sentence naming the first object
     that is not (the console makes no function, view, trigger, rule or policy)."""
-    namespace = conn.execute("SELECT to_regnamespace('cutover')::oid").fetchone()[0]
+    namespace = scalar(conn, "SELECT to_regnamespace('cutover')::oid")
     if namespace is None:
         return
     found = conn.execute(_FOREIGN_OBJECTS, {"ns": namespace}).fetchone()
@@ -258,16 +276,16 @@ def refuse_a_foreign_console_schema(conn: psycopg.Connection) -> None:
 
 def console_schema_version(conn: psycopg.Connection) -> int | None:
     """The console schema's version, read without creating anything; None when it is absent."""
-    if conn.execute("SELECT to_regclass('cutover.schema_version')").fetchone()[0] is None:
+    if scalar(conn, "SELECT to_regclass('cutover.schema_version')") is None:
         return None
-    return conn.execute("SELECT coalesce(max(version), 0) FROM cutover.schema_version").fetchone()[0]
+    return int(scalar(conn, "SELECT coalesce(max(version), 0) FROM cutover.schema_version"))
 
 
 def read_only_reason(conn: psycopg.Connection) -> str | None:
     """Why this role may only watch (it cannot write the console's journal), or None."""
-    if conn.execute("SELECT has_table_privilege('cutover.journal', 'INSERT')").fetchone()[0]:
+    if scalar(conn, "SELECT has_table_privilege('cutover.journal', 'INSERT')"):
         return None
-    role = conn.execute("SELECT current_user").fetchone()[0]
+    role = scalar(conn, "SELECT current_user")
     return (f"Role {role} may only read the console's state (it lacks INSERT on cutover.journal), so this "
             "console watches and changes nothing: run it as the operator role to act.")
 
@@ -280,7 +298,7 @@ def ensure_console_schema(conn: psycopg.Connection) -> None:
         refuse_a_foreign_console_schema(conn)
         conn.execute("CREATE SCHEMA IF NOT EXISTS cutover")
         conn.execute("CREATE TABLE IF NOT EXISTS cutover.schema_version (version integer NOT NULL)")
-        current = conn.execute("SELECT max(version) FROM cutover.schema_version").fetchone()[0] or 0
+        current = scalar(conn, "SELECT max(version) FROM cutover.schema_version") or 0
         if current > len(_CONSOLE_STEPS):
             raise CutoverError(f"This database's console schema is version {current}, newer than this "
                                f"console knows ({len(_CONSOLE_STEPS)}); upgrade cutover-tui.")

@@ -12,6 +12,7 @@ from ..rules.mapping import TABLES
 from ..rules.matrix import BackfillFact, Facts, ReportFact, VerifyFact
 from ..rules.runbook import Runbook
 from . import history, journal
+from .db import scalar
 
 # Enough verifies for any sane archive gate, without reading the whole history.
 _VERIFIES_KEPT = 100
@@ -38,7 +39,7 @@ def _backfill_fact(conn: psycopg.Connection) -> BackfillFact | None:
     if latest is None:
         return None
     tables = [t.v2 for t in TABLES]
-    clean = dict(conn.execute(_TABLE_RUNS, {"tables": tables}).fetchall())
+    clean: dict[str, bool] = dict(conn.execute(_TABLE_RUNS, {"tables": tables}).fetchall())
     pending = tuple(t for t in tables if not clean.get(t, False))
     return BackfillFact(at=latest.generated_at, ok=not pending, pending=pending)
 
@@ -49,8 +50,8 @@ def load_facts(conn: psycopg.Connection, flags: Flags, runbook: Runbook, now: da
     last_rollback = journal.last_of(conn, ("rollback-opened", "rollback-closed"))
     rollback_open = last_rollback is not None and last_rollback.action == "rollback-opened"
     window = journal.last_of(conn, ("rollback-opened", "rollback-window-closed"))
-    archived = journal.last_of(conn, ("archive",)) is not None or conn.execute(
-        "SELECT to_regclass('legacy.platform_workspaces_legacy') IS NOT NULL").fetchone()[0]
+    archived = journal.last_of(conn, ("archive",)) is not None or bool(scalar(
+        conn, "SELECT to_regclass('legacy.platform_workspaces_legacy') IS NOT NULL"))
     keep = max(_VERIFIES_KEPT, runbook.gates.passing_verifies_before_archive)
     return Facts(
         now=now,
@@ -63,7 +64,7 @@ def load_facts(conn: psycopg.Connection, flags: Flags, runbook: Runbook, now: da
                        for r in report_store.recent(conn, "verify", keep)),
         recorded_flags=last_flags.flags_after if last_flags else None,
         flags_since=last_flags.at if last_flags else None,
-        rollback_opened_at=last_rollback.at if rollback_open else None,
+        rollback_opened_at=last_rollback.at if last_rollback is not None and rollback_open else None,
         rollback_window_closed=window is not None and window.action == "rollback-window-closed",
         archived=archived,
     )

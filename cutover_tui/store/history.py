@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import psycopg
 
+from .db import scalar
+
 LEGACY_PREFIXES = ("0001", "0002", "0003", "0004")
 V2_MIGRATION = "0005_accounts_v2_schema.sql"
 
 
 def history(conn: psycopg.Connection) -> dict[str, str] | None:
     """Recorded migrations as id -> checksum, or None when there is no history table."""
-    if conn.execute("SELECT to_regclass('public.platform_schema_migrations')").fetchone()[0] is None:
+    if scalar(conn, "SELECT to_regclass('public.platform_schema_migrations')") is None:
         return None
     return dict(conn.execute("SELECT id, checksum FROM platform_schema_migrations").fetchall())
 

@@ -90,6 +90,7 @@ def record(conn: psycopg.Connection, operator: str, action: JournalAction, *,
          Jsonb(flags_after.model_dump()) if flags_after else None, report_id, *_machine(),
          Jsonb(runbook) if runbook is not None else None),
     ).fetchone()
+    assert row is not None  # INSERT ... RETURNING returns the row it inserted
     return _entry(row)
 
 

@@ -14,7 +14,7 @@ import psycopg
 from pydantic import BaseModel
 
 from ..errors import Refused
-from .db import OPERATOR_LOCK_KEY
+from .db import OPERATOR_LOCK_KEY, scalar
 
 
 class LockHolder(BaseModel):
@@ -52,13 +52,13 @@ def holder(conn: psycopg.Connection) -> LockHolder | None:
         return None
     operator, since, pid, client = row
     if operator is None:
-        operator, since = "an unknown operator", conn.execute("SELECT now()").fetchone()[0]
+        operator, since = "an unknown operator", scalar(conn, "SELECT now()")
     return LockHolder(operator=operator, since=since, backend_pid=pid, client=client)
 
 
 def acquire(conn: psycopg.Connection, operator: str) -> LockHolder:
     """Take the lock for this connection's session, or refuse naming who holds it."""
-    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (OPERATOR_LOCK_KEY,)).fetchone()[0]
+    got = scalar(conn, "SELECT pg_try_advisory_lock(%s)", (OPERATOR_LOCK_KEY,))
     if not got:
         other = holder(conn)
         who = other.describe() if other else "another console"
@@ -74,7 +74,9 @@ def acquire(conn: psycopg.Connection, operator: str) -> LockHolder:
             """,
             (operator, client_label()),
         )
-    return holder(conn)
+    held = holder(conn)
+    assert held is not None  # it was written in this session a moment ago
+    return held
 
 
 def release(conn: psycopg.Connection) -> None:

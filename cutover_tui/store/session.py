@@ -37,6 +37,7 @@ from .db import (
     read_only_reason,
     redact,
     redact_url,
+    scalar,
     server_now,
 )
 from .facts import load_facts
@@ -113,7 +114,7 @@ class Session:
         try:
             ensure_console_schema(self.conn)
         except psycopg.errors.InsufficientPrivilege as exc:
-            role = self.conn.execute("SELECT current_user").fetchone()[0]
+            role = scalar(self.conn, "SELECT current_user")
             raise CutoverError(f"Role {role} may not create or upgrade the console's schema "
                                f"({str(exc).strip().splitlines()[0]}); run the console once as the operator role, "
                                "or grant that privilege.") from None
@@ -122,7 +123,7 @@ class Session:
         """The console's schema goes only where the account API's migrations ran (or already is):
         a wrong URL must leave someone else's database as it was."""
         api, console = self.conn.execute("SELECT to_regclass('public.platform_schema_migrations'), "
-                                         "to_regnamespace('cutover')").fetchone()
+                                         "to_regnamespace('cutover')").fetchone() or (None, None)
         if api is None and console is None:
             raise BadInput(f"Database {self.database_name} has no platform_schema_migrations table, so it is not "
                            "the account API's database; check --database-url or DATABASE_URL. Nothing was written.")
@@ -194,7 +195,7 @@ class Session:
             return CutoverError("Another session cancelled one of the console's statements (pg_cancel_backend); "
                                 "nothing committed was lost: run the command again.")
         try:
-            limit = f" ({self.conn.execute('SHOW statement_timeout').fetchone()[0]})"
+            limit = f" ({scalar(self.conn, 'SHOW statement_timeout')})"
         except psycopg.Error:
             limit = ""
         return CutoverError(f"A statement ran longer than the database's statement_timeout{limit} and was "
@@ -221,7 +222,7 @@ class Session:
         console holds the operator lock, since one that does may be writing this moment."""
         try:
             with self.conn.transaction():
-                if not self.conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (OPERATOR_LOCK_KEY,)).fetchone()[0]:
+                if not scalar(self.conn, "SELECT pg_try_advisory_xact_lock(%s)", (OPERATOR_LOCK_KEY,)):
                     return
                 for intent in flag_writes.open_intents(self.conn):
                     if declared != intent.flags_after:

@@ -317,10 +317,9 @@ def _run(caller: _Caller, database_url: str, store: str, alias_on: bool, profile
                    "workspaceId": workspace.get("workspaceId"), "latencyMs": latency})
     params = {"accountId": account}
 
-    with connect(database_url) as conn:
-        conn.row_factory = dict_row
-        users = conn.execute(_USERS_SQL[store], (account,)).fetchall()
-        books = conn.execute(_BOOKS_SQL[store], (account,)).fetchall()
+    with connect(database_url) as conn, conn.cursor(row_factory=dict_row) as cursor:
+        users = cursor.execute(_USERS_SQL[store], (account,)).fetchall()
+        books = cursor.execute(_BOOKS_SQL[store], (account,)).fetchall()
 
     for name, path, key, rows, fields in (("users", "/v1/account/users", "users", users, USER_FIELDS),
                                           ("identities", "/v1/account/identities", "identities", users, USER_FIELDS),

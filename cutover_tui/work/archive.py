@@ -59,10 +59,10 @@ def _moves_only(statement: ast.Node) -> bool:
         case ast.CreateSchemaStmt():
             return not statement.schemaElts
         case ast.AlterObjectSchemaStmt():
-            return (statement.objectType == enums.ObjectType.OBJECT_TABLE
+            return (statement.objectType == enums.ObjectType.OBJECT_TABLE and statement.relation is not None
                     and statement.relation.relname in ARCHIVED_TABLES)
         case ast.RenameStmt():
-            return (statement.renameType == enums.ObjectType.OBJECT_TABLE
+            return (statement.renameType == enums.ObjectType.OBJECT_TABLE and statement.relation is not None
                     and statement.relation.relname in ARCHIVED_TABLES)
     return False
 
@@ -78,8 +78,8 @@ def check_archive_sql(sql: str, path: Path) -> None:
                            "repository.") from None
     encoded = sql.encode("utf-8")  # the parser's offsets count bytes
     for raw in statements:
-        if not _moves_only(raw.stmt):
-            start = raw.stmt_location
+        if raw.stmt is None or not _moves_only(raw.stmt):
+            start = raw.stmt_location or 0
             text = encoded[start:start + raw.stmt_len if raw.stmt_len else None].decode("utf-8", "replace")
             shown = " ".join(text.split())
             raise CutoverError(

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import BadInput, CutoverError, Refused
 from ..rules.mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_filter, row_hash, source_query
 from ..store import db
-from ..store.db import JOB_LOCK_KEY, JOB_WORKERS_KEY
+from ..store.db import JOB_LOCK_KEY, JOB_WORKERS_KEY, one_row, scalar
 from . import ranges
 from .ranges import RangeSizer
 
@@ -194,8 +194,8 @@ def _run_range(conn: psycopg.Connection, table: TableSQL, lo: str | None, hi: st
     params = {"lo": lo, "hi": hi}
     result = _Result()
     where = range_filter("l", lo, hi)
-    if first_pass and not conn.execute(table.v2_exists(lo, hi), params).fetchone()[0]:
-        if conn.execute(table.count_in(lo, hi), params).fetchone()[0] > MAX_WRITE:
+    if first_pass and not scalar(conn, table.v2_exists(lo, hi), params):
+        if scalar(conn, table.count_in(lo, hi), params) > MAX_WRITE:
             raise _Split
         try:
             with conn.transaction():  # a savepoint: an application may have written a row meanwhile
@@ -203,8 +203,8 @@ def _run_range(conn: psycopg.Connection, table: TableSQL, lo: str | None, hi: st
         except psycopg.errors.UniqueViolation:
             pass
     else:
-        count, digest, issues = conn.execute(table.source_hash(lo, hi), params).fetchone()
-        if (count, digest) == tuple(conn.execute(table.v2_hash(lo, hi), params).fetchone()):
+        count, digest, issues = one_row(conn, table.source_hash(lo, hi), params)
+        if (count, digest) == tuple(one_row(conn, table.v2_hash(lo, hi), params)):
             result.rows = result.unchanged = count
             for kind, text, row in issues:
                 result.add_issue(kind, text, [row])
@@ -290,10 +290,10 @@ class Backfill:
         if row:
             conn.execute("UPDATE cutover.backfill_runs SET state = 'abandoned', finished_at = now() "
                          "WHERE id = %s", (row[0],))
-        before = {name: conn.execute(t.count("v2")).fetchone()[0] for name, t in self.tables.items()}
-        run_id = conn.execute(
+        before = {name: scalar(conn, t.count("v2")) for name, t in self.tables.items()}
+        run_id = scalar(conn,
             "INSERT INTO cutover.backfill_runs (operator, tables, before_counts) VALUES (%s, %s, %s) RETURNING id",
-            (self.operator, list(self.options.tables), Jsonb(before))).fetchone()[0]
+            (self.operator, list(self.options.tables), Jsonb(before)))
         self.resumed = False
         return run_id, before
 
@@ -305,7 +305,7 @@ class Backfill:
             return [_Part(table=name, part=p, lo=lo, hi=hi, last_key=k, finished=f,
                           result=_Result(**c, issues=i)) for p, lo, hi, k, f, c, i in rows]
         table = self.tables[name]
-        total = conn.execute(table.count("legacy")).fetchone()[0]
+        total = scalar(conn, table.count("legacy"))
         bounds = ranges.cut(conn, table.key_at(None, None), total, self.options.workers)
         with conn.transaction():
             for number, (lo, hi) in enumerate(bounds):
@@ -371,9 +371,9 @@ class Backfill:
                 result.retried = retried
                 merged = self._checkpoint(conn, run_id, pass_no, part, hi, last, result)
         except (psycopg.errors.IntegrityError, _Split) as exc:
-            count = conn.execute(table.count_in(lo, hi), params).fetchone()[0]
+            count = scalar(conn, table.count_in(lo, hi), params)
             if count > 1:
-                mid = conn.execute(table.key_at(lo, hi), params | {"offset": count // 2 - 1}).fetchone()[0]
+                mid = scalar(conn, table.key_at(lo, hi), params | {"offset": count // 2 - 1})
                 first = self._range_with_checkpoint(conn, run_id, pass_no, part, mid, False)
                 return first.merge(self._range_with_checkpoint(conn, run_id, pass_no, part, hi, last))
             key = conn.execute(table.key_at(lo, hi), params | {"offset": 0}).fetchone()
@@ -404,7 +404,7 @@ class Backfill:
         bulk writers into one table queue on its heap."""
         names = list(self.options.tables)
         by_table = {name: self._parts(conn, run_id, pass_no, name) for name in names}
-        totals = {name: conn.execute(self.tables[name].count("legacy")).fetchone()[0] for name in names}
+        totals = {name: scalar(conn, self.tables[name].count("legacy")) for name in names}
         needs = {name: [d for d in BY_NAME[name].depends_on if d in names] for name in names}
         pending = [p for name in names for p in by_table[name] if not p.finished]
         unfinished = {p.table for p in pending}
@@ -453,7 +453,7 @@ class Backfill:
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         with self._connect() as conn:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (JOB_LOCK_KEY,)).fetchone()[0]
+            got = scalar(conn, "SELECT pg_try_advisory_lock(%s)", (JOB_LOCK_KEY,))
             if not got:
                 raise Refused("Another backfill or verify is running on this database; wait for it to finish.")
             try:
@@ -462,8 +462,8 @@ class Backfill:
                 last = None if self.resumed or self.options.full_compare else self._unchanged_since(conn, run_id)
                 if last is not None:
                     return self._unchanged_report(conn, run_id, before, last, time.monotonic() - started)
-                first = conn.execute("SELECT coalesce(max(pass), 1) FROM cutover.backfill_parts WHERE run_id = %s",
-                                     (run_id,)).fetchone()[0]
+                first = scalar(conn, "SELECT coalesce(max(pass), 1) FROM cutover.backfill_parts WHERE run_id = %s",
+                                     (run_id,))
                 passes: dict[int, dict[str, list[_Part]]] = {}
                 pass_no = first
                 while True:
@@ -491,7 +491,7 @@ class Backfill:
 
     def _counts(self, conn: psycopg.Connection) -> dict[str, list[int]]:
         """[legacy rows, v2 rows] per table, now."""
-        return {name: [conn.execute(t.count("legacy")).fetchone()[0], conn.execute(t.count("v2")).fetchone()[0]]
+        return {name: [scalar(conn, t.count("legacy")), scalar(conn, t.count("v2"))]
                 for name, t in self.tables.items()}
 
     def _finish(self, conn, run_id: int, final_pass: int, counts: dict[str, list[int]]) -> None:
@@ -545,13 +545,13 @@ class Backfill:
         pass's snapshot xmin (one sequential scan per table); a deleted row shows as
         fewer rows now than the pass read. Rows that conflicted may land on a retry.
         """
-        since = conn.execute("SELECT min(started_xmin) FROM cutover.backfill_parts WHERE run_id = %s AND pass = %s",
-                             (run_id, pass_no)).fetchone()[0]
+        since = scalar(conn, "SELECT min(started_xmin) FROM cutover.backfill_parts WHERE run_id = %s AND pass = %s",
+                             (run_id, pass_no))
         if any(_newer_rows(conn, name, since) for name in sorted({t.legacy for t in TABLES} | {"auth_users"})):
             return True
         for name, table_parts in parts.items():
             seen = sum(p.result.seen for p in table_parts)
-            if seen != conn.execute(self.tables[name].count("legacy")).fetchone()[0]:
+            if seen != scalar(conn, self.tables[name].count("legacy")):
                 return True
             if any("conflicts with existing v2 rows" in key for p in table_parts for key in p.result.issues):
                 return True
@@ -562,7 +562,9 @@ class Backfill:
     def _report(self, run_id: int, before: dict[str, int], counts: dict[str, list[int]],
                 passes: dict[int, dict[str, list[_Part]]], seconds: float) -> dict[str, Any]:
         last_pass = max(passes)
-        stages, errors, warnings = [], [], []
+        stages: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        warnings: list[dict[str, Any]] = []
         longest = 0.0
         for name in self.options.tables:
             table = self.tables[name]
@@ -627,17 +629,17 @@ def _wait_for_earlier_workers(conn: psycopg.Connection) -> None:
 def _newer_rows(conn: psycopg.Connection, table: str, since) -> bool:
     """Whether any row of `table` was written by a transaction at or after xid8 `since`
     (one sequential scan; xmin is 32-bit, so compare by age)."""
-    return conn.execute(sql.SQL(
+    return bool(scalar(conn, sql.SQL(
         "SELECT EXISTS (SELECT 1 FROM {} WHERE age(xmin) <= age((%s::text::bigint %% 4294967296)::text::xid))"
-    ).format(sql.Identifier(table)), (since,)).fetchone()[0]
+    ).format(sql.Identifier(table)), (since,)))
 
 
 def check_ready(conn: psycopg.Connection, tables: Iterable[str]) -> None:
     """Refuse before any work when the v2 or legacy tables are not there."""
     for name in tables:
         table = BY_NAME[name]
-        if conn.execute("SELECT to_regclass(%s)", (table.v2,)).fetchone()[0] is None:
+        if scalar(conn, "SELECT to_regclass(%s)", (table.v2,)) is None:
             raise CutoverError(f"The v2 table {table.v2} does not exist: run `cutover migrate` first.")
-        if conn.execute("SELECT to_regclass(%s)", (table.legacy,)).fetchone()[0] is None:
+        if scalar(conn, "SELECT to_regclass(%s)", (table.legacy,)) is None:
             raise CutoverError(f"The legacy table {table.legacy} is missing; this is not a database "
                                "the backfill can read.")

@@ -9,7 +9,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, Field
 
@@ -55,7 +55,7 @@ def run_job(session: Session, kind: ReportKind, work: Callable[[], dict[str, Any
         # The report's time is the server's, like every time a gate compares with it.
         body = {**work(), "generatedAt": js_iso(server_now(session.conn))}
         try:
-            report = MODELS[kind].model_validate(body)
+            report = cast(Report, MODELS[kind].model_validate(body))
         except ValueError as exc:  # our own engine broke the §4 shape: say so, keep nothing
             raise CutoverError(f"The {kind} produced a report that does not fit its shape ({exc}).") from None
         stored = report_store.save_report(session.conn, report, kind=kind, report_dir=session.settings.report_dir,
@@ -106,7 +106,7 @@ def verify(session: Session, options: VerifyOptions | None = None, *,
 def _repaired_rows(report: Report) -> dict[str, Any]:
     """A repair's journal row carries the rows it wrote, per table."""
     rows = {}
-    for check in report.checks:
+    for check in report.checks if isinstance(report, VerifyReport) else ():
         if check.type == "repair":
             rows[check.table] = {key: check.detail(key) for key in ("requested", "inserted", "updated", "failed")}
     return {"rows": rows}
@@ -168,7 +168,7 @@ def plan(session: Session, kind: JobKind, api: str | None = None) -> JobPlan:
     conn = session.conn
     step = next((s for s in session.assess().steps if s.action == kind), None)
     summary, writes = steps.job(kind).summary, steps.job(kind).writes
-    tables: dict[str, int] = {}
+    tables: dict[str, int | None] = {}
     notes: list[str] = []
     previous = None
     if kind == "recon":

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from ..errors import MigrationError
 from ..rules.mapping import TABLES
+from ..store.db import scalar
 from ..store.history import V2_MIGRATION, history, missing_legacy
 
 HISTORY_TABLE_DDL = """
@@ -129,7 +130,7 @@ _SHAPE = """
 
 
 def _shape(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str] | None:
-    rel = conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))::oid", (schema, table)).fetchone()[0]
+    rel = scalar(conn, "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))::oid", (schema, table))
     if rel is None:
         return None
     return dict(conn.execute(_SHAPE, {"rel": rel}).fetchall())
@@ -169,8 +170,9 @@ def refuse_other_shapes(conn: psycopg.Connection, file: MigrationFile) -> None:
             conn.execute(file.sql)
             for table in sorted(existing):
                 made = _shape(conn, scratch, table)
-                if made is not None and made != theirs[table]:
-                    found[table] = _differences(made, theirs[table])
+                there = theirs[table]
+                if made is not None and there is not None and made != there:
+                    found[table] = _differences(made, there)
             raise psycopg.Rollback()
     except psycopg.Error as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc

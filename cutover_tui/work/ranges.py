@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 from ..store import db
+from ..store.db import scalar
 
 SPLIT_ROWS = 50_000  # tables larger than this are cut into one key range per worker
 
@@ -37,7 +38,7 @@ Bounds = list[tuple[str | None, str | None]]
 def cut(conn: psycopg.Connection, key_at: sql.Composed, total: int, workers: int) -> Bounds:
     """The parts' (lo, hi] bounds: `key_at` finds the key `%(offset)s` rows in."""
     count = pieces(total, workers)
-    cuts = [conn.execute(key_at, {"lo": None, "hi": None, "offset": total * k // count}).fetchone()[0]
+    cuts = [scalar(conn, key_at, {"lo": None, "hi": None, "offset": total * k // count})
             for k in range(1, count)]
     return list(zip([None, *cuts], [*cuts, None]))
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from ..rules.mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_filter, source_query
-from ..store.db import JOB_LOCK_KEY, connect
+from ..store.db import JOB_LOCK_KEY, connect, one_row, scalar
 from . import ranges
 from .backfill import EXAMPLE_ROWS, BackfillOptions, TableSQL
 
@@ -110,7 +111,7 @@ def _describe(conn: psycopg.Connection, tables: list[str]) -> dict[str, Any]:
 
 
 def _count(conn: psycopg.Connection, table: str) -> int:
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+    return scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
 
 
 def _anomalies(conn: psycopg.Connection, relation: sql.Composable) -> dict[str, dict[str, Any]]:
@@ -168,7 +169,7 @@ def _all_anomalies(conn: psycopg.Connection, runnable: list[TableMap], steps: _S
                 relation = _whole_source(table, _LANDED_BOOKS)
             else:
                 relation = _whole_source(table)
-            anomalies[table.v2] = _guarded(conn, lambda relation=relation: _anomalies(conn, relation))
+            anomalies[table.v2] = _guarded(conn, partial(_anomalies, conn, relation))
         except _Failed as exc:
             problems.append({"table": table.v2, "legacyTable": table.legacy, "error": str(exc)})
         steps.finish()
@@ -185,7 +186,7 @@ def _all_anomalies(conn: psycopg.Connection, runnable: list[TableMap], steps: _S
 Timings = dict[str, tuple[int, float]]
 
 
-def _timed(conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any]) -> float:
+def _timed(conn: psycopg.Connection, query: sql.Composed, params: dict[str, Any]) -> float:
     started = time.monotonic()
     conn.execute(query, params).fetchall()
     return time.monotonic() - started
@@ -194,9 +195,9 @@ def _timed(conn: psycopg.Connection, query: sql.Composable, params: dict[str, An
 def _sample_end(conn: psycopg.Connection, table: TableMap, sample_rows: int) -> tuple[int, str | None]:
     """How many rows the sample holds and its last key: the first `sample_rows` keys, the range
     the backfill's first batch of the table would cover."""
-    count, last = conn.execute(sql.SQL(
+    count, last = one_row(conn, sql.SQL(
         "SELECT count(*), max(id) FROM (SELECT id FROM {} ORDER BY id LIMIT %s) k").format(
-        sql.Identifier(table.legacy)), (sample_rows,)).fetchone()
+        sql.Identifier(table.legacy)), (sample_rows,))
     return count, last
 
 
@@ -306,7 +307,7 @@ def _estimate(conn: psycopg.Connection, sample_rows: int, rows: dict[str, int], 
             with conn.transaction():
                 conn.execute("SET LOCAL lock_timeout = '2s'")
                 # Never write beside a running backfill or verify; held until the final rollback.
-                if conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (JOB_LOCK_KEY,)).fetchone()[0]:
+                if scalar(conn, "SELECT pg_try_advisory_xact_lock(%s)", (JOB_LOCK_KEY,)):
                     timings = _write_sample(conn, sample_rows)
                 else:
                     why_not = "a backfill or verify is running"
@@ -390,8 +391,8 @@ def _recon(conn: psycopg.Connection, sample_rows: int, workers: int, progress: P
             continue
         steps.start(f"count {table.legacy}")
         entry = {"rows": _count(conn, table.legacy),
-                 "totalBytes": conn.execute("SELECT pg_total_relation_size(%s::regclass)",
-                                            (table.legacy,)).fetchone()[0]}
+                 "totalBytes": scalar(conn, "SELECT pg_total_relation_size(%s::regclass)",
+                                            (table.legacy,))}
         if v2_tables[table.v2]:
             entry["v2Rows"] = _count(conn, table.v2)
         tables[table.legacy] = entry
@@ -419,7 +420,7 @@ def _recon(conn: psycopg.Connection, sample_rows: int, workers: int, progress: P
         "constraints": shapes["constraints"],
         "mapping": {t.legacy: t.v2 for t in TABLES},
         "database": conn.info.dbname,
-        "serverVersion": conn.execute("SHOW server_version").fetchone()[0],
+        "serverVersion": scalar(conn, "SHOW server_version"),
         "missingTables": missing,
         "v2Tables": v2_tables,
         "indexes": shapes["indexes"],

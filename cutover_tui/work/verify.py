@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -32,7 +33,7 @@ from ..rules.mapping import (
     row_hash,
     source_query,
 )
-from ..store.db import JOB_LOCK_KEY
+from ..store.db import JOB_LOCK_KEY, one_row, scalar
 from . import ranges
 from .backfill import TableSQL, repair_rows
 from .ranges import RangeSizer
@@ -130,11 +131,11 @@ class _Connections:
 
 def _check_ready(conn: psycopg.Connection) -> None:
     for table in TABLES:
-        if conn.execute("SELECT to_regclass(%s)", (table.v2,)).fetchone()[0] is None:
+        if scalar(conn, "SELECT to_regclass(%s)", (table.v2,)) is None:
             raise CutoverError(f"The v2 table {table.v2} does not exist, so there is nothing to verify: "
                                "run `cutover migrate` (and the backfill) first.")
     for name in (*(t.legacy for t in TABLES), "auth_users"):
-        if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
+        if scalar(conn, "SELECT to_regclass(%s)", (name,)) is None:
             raise CutoverError(f"The legacy table {name} is missing, so v2 cannot be checked against it; "
                                "verify needs the legacy tables in place (they are only archived in Stage F).")
 
@@ -388,7 +389,7 @@ def _deleted_identity_books(conn: psycopg.Connection) -> dict[str, Any]:
     """Active books whose identity was active in legacy but landed deleted (the fingerprint
     rule): visible before, hidden in v2. A warning; books already hidden in legacy (their
     identity deleted there) are only counted beside it."""
-    count, total, rows = conn.execute("""
+    count, total, rows = one_row(conn, """
         WITH b AS MATERIALIZED (
             SELECT p.id, p.account_id, p.identity_id, coalesce(m.status <> 'deleted', false) AS by_rule
             FROM pixbooks p JOIN identities i ON i.id = p.identity_id
@@ -398,7 +399,7 @@ def _deleted_identity_books(conn: psycopg.Connection) -> dict[str, Any]:
                (SELECT coalesce(jsonb_agg(jsonb_build_object('id', x.id, 'account_id', x.account_id,
                                                              'identity_id', x.identity_id) ORDER BY x.id), '[]')
                 FROM (SELECT * FROM b WHERE by_rule ORDER BY id LIMIT %(examples)s) x)""",
-        {"examples": EXAMPLE_ROWS}).fetchone()
+        {"examples": EXAMPLE_ROWS})
     return {"type": "integrity", "name": "pixbook_on_deleted_identity", "ok": True, "warning": count > 0,
             "count": count, "alsoOnIdentitiesDeletedInLegacy": total - count, "rows": rows}
 
@@ -409,7 +410,7 @@ def _sample_check(conn: psycopg.Connection, size: int) -> dict[str, Any]:
     accounts = [r[0] for r in conn.execute(
         "SELECT id FROM platform_workspaces ORDER BY hashtextextended(id, 0), id LIMIT %s", (size,))]
     identities = source_query(BY_NAME["identities"], sql.SQL("l.workspace_id = ANY(%(accounts)s)"))
-    row = conn.execute(sql.SQL("""
+    row = one_row(conn, sql.SQL("""
         WITH ei AS (SELECT s.account_id, s.id FROM ({identities}) s
                     WHERE s.issue_kind IS DISTINCT FROM 'error' AND s.status <> 'deleted'),
         ai AS (SELECT account_id, id FROM identities WHERE account_id = ANY(%(accounts)s) AND status <> 'deleted'),
@@ -433,7 +434,7 @@ def _sample_check(conn: psycopg.Connection, size: int) -> dict[str, Any]:
                (SELECT count(DISTINCT account_id) FROM d),
                (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.account_id, x.kind, x.id), '[]')
                 FROM (SELECT * FROM d ORDER BY account_id, kind, id LIMIT %(examples)s) x)""").format(
-        identities=identities, landed=_LANDED), {"accounts": accounts, "examples": EXAMPLE_ROWS}).fetchone()
+        identities=identities, landed=_LANDED), {"accounts": accounts, "examples": EXAMPLE_ROWS})
     ids, books, count, bad_accounts, examples = row
     return {"type": "sample", "name": "account_identity_pixbook_samples", "ok": count == 0,
             "sampleSize": size, "sampled": len(accounts), "accountsWithMismatch": bad_accounts,
@@ -444,7 +445,7 @@ def _sample_check(conn: psycopg.Connection, size: int) -> dict[str, Any]:
 def _collections_check(conn: psycopg.Connection) -> dict[str, Any]:
     """Per identity, the collections of its active books: as the rules land them (blank ->
     'primary' applied to legacy) against v2, one set difference over all identities."""
-    row = conn.execute(sql.SQL("""
+    row = one_row(conn, sql.SQL("""
         WITH e AS (SELECT DISTINCT identity_id, collection_id FROM {landed} WHERE status <> 'deleted'),
         a AS (SELECT DISTINCT identity_id, collection_id FROM pixbooks WHERE status <> 'deleted'),
         d AS MATERIALIZED (
@@ -457,7 +458,7 @@ def _collections_check(conn: psycopg.Connection) -> dict[str, Any]:
                (SELECT count(DISTINCT identity_id) FROM d),
                (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.identity_id, x.collection_id), '[]')
                 FROM (SELECT * FROM d ORDER BY identity_id, collection_id LIMIT %(examples)s) x)""").format(
-        landed=_LANDED), {"examples": EXAMPLE_ROWS}).fetchone()
+        landed=_LANDED), {"examples": EXAMPLE_ROWS})
     identities, count, bad, examples = row
     return {"type": "sample", "name": "identity_expected_collections", "ok": count == 0,
             "identities": identities, "identitiesWithMismatch": bad, "count": count, "rows": examples}
@@ -518,7 +519,7 @@ class _Verify:
 
     def _parts(self, conn: psycopg.Connection, name: str) -> tuple[list[_Part], int]:
         st = self.statements[name]
-        total = conn.execute(st.count("legacy")).fetchone()[0]
+        total = scalar(conn, st.count("legacy"))
         bounds = ranges.cut(conn, st.key_at(None, None), total, self.options.workers)
         return [_Part(name, i, lo, hi) for i, (lo, hi) in enumerate(bounds)], total
 
@@ -559,7 +560,7 @@ class _Verify:
         tally = _Tally(ranges=1)
         params = {"lo": lo, "hi": hi, "examples": EXAMPLE_ROWS}
         with conn.transaction():
-            row = list(conn.execute(st.digest(lo, hi), params).fetchone())
+            row = list(one_row(conn, st.digest(lo, hi), params))
             tally.legacy, tally.expected, digest = row[:3]
             issues, row = row[3:3 + len(st.map.issues)], row[3 + len(st.map.issues):]
             tally.issues.update({(i.kind, i.text): n for i, n in zip(st.map.issues, issues)})
@@ -593,7 +594,7 @@ class _Verify:
         tallies: dict[str, _Tally] = {}
         try:
             sized = {name: self._parts(self.main, name) for name in tables}
-            self._done = Counter()
+            self._done: Counter[str] = Counter()
             # Biggest pieces first, so that both connections stay busy to the end.
             parts = sorted(((p, total) for ps, total in sized.values() for p in ps),
                            key=lambda pt: -pt[1] / len(sized[pt[0].table][0]))
@@ -655,8 +656,8 @@ class _Verify:
 
     def _other_checks(self) -> list[tuple[str, Callable[[psycopg.Connection], dict], bool]]:
         checks: list[tuple[str, Callable[[psycopg.Connection], dict], bool]] = [
-            (n, lambda c, n=n: _orphan_check(c, n), False) for n in _ORPHANS]
-        checks += [(n, lambda c, n=n: _duplicate_check(c, n), False) for n in _DUPLICATES]
+            (n, partial(_orphan_check, name=n), False) for n in _ORPHANS]
+        checks += [(n, partial(_duplicate_check, name=n), False) for n in _DUPLICATES]
         checks.append(("pixbook_on_deleted_identity", _deleted_identity_books, False))
         checks.append(("account_identity_pixbook_samples",
                        lambda c: _sample_check(c, self.options.sample_size), True))
@@ -729,7 +730,7 @@ class _Verify:
         self.main = _connect(self.url, read_only=False)
         try:
             _check_ready(self.main)
-            if not self.main.execute("SELECT pg_try_advisory_lock(%s)", (JOB_LOCK_KEY,)).fetchone()[0]:
+            if not scalar(self.main, "SELECT pg_try_advisory_lock(%s)", (JOB_LOCK_KEY,)):
                 raise Refused("Another backfill or verify is running on this database; wait for it to finish.")
             try:
                 self._run()
