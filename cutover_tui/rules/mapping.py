@@ -200,10 +200,10 @@ def column_types(conn: psycopg.Connection, table: str) -> tuple[tuple[str, str],
 # Hash functions of the types the v2 tables use, each consistent with its type's equality
 # and present on every supported server (Postgres 15 on; timestamptz_hash_extended is 18's
 # only, so a timestamptz is hashed as the UTC timestamp it stands for, which is one-to-one).
-# A NULL is hashed as a stand-in value under another seed (see row_hash). jsonb's own hash
-# hashes a number without its sign ({"a": 3} and {"a": -3} collide), so its text with every
-# digit and point removed is chained after it: equal values (1.0 and 1 too) keep equal text,
-# and a sign that differs shows.
+# A NULL is hashed as a stand-in value under another seed (see row_hash). jsonb is not among
+# them: its own hash drops a number's sign ({"a": 3} and {"a": -3} collide), so it goes by its
+# text, which jsonb makes canonical (keys sorted, one spelling of each document but for a
+# number's scale: 1.0 and 1 differ there, and a re-run rewrites v2 with legacy's spelling).
 _TYPED_HASHES = {
     "bigint": "hashint8extended(coalesce({col}, 0), {seed})",
     "integer": "hashint8extended(coalesce({col}, 0), {seed})",
@@ -211,8 +211,6 @@ _TYPED_HASHES = {
     "timestamp with time zone":
         "timestamp_hash_extended(coalesce({col} AT TIME ZONE 'UTC', 'epoch'), {seed})",
     "text": "hashtextextended(coalesce({col}, ''), {seed})",
-    "jsonb": "hashtextextended(translate(coalesce({col}, 'null')::text, '0123456789.', ''), "
-             "jsonb_hash_extended(coalesce({col}, 'null'), {seed}))",
 }
 _BY_TEXT = "hashtextextended(coalesce({col}::text, ''), {seed})"
 _NULL_SEED = 0x4E554C4C  # "NULL"

@@ -21,7 +21,17 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BadInput, CutoverError, Refused
-from ..rules.mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_filter, row_hash, source_query
+from ..rules.mapping import (
+    BY_NAME,
+    TABLES,
+    TableMap,
+    column_types,
+    compared_by_value,
+    ids_filter,
+    range_filter,
+    row_hash,
+    source_query,
+)
 from ..store import db
 from ..store.db import JOB_LOCK_KEY, JOB_WORKERS_KEY, one_row, scalar
 from . import ranges
@@ -142,6 +152,7 @@ class TableSQL:
     def __init__(self, table: TableMap, types: tuple[tuple[str, str], ...]):
         self.map = table
         self.types = tuple(t for t in types if t[0] in table.columns)
+        self._kinds = dict(self.types)
         self.v2 = sql.Identifier(table.v2)
         self.legacy = sql.Identifier(table.legacy)
         rerun = [(c, table.rerun_expression(c)) for c in table.columns if c != "id"]
@@ -153,10 +164,15 @@ class TableSQL:
         conflict = sql.SQL("") if empty else sql.SQL(
             "ON CONFLICT (id) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
             sets=sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), e) for c, e in self._rerun),
-            old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c, _ in self._rerun),
-            new=sql.SQL(", ").join(e for _, e in self._rerun))
+            old=sql.SQL(", ").join(self._as_compared(c, sql.SQL("t.{}").format(sql.Identifier(c)))
+                                   for c, _ in self._rerun),
+            new=sql.SQL(", ").join(self._as_compared(c, e) for c, e in self._rerun))
         return sql.SQL(_WRITE).format(source=source_query(self.map, where), v2=self.v2, cols=cols,
                                       conflict=conflict)
+
+    def _as_compared(self, column: str, value: sql.Composable) -> sql.Composable:
+        """`value` as the row hash sees it: by value, or by its text (jsonb's spelling counts)."""
+        return value if compared_by_value(self._kinds[column]) else sql.SQL("({})::text").format(value)
 
     def source_hash(self, lo: str | None, hi: str | None) -> sql.Composed:
         return sql.SQL(_SOURCE_HASH).format(source=source_query(self.map, range_filter("l", lo, hi)),

@@ -590,3 +590,26 @@ def test_options_are_checked():
         VerifyOptions(sample_size=0)
     with pytest.raises(ValueError):
         VerifyOptions(workers=0)
+
+
+def test_a_jsonb_number_whose_sign_or_spelling_differs_is_found_and_repaired(backfilled_url):
+    """jsonb's own hash drops a number's sign, so the row hash goes by jsonb's text: a sign is a
+    difference, and so is a number's scale (1.0 against 1), which the repair settles by
+    rewriting v2 as legacy spells it."""
+    with psycopg.connect(backfilled_url, autocommit=True) as conn:
+        signed, scaled = (row[0] for row in conn.execute(
+            "SELECT id FROM platform_book_snapshots WHERE payload_json IS NOT NULL ORDER BY id LIMIT 2"))
+        conn.execute("UPDATE platform_book_snapshots SET payload_json = '{\"n\": 3}' WHERE id = %s", (signed,))
+        conn.execute("UPDATE pixbook_snapshots SET payload_json = '{\"n\": -3}' WHERE id = %s", (signed,))
+        conn.execute("UPDATE platform_book_snapshots SET payload_json = '{\"n\": 1.0}' WHERE id = %s", (scaled,))
+        conn.execute("UPDATE pixbook_snapshots SET payload_json = '{\"n\": 1}' WHERE id = %s", (scaled,))
+    found = by_key(verify(backfilled_url))["content:pixbook_snapshots"]
+    assert not found["ok"] and found["different"] == 2
+    assert sorted(found["examples"]["different"], key=lambda e: e["id"]) == sorted(
+        [{"id": signed, "columns": ["payload_json"]}, {"id": scaled, "columns": ["payload_json"]}], key=lambda e: e["id"])
+    repaired = verify(backfilled_url, repair=True)
+    assert by_key(repaired)["content:pixbook_snapshots"]["ok"], by_key(repaired)["content:pixbook_snapshots"]
+    with psycopg.connect(backfilled_url) as conn:
+        assert [row[0] for row in conn.execute(
+            "SELECT payload_json::text FROM pixbook_snapshots WHERE id = ANY(%s) ORDER BY id = %s DESC",
+            ([signed, scaled], signed))] == ['{"n": 3}', '{"n": 1.0}']
