@@ -122,7 +122,7 @@ def _flag_change(session: Session, change: transitions.FlagChange, yes: bool) ->
     print(change.diff or "(the env file already declares these flags)")
     _confirm(f"Write {session.settings.env_file}?", yes)
     entry = transitions.apply_change(session, change)
-    print(transitions.written(entry, str(session.settings.env_file)))
+    print(transitions.written_message(entry, str(session.settings.env_file)))
     return 0
 
 

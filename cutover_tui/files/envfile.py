@@ -411,12 +411,16 @@ def write_flags(env: EnvFile, changes: Mapping[str, bool]) -> EnvFile:
 def _ensure_unchanged(env: EnvFile, target: Path) -> os.stat_result:
     """What the target is, after checking it still holds the bytes `env` was read from."""
     data, info = _read_bytes(target)
+    _refuse_if_changed(env, data)
+    return info
+
+
+def _refuse_if_changed(env: EnvFile, data: bytes) -> None:
     if hashlib.sha256(data).hexdigest() != env.sha256:
         raise EnvFileChanged(
             f"The deploy env file {env.path} changed on disk since it was read; "
             "nothing was written; re-read it and try again."
         )
-    return info
 
 
 def _replace(env: EnvFile, target: Path, content: bytes, info: os.stat_result) -> str:
@@ -448,10 +452,7 @@ def _in_place(env: EnvFile, target: Path, content: bytes, why: str) -> str:
     that nobody else wrote it since it was read."""
     try:
         with open(target, "r+b") as file:
-            if hashlib.sha256(file.read()).hexdigest() != env.sha256:
-                raise EnvFileChanged(
-                    f"The deploy env file {env.path} changed on disk since it was read; "
-                    "nothing was written; re-read it and try again.")
+            _refuse_if_changed(env, file.read())
             file.seek(0)
             file.write(content)
             file.truncate()

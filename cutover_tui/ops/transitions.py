@@ -134,7 +134,7 @@ def _how(written: str | None) -> dict[str, str]:
     return {"written": written} if written and written != "replaced" else {}
 
 
-def written(entry: journal.JournalEntry, env_label: str) -> str:
+def written_message(entry: journal.JournalEntry, env_label: str) -> str:
     """What the CLI and the console say after a flag write."""
     how = entry.detail.get("written")
     return f"Written {env_label}{f' ({how})' if how else ''}; journal entry {entry.id}."

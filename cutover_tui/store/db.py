@@ -195,19 +195,16 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     return conn
 
 
-def scalar(conn: psycopg.Connection, query: str | sql.Composed, params: Params | None = None) -> Any:
-    """The value of a query that always returns exactly one row of one column (an aggregate,
-    a function call, SHOW)."""
-    row = conn.execute(query, params).fetchone()
-    assert row is not None, "a one-row query returned no row"
-    return row[0]
-
-
 def one_row(conn: psycopg.Connection, query: str | sql.Composed, params: Params | None = None) -> tuple[Any, ...]:
-    """The row of a query that always returns exactly one (an aggregate over a set)."""
+    """The row of a query that always returns exactly one (an aggregate, a function call, SHOW)."""
     row = conn.execute(query, params).fetchone()
     assert row is not None, "a one-row query returned no row"
     return row
+
+
+def scalar(conn: psycopg.Connection, query: str | sql.Composed, params: Params | None = None) -> Any:
+    """The one value of such a query."""
+    return one_row(conn, query, params)[0]
 
 
 def server_now(conn: psycopg.Connection) -> datetime:

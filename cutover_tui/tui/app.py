@@ -179,7 +179,7 @@ class CutoverApp(App[int]):
         self.push_screen(ConfirmChange(change, self.env_path, self.env_label), answered)
 
     def on_change_applied(self, message: ChangeApplied) -> None:
-        self.notify(transitions.written(message.entry, self.env_label),
+        self.notify(transitions.written_message(message.entry, self.env_label),
                     title=message.change.describe(), timeout=6)
         self.controller.gather()
         if isinstance(self.screen, JournalScreen):

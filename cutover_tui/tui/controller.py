@@ -169,10 +169,6 @@ class Controller:
 
     # -- the one long job ---------------------------------------------------------------------
 
-    @property
-    def job_running(self) -> bool:
-        return self.job is not None and self.job.running
-
     def start_job(self, kind: JobKind, plan: JobPlan, previous: VerifyReport | None) -> JobRun:
         run = self.job = JobRun(kind, plan, previous)
         self._worker(lambda: self._run_job(run), group="job")

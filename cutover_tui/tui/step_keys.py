@@ -50,7 +50,6 @@ STEP_KEYS: tuple[StepKey, ...] = (
     StepKey("w", "close-rollback-window", "Close window", "close_window", "Asks first; journaled"),
     StepKey("A", "archive", "Archive (F)", "archive", "Shows the SQL; type the database name to run it"),
 )
-BY_ACTION: dict[str, StepKey] = {k.action: k for k in STEP_KEYS}
 # The key beside each next step the matrix lists, by (action, target).
 KEY_OF_STEP: dict[tuple[str, str | None], str] = {(k.info.action, k.info.target): k.key
                                                    for k in STEP_KEYS if k.info.action is not None}

@@ -150,14 +150,18 @@ def test_cancel_leaves_a_checkpoint_that_resumes(pg_server_url):
     assert fingerprint(url) == fingerprint(reference)
 
 
+
+def cli_backfill(url: str, folder, *args: str) -> list[str]:
+    """`cutover … ARGS --report`, as an operator starts it, on its own env file in `folder`."""
+    env = folder / "deploy.env"
+    env.write_text("ACCOUNT_SCHEMA_V2_READS=false\n")
+    return [sys.executable, "-m", "cutover_tui.cli", "--runbook", str(ROOT / "runbook.toml"), "--database-url", url,
+            "--env-file", str(env), *args, "--report", str(folder / "r.json")]
+
 def test_kill_9_at_random_moments_then_resume_equals_uninterrupted(pg_server_url, tmp_path):
     reference, url = seeded(pg_server_url, "bf_ref3", 8000), seeded(pg_server_url, "bf_kill", 8000)
     backfill(reference)
-    env = tmp_path / "deploy.env"
-    env.write_text("ACCOUNT_SCHEMA_V2_READS=false\n")
-    command = [sys.executable, "-m", "cutover_tui.cli", "--runbook", str(ROOT / "runbook.toml"),
-               "--database-url", url, "--env-file", str(env), "--operator", "killer",
-               "backfill", "--batch-size", "5", "--report", str(tmp_path / "r.json"), "--json"]
+    command = cli_backfill(url, tmp_path, "--operator", "killer", "backfill", "--batch-size", "5", "--json")
     rng = random.Random(7)
     kills = 0
     while kills < 4:
@@ -259,10 +263,7 @@ def test_repair_rows_recopies_exactly_those_ids(v2_db_url):
 def test_cli_says_the_database_was_lost_and_a_rerun_completes(pg_server_url, tmp_path):
     reference, url = seeded(pg_server_url, "bf_ref5", 8000), seeded(pg_server_url, "bf_cli_lost", 8000)
     backfill(reference)
-    env = tmp_path / "deploy.env"
-    env.write_text("ACCOUNT_SCHEMA_V2_READS=false\n")
-    command = [sys.executable, "-m", "cutover_tui.cli", "--runbook", str(ROOT / "runbook.toml"),
-               "--database-url", url, "--env-file", str(env), "backfill", "--report", str(tmp_path / "r.json")]
+    command = cli_backfill(url, tmp_path, "backfill")
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with psycopg.connect(url, autocommit=True) as admin:
         for _ in range(400):  # until a batch is running, then cut every backfill connection

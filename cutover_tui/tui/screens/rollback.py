@@ -141,7 +141,7 @@ class RollbackWizard(Screen):
 
     def _written(self, entry: JournalEntry) -> None:
         self.written = entry
-        self.notify(transitions.written(entry, self.env_label), title=self.change.describe()
+        self.notify(transitions.written_message(entry, self.env_label), title=self.change.describe()
                     if self.change else "Roll back", timeout=6)
         self.cutover.refresh_status()
         self._show()
