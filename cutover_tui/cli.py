@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 
 from .display import one_line, visible
 from .errors import BadInput, CutoverError
-from .ops import transitions
+from .ops import deploy, transitions
 from .ops.overview import Status, gather
 from .reports.diff import diff_reports, render_diff
 from .reports.models import VerifyCheck, dump_report
@@ -67,6 +67,12 @@ def render_status(status: Status) -> str:
         f"flags      {a.flags.short()}  "
         + ("legal" if a.flags_legal else f"ILLEGAL: nearest legal is {a.nearest_legal.short()}"),
     ]
+    lines.append(f"deployed   {status.deployment}")
+    if status.running is not None:
+        lines.append(f"running    {status.running.short()} (read back now"
+                     + ("" if status.running == a.flags else ": NOT the declared flags") + ")")
+    elif status.running_error:
+        lines.append(f"running    unknown: {status.running_error}")
     if a.expected_flags != a.flags:
         lines.append(f"expected   {a.expected_flags.short()} (last written by the console)")
     for value in status.declared.values():
@@ -91,7 +97,7 @@ def render_status(status: Status) -> str:
 
 
 def cmd_status(session: Session, args: argparse.Namespace) -> int:
-    status = gather(session)
+    status = gather(session, read_back=True)
     if args.json:
         _print_json(status.model_dump(mode="json"))
     else:
@@ -123,6 +129,40 @@ def _flag_change(session: Session, change: transitions.FlagChange, yes: bool) ->
     _confirm(f"Write {session.settings.env_file}?", yes)
     entry = transitions.apply_change(session, change)
     print(transitions.written_message(entry, str(session.settings.env_file)))
+    return _deploy_written(session, yes)
+
+
+def _deploy_written(session: Session, yes: bool) -> int:
+    """A written flag change reaches the API only by a deploy: run it, or have it confirmed."""
+    if session.runbook.deploy is not None:
+        return cmd_deploy(session, argparse.Namespace(confirm=None))
+    stage = session.assess().stage or "A"
+    later = f"Deploy it the team's way, then confirm with `cutover deploy --confirm {_stage_arg(stage)}`."
+    if yes or not sys.stdin.isatty():
+        print(f"The API reads its flags only at start. {later}")
+        return 0
+    typed = input(f"The API reads its flags only at start: deploy now, then type {stage} once it runs them "
+                  "(or press enter to confirm later): ").strip()
+    if not typed:
+        print(later)
+        return 0
+    return cmd_deploy(session, argparse.Namespace(confirm=typed))
+
+
+def _stage_arg(stage: str) -> str:
+    return "E-steady" if stage == "E'" else stage
+
+
+def cmd_deploy(session: Session, args: argparse.Namespace) -> int:
+    if args.confirm is not None:
+        if session.runbook.deploy is not None:
+            raise BadInput("The runbook's [deploy] reads back what the API runs: run `cutover deploy` without "
+                           "--confirm.")
+        entry = deploy.confirm(session, args.confirm)
+        print(f"Deployment confirmed by {session.settings.operator}, not read back; journal entry {entry.id}.")
+        return 0
+    outcome = deploy.deploy(session, lambda line: print(f"  {line}", flush=True))
+    print(f"Deployed: the API runs {outcome.deployed.short()} (read back); journal entry {outcome.entry.id}.")
     return 0
 
 
@@ -332,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true")
     command("restore-flags", cmd_restore_flags,
             "Put illegal or hand-edited flags back to a legal row.").add_argument("--yes", action="store_true")
+    p = command("deploy", cmd_deploy, "Run the runbook's deploy (apply, then read back what the API runs).")
+    p.add_argument("--confirm", metavar="STAGE",
+                   help="without a [deploy] section: the declared stage's name, typed to confirm the API runs it")
     command("close-rollback-window", cmd_close_rollback_window, "Close the rollback window (E' only).")
     command("archive", cmd_archive, "Stage F: archive the legacy tables.").add_argument(
         "--confirm", required=True, metavar="DBNAME", help="the database name, typed to confirm")
@@ -365,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report file (default: the runbook's report folder)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--sample-rows", type=int, default=2000,
-                   help="rows per table timed (and rolled back) for the estimate; 0 skips it")
+                   help="rows per table read and timed for the estimate (nothing is written); 0 skips it")
     p = command("diff", cmd_diff, "Compare two reports (either producer), check by check.")
     p.add_argument("before", type=Path)
     p.add_argument("after", type=Path)

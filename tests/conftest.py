@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, TEST_POSTGRES, CliRun, apply_v2
+from helpers import ROOT, TEST_POSTGRES, CliRun, apply_v2, deploying_runbook
 
 from cutover_tui.demo.embedded import create_database, embedded_postgres
 
@@ -51,8 +51,9 @@ def env_file(tmp_path) -> Path:
 
 
 @pytest.fixture
-def cutover(capsys, legacy_db_url, env_file) -> CliRun:
-    return CliRun(capsys, legacy_db_url, env_file)
+def cutover(capsys, legacy_db_url, env_file, tmp_path) -> CliRun:
+    """The CLI on a runbook whose deploy runs real commands (helpers.APPLY_BY_COPY)."""
+    return CliRun(capsys, legacy_db_url, env_file, runbook=deploying_runbook(tmp_path))
 
 
 @pytest.fixture

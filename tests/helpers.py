@@ -27,6 +27,32 @@ DATA = ROOT / "tests" / "data"
 TEST_POSTGRES = servers.requested_version(os.environ.get(servers.TEST_SETTING))
 
 
+# A deployment tool in two shell commands: apply takes a copy of the env file, as a pod spec or a
+# container takes its environment when it is (re)created; read back prints the copy's flags.
+APPLY_BY_COPY = 'cp "$CUTOVER_ENV_FILE" "$CUTOVER_ENV_FILE.running"'
+READ_BACK_COPY = 'grep "^ACCOUNT_" "$CUTOVER_ENV_FILE.running"'
+
+
+# The same as a runbook file's section, for tests that write their runbook as text.
+DEPLOY_SECTION = f"\n[deploy]\napply = '{APPLY_BY_COPY}'\nread_back = '{READ_BACK_COPY}'\ntimeout_seconds = 30\n"
+
+
+def deploying_runbook(folder: Path, apply: str = APPLY_BY_COPY, read_back: str = READ_BACK_COPY,
+                      timeout: float = 30) -> Path:
+    """The shipped runbook with a `[deploy]` section, written into `folder`."""
+    import tomlkit
+
+    document = tomlkit.parse((ROOT / "runbook.toml").read_text(encoding="utf-8"))
+    document["paths"]["sql_dir"] = str(ROOT / "sql")
+    document["paths"]["report_dir"] = str(folder / "reports")
+    deploy = tomlkit.table()
+    deploy.update({"apply": apply, "read_back": read_back, "timeout_seconds": timeout})
+    document["deploy"] = deploy
+    path = folder / "runbook.toml"
+    path.write_text(tomlkit.dumps(document), encoding="utf-8")
+    return path
+
+
 class CliRun:
     """Runs `cutover` in-process against one database and env file."""
 
@@ -81,6 +107,8 @@ def age_journal(url: str, hours: float) -> None:
     """Pretend every journal entry happened `hours` earlier (for the confidence period)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE cutover.journal SET at = at - %s", (timedelta(hours=hours),))
+        conn.execute("UPDATE cutover.journal SET detail = jsonb_set(detail, '{since}', to_jsonb(("
+                     "(detail->>'since')::timestamptz - %s)::text)) WHERE detail ? 'since'", (timedelta(hours=hours),))
         conn.execute("UPDATE cutover.reports SET generated_at = generated_at - %s", (timedelta(hours=hours),))
 
 

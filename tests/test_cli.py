@@ -34,6 +34,13 @@ def to_stage_g(cutover) -> None:
     record_report(cutover.database_url, "verify", ok=True, stage="B")
 
 
+def to_stage_c(cutover) -> None:
+    """Stage C written, deployed by the runbook's deploy, and its API read check passed."""
+    to_stage_g(cutover)
+    assert cutover("promote", "C", "--yes")[0] == 0
+    record_report(cutover.database_url, "verify-reads", ok=True)
+
+
 def status_json(cutover) -> dict:
     code, out, _ = cutover("status", "--json")
     assert code == 0
@@ -59,7 +66,11 @@ def test_happy_path_to_archive(cutover):
 
     code, out, _ = cutover("promote", "C", "--yes")
     assert code == 0 and "-ACCOUNT_SCHEMA_V2_READS=false" in out and "+ACCOUNT_SCHEMA_V2_READS=true" in out
+    assert "Deployed: the API runs READS=true WRITES=false DUAL_WRITE=false (read back)" in out
     assert declared(env) == ("true", "false", "false")
+    code, _, err = cutover("promote", "D", "--yes")
+    assert code == 1 and "No API read check has run since stage C was deployed" in err
+    record_report(url, "verify-reads", ok=True)
     assert cutover("promote", "D", "--yes")[0] == 0
     assert declared(env) == ("true", "false", "true")
 
@@ -93,7 +104,7 @@ def test_happy_path_to_archive(cutover):
     assert status_json(cutover)["stage"] == "F"
 
     assert [a for a, *_ in journal_actions(url)] == [
-        "migrate", "promote", "promote", "promote", "promote", "rollback-window-closed", "archive"]
+        "migrate", *["promote", "deploy"] * 4, "rollback-window-closed", "archive"]
     promote_rows = [row for row in journal_actions(url) if row[0] == "promote"]
     assert promote_rows[0][2:] == ({"reads": False, "writes": False, "dual_write": False},
                                    {"reads": True, "writes": False, "dual_write": False})
@@ -112,8 +123,7 @@ def test_c_refused_while_the_backfill_has_errors(cutover):
 
 @pytest.mark.parametrize("keep, dual", [((), "true"), (("--no-dual-write",), "false")])
 def test_rollback_before_write_cutover(cutover, keep, dual):
-    to_stage_g(cutover)
-    cutover("promote", "C", "--yes")
+    to_stage_c(cutover)
     cutover("promote", "D", "--yes")
     code, out, _ = cutover("rollback", *keep, "--yes")
     assert code == 0 and "Roll back" in out
@@ -125,12 +135,11 @@ def test_rollback_before_write_cutover(cutover, keep, dual):
     assert code == 1 and "since the rollback was opened" in err
     record_report(cutover.database_url, "verify", ok=True, stage="G")
     assert cutover("promote", "C", "--yes")[0] == 0
-    assert [a for a, *_ in journal_actions(cutover.database_url)][-2:] == ["rollback-closed", "promote"]
+    assert [a for a, *_ in journal_actions(cutover.database_url)][-3:] == ["rollback-closed", "promote", "deploy"]
 
 
 def test_rollback_after_write_cutover_keeps_dual_write_and_locks_archive(cutover):
-    to_stage_g(cutover)
-    cutover("promote", "C", "--yes")
+    to_stage_c(cutover)
     cutover("promote", "D", "--yes")
     record_report(cutover.database_url, "verify", ok=True, stage="D")
     assert cutover("promote", "E", "--yes")[0] == 0
@@ -202,7 +211,7 @@ def test_journal_lists_every_action(cutover):
     assert code == 0 and "migrate" in out and "bob" in out
     assert "READS=false WRITES=false DUAL_WRITE=false -> READS=true WRITES=false DUAL_WRITE=false" in out
     rows = json.loads(cutover("journal", "--json")[1])
-    assert [(r["action"], r["operator"]) for r in rows] == [("migrate", "alice"), ("promote", "bob")]
+    assert [(r["action"], r["operator"]) for r in rows] == [("migrate", "alice"), ("promote", "bob"), ("deploy", "bob")]
 
 
 def test_demo_seed_fills_and_reports_anomalies(capsys, empty_db_url):

@@ -24,7 +24,7 @@ from ..store.db import connect, redact
 from ..store.session import Session, resolve_settings
 from ..work import jobs, migrate
 from . import servers
-from .run import DEMO_WORKSPACES, demo_environment, demo_session
+from .run import DEMO_WORKSPACES, demo_api, demo_environment, demo_session
 from .seed import SIZES, seed_legacy
 
 EXTRA = "python3 -m pip install 'cutover-tui[demo]'"
@@ -146,12 +146,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runbook = load_runbook(runbook_path)
     workspaces = SIZES[args.size] if args.size else DEMO_WORKSPACES
     with _demo_extra():
-        from .api import serve_api
+        import uvicorn  # noqa: F401  (the API's own process needs it: say so here, not in its log)
+
         from .traffic import TrafficSwitch
     with _unwound_by_signals(), _demo_extra(), demo_environment(
             runbook.paths.sql_dir, workspaces, _SeedProgress(sys.stderr.isatty()), args.postgres) as demo, \
-            serve_api(demo.database_url, demo.env_file) as api:
-        settings = resolve_settings(runbook_path=runbook_path, env_file=demo.env_file,
+            demo_api(runbook, demo) as (demo_runbook, api):
+        settings = resolve_settings(runbook_path=demo_runbook, env_file=demo.env_file,
                                     database_url=demo.database_url, operator=args.operator,
                                     report_dir=demo.report_dir)
         account, user, cookie = demo_session(api, demo.database_url)

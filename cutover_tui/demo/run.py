@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import tomlkit
 from pydantic import BaseModel
 
+from ..rules.runbook import Runbook
 from ..work.migrate import apply_legacy_baseline
 from . import servers
 from .embedded import create_database, embedded_postgres
@@ -17,12 +22,13 @@ from .envfile_text import DEMO_ENV
 from .seed import seed_legacy
 
 DEMO_DATABASE = "ternent"
-
+DEMO_RUNBOOK = "runbook.toml"  # in the demo's folder, beside the API's state file its deploy commands read
 
 DEMO_WORKSPACES = 200  # small enough to start in seconds
 
 
 class DemoEnvironment(BaseModel):
+    folder: Path  # removed on exit
     database_url: str
     server_version: str  # e.g. "17.10"
     env_file: Path
@@ -40,15 +46,50 @@ def prepare_demo(server_url: str, folder: Path, sql_dir: Path, workspaces: int =
     env_file = folder / ".ops" / "ternent-api" / ".env"
     env_file.parent.mkdir(parents=True)
     env_file.write_text(DEMO_ENV, encoding="utf-8")
-    return DemoEnvironment(database_url=url, server_version=version, env_file=env_file,
+    return DemoEnvironment(folder=folder, database_url=url, server_version=version, env_file=env_file,
                            report_dir=folder / "reports")
 
 
+def write_demo_runbook(runbook: Runbook, demo: DemoEnvironment) -> Path:
+    """The loaded runbook file's text, its paths pointed at the demo's files and a [deploy] table
+    added that restarts the demo's API process, so a flag write reaches the API as in production."""
+    if runbook.source is None:
+        raise ValueError("The demo needs a runbook loaded from a file.")
+    document = tomlkit.parse(runbook.source.read_text(encoding="utf-8"))
+    paths = document["paths"]
+    paths["env_file"] = str(demo.env_file.resolve())
+    paths["report_dir"] = str(demo.report_dir.resolve())
+    paths["sql_dir"] = str(runbook.paths.sql_dir.resolve())
+    command = f"{shlex.quote(sys.executable)} -m cutover_tui.demo.deployment"
+    deploy = tomlkit.table()
+    deploy.add("apply", f"{command} apply")
+    deploy.add("read_back", f"{command} read-back")
+    deploy.add("timeout_seconds", 60)
+    document["deploy"] = deploy
+    path = demo.folder / DEMO_RUNBOOK
+    path.write_text(tomlkit.dumps(document), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def demo_api(runbook: Runbook, demo: DemoEnvironment) -> Iterator[tuple[Path, str]]:
+    """The demo runbook file and the stand-in API running as its own process (flags from the
+    env file as it is now): (runbook path, base URL); the process is stopped on exit."""
+    from .deployment import start_api, stop_api
+
+    runbook_path = write_demo_runbook(runbook, demo)
+    try:
+        yield runbook_path, start_api(demo.folder, demo.database_url, demo.env_file, os.getpid())
+    finally:
+        stop_api(demo.folder)
+
+
 def demo_session(api_base: str, database_url: str) -> tuple[str, str, str]:
-    """A session on the stand-in API for the demo's first workspace owner: account, user, cookie."""
+    """A session on the stand-in API for the demo's first workspace owner: account, user, cookie
+    (the token, under whichever name the API's configuration gave it)."""
     import httpx
 
-    from .api import COOKIE_NAME
+    from .api import session_cookie
 
     with psycopg.connect(database_url) as conn:
         account, user = conn.execute(
@@ -56,7 +97,7 @@ def demo_session(api_base: str, database_url: str) -> tuple[str, str, str]:
             "AND status = 'active' ORDER BY workspace_id, user_id LIMIT 1").fetchone()
     with httpx.Client(base_url=api_base, timeout=10) as client:
         client.post("/v1/demo/session", json={"userId": user}).raise_for_status()
-        return account, user, client.cookies[COOKIE_NAME]
+        return account, user, session_cookie(client.cookies)[1]
 
 
 @contextmanager

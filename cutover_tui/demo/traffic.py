@@ -2,7 +2,9 @@
 
 `Traffic` sends requests from one background thread, one at a time (so the API never runs
 two of our writes at once), paced at `rate` requests per second and spread over the
-accounts whose session cookies it was given. It is bounded in requests and in time, stops
+accounts whose session cookies it was given. Its writes cover every kind the API takes:
+accounts created, renamed and removed; members added, changed and removed; identities, books
+(and their snapshots) created, changed and removed. It is bounded in requests and in time, stops
 on `stop()`, and counts errors instead of raising them. Every successful write is recorded
 (`writes_log()`) so a check can say exactly which rows the traffic touched.
 
@@ -25,7 +27,7 @@ from pydantic import BaseModel
 
 from ..errors import CutoverError
 from ..store.db import connect
-from .api import COOKIE_NAME
+from .api import session_cookie
 
 if TYPE_CHECKING:  # httpx is imported where used: `import httpx` loads rich (its CLI), which the engine must not
     import httpx
@@ -37,11 +39,14 @@ WRITE_LOG_LIMIT = 100_000
 REQUEST_TIMEOUT = 10.0
 
 READS = ("users", "books", "session")
-WRITES = ("create_identity", "update_identity", "create_book", "update_book", "remove_book", "save_snapshot",
-          "rename_account")
-# Relative weights: about half reads, half writes.
-_WEIGHTS = {"users": 17, "books": 17, "session": 16, "create_identity": 7, "update_identity": 8,
-            "create_book": 10, "update_book": 8, "remove_book": 4, "save_snapshot": 10, "rename_account": 3}
+WRITES = ("create_identity", "update_identity", "remove_identity", "create_book", "update_book", "remove_book",
+          "save_snapshot", "rename_account", "create_account", "remove_account", "add_member", "update_member",
+          "remove_member")
+# Relative weights: about half reads, half writes, most of them on identities, books and snapshots.
+_WEIGHTS = {"users": 17, "books": 17, "session": 16, "create_identity": 6, "update_identity": 5,
+            "remove_identity": 2, "create_book": 8, "update_book": 5, "remove_book": 3, "save_snapshot": 8,
+            "rename_account": 2, "create_account": 2, "remove_account": 2, "add_member": 3, "update_member": 2,
+            "remove_member": 2}
 
 
 class TrafficStats(BaseModel):
@@ -49,6 +54,7 @@ class TrafficStats(BaseModel):
     errors: int = 0
     requests_per_second: float = 0.0
     mirror_failures: int | None = None  # from the API's /v1/demo/stats; None when it could not be read
+    result_mismatches: int | None = None  # likewise: mirrors that answered other than the primary
     elapsed: float = 0.0
     writes: int = 0
 
@@ -62,6 +68,7 @@ class TrafficWrite(BaseModel):
     account_id: str
     at: float
     book_id: str | None = None  # for snapshots: the book whose current_version moved too
+    also: list[str] = []  # other rows it changed: a removed identity's books, a removed account's members
 
 
 def _check_rate(rate: float) -> None:
@@ -87,8 +94,9 @@ def require_loopback(base_url: str) -> str:
 
 def demo_cookies(base_url: str, database_url: str, count: int = 3, *,
                  exclude: Collection[str] = ()) -> dict[str, str]:
-    """Demo sessions for `count` seeded account owners (active members): account_id -> cookie.
-    Accounts in `exclude` are skipped (for example one a read check looks at)."""
+    """Demo sessions for `count` seeded account owners (active members): account_id -> cookie, as a
+    `Cookie` header carries it (`name=value`, under the name the API set). Accounts in `exclude`
+    are skipped (for example one a read check looks at)."""
     base = require_loopback(base_url)
     if count < 1:
         raise ValueError("count must be at least 1.")
@@ -120,7 +128,8 @@ def demo_cookies(base_url: str, database_url: str, count: int = 3, *,
             for account, user in owners.items():
                 response = client.post("/v1/demo/session", json={"userId": user})
                 response.raise_for_status()
-                cookies[account] = response.cookies[COOKIE_NAME]
+                name, value = session_cookie(response.cookies)
+                cookies[account] = f"{name}={value}"
     except (httpx.HTTPError, KeyError) as exc:
         raise CutoverError(f"The stand-in API at {base} gave no demo session ({type(exc).__name__}); "
                            "start `cutover demo` and pass the address it shows.") from None
@@ -137,6 +146,8 @@ class _Account:
         self.serial = 0
         self.identities: list[str] = []
         self.books: list[str] = []
+        self.members: list[str] = []  # memberships this traffic added (never the owner's own)
+        self.created: dict[str, list[str]] = {}  # accounts this traffic created -> their members
         self.idle = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -169,6 +180,7 @@ class Traffic:
         self._log: list[TrafficWrite] = []
         self._last_error: str | None = None
         self._mirror_failures: int | None = None
+        self._result_mismatches: int | None = None
 
     # -- control ----------------------------------------------------------------------
     def start(self) -> Self:
@@ -218,14 +230,14 @@ class Traffic:
 
     # -- results ----------------------------------------------------------------------
     def stats(self) -> TrafficStats:
-        mirror = self._read_mirror_failures()
+        mirror, mismatches = self._read_mirror_figures()
         running = self.running
         with self._lock:
             end = self._ended if self._ended is not None and not running else time.monotonic()
             elapsed = 0.0 if self._started is None else max(end - self._started, 0.0)
             return TrafficStats(requests=self._requests, errors=self._errors, writes=self._writes,
                                 requests_per_second=round(self._requests / elapsed, 2) if elapsed > 0 else 0.0,
-                                mirror_failures=mirror, elapsed=round(elapsed, 3))
+                                mirror_failures=mirror, result_mismatches=mismatches, elapsed=round(elapsed, 3))
 
     def writes_log(self, since: float | None = None, until: float | None = None) -> list[TrafficWrite]:
         """The successful writes (oldest first), optionally within [since, until) (time.monotonic())."""
@@ -237,17 +249,21 @@ class Traffic:
         with self._lock:
             return self._last_error
 
-    def _read_mirror_failures(self) -> int | None:
+    def _read_mirror_figures(self) -> tuple[int | None, int | None]:
+        """The API's own counts of mirror failures and result mismatches (the last ones read)."""
         import httpx
 
         try:
             response = httpx.get(f"{self.base_url}/v1/demo/stats", timeout=2.0)
-            value = response.json().get("mirrorFailures") if response.status_code == 200 else None
-            if isinstance(value, int):
-                self._mirror_failures = value
+            body = response.json() if response.status_code == 200 else {}
+            failures, mismatches = body.get("mirrorFailures"), body.get("resultMismatches")
+            if isinstance(failures, int):
+                self._mirror_failures = failures
+            if isinstance(mismatches, int):
+                self._result_mismatches = mismatches
         except (httpx.HTTPError, ValueError, AttributeError):
             pass
-        return self._mirror_failures
+        return self._mirror_failures, self._result_mismatches
 
     # -- the thread -------------------------------------------------------------------
     def _run(self, account: _Account) -> None:
@@ -294,6 +310,12 @@ class Traffic:
             kind = "users"  # learn the account first
         elif kind in ("update_book", "remove_book", "save_snapshot") and not account.books:
             kind = "books" if account.rng.random() < 0.5 else "create_book"
+        elif kind == "remove_identity" and len(account.identities) < 2:
+            kind = "create_identity"  # keep one to hang books on
+        elif kind in ("update_member", "remove_member") and not account.members:
+            kind = "add_member"
+        elif kind == "remove_account" and not account.created:
+            kind = "create_account"
         try:
             ok, body = getattr(self, f"_{kind}")(client, account)
         except Exception as exc:
@@ -309,7 +331,7 @@ class Traffic:
 
     def _call(self, client: httpx.Client, account: _Account, method: str, path: str,
               **kwargs: Any) -> tuple[bool, Any]:
-        response = client.request(method, path, headers={"cookie": f"{COOKIE_NAME}={account.cookie}"}, **kwargs)
+        response = client.request(method, path, headers={"cookie": account.cookie}, **kwargs)
         try:
             body = response.json()
         except ValueError:
@@ -317,16 +339,13 @@ class Traffic:
         ok = 200 <= response.status_code < 300 and isinstance(body, dict) and body.get("ok") is True
         return ok, body if ok else f"{method} {path} -> {response.status_code}"
 
-    def _record(self, op: str, table: str, row_id: str, account: _Account, book_id: str | None = None) -> None:
+    def _record(self, op: str, table: str, row_id: str, account: _Account, book_id: str | None = None,
+                also: list[str] | None = None) -> None:
         with self._lock:
             self._writes += 1
             if len(self._log) < WRITE_LOG_LIMIT:
                 self._log.append(TrafficWrite(op=op, table=table, id=row_id, account_id=account.id,
-                                              at=time.monotonic(), book_id=book_id))
-
-    def _next(self) -> int:
-        self._serial += 1
-        return self._serial
+                                              at=time.monotonic(), book_id=book_id, also=also or []))
 
     # reads
     def _users(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
@@ -347,12 +366,13 @@ class Traffic:
     # writes
     def _write(self, client: httpx.Client, account: _Account, op: str, table: str, method: str, path: str,
                row: Callable[[Any], str], book_id: str | None = None, then: Callable[[str], None] | None = None,
-               **request: Any) -> tuple[bool, Any]:
-        """One write through the API; a successful one is recorded as `op` on `row(body)` of `table`,
-        and `then(row)` keeps the account's own lists up to date."""
+               also: Callable[[Any], list[str]] | None = None, **request: Any) -> tuple[bool, Any]:
+        """One write through the API; a successful one is recorded as `op` on `row(body)` of `table`
+        (and `also(body)`, the other rows it changed), and `then(row)` keeps the account's own lists
+        up to date."""
         ok, body = self._call(client, account, method, path, **request)
         if ok:
-            self._record(op, table, row(body), account, book_id=book_id)
+            self._record(op, table, row(body), account, book_id=book_id, also=also(body) if also else None)
             if then is not None:
                 then(row(body))
         return ok, body
@@ -370,6 +390,16 @@ class Traffic:
         return self._write(client, account, "update_identity", "identities", "PATCH", f"/v1/account/identities/{ident}",
                            lambda _: ident,
                            json={"accountId": account.id, "displayName": f"Renamed {self.seed}-{account.next()}"})
+
+    def _remove_identity(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
+        ident = account.rng.choice(account.identities)
+        ok, body = self._write(client, account, "remove_identity", "identities", "DELETE",
+                               f"/v1/account/identities/{ident}", lambda _: ident,
+                               also=lambda answer: answer["removedBookIds"], params={"accountId": account.id})
+        if ok:  # its books went with it
+            account.identities.remove(ident)
+            account.books = [b for b in account.books if b not in body["removedBookIds"]]
+        return ok, body
 
     def _create_book(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
         n = account.next()
@@ -405,6 +435,43 @@ class Traffic:
         return self._write(client, account, "rename_account", "accounts", "PATCH", "/v1/account/workspace",
                            lambda _: account.id,
                            json={"accountId": account.id, "name": f"Workspace {self.seed}-{account.next()}"})
+
+    def _create_account(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
+        """A scratch account the signed-in owner also owns: the only kind the traffic removes."""
+        ok, body = self._write(client, account, "create_account", "accounts", "POST", "/v1/account/workspaces",
+                               lambda answer: answer["accountId"], also=lambda answer: [answer["memberId"]],
+                               json={"name": f"Scratch {self.seed}-{account.next()}"})
+        if ok:
+            account.created[body["accountId"]] = [body["memberId"]]
+        return ok, body
+
+    def _remove_account(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
+        scratch = account.rng.choice(sorted(account.created))
+        return self._write(client, account, "remove_account", "accounts", "DELETE", "/v1/account/workspace",
+                           lambda _: scratch, then=account.created.pop, also=lambda answer: answer["memberIds"],
+                           json={"accountId": scratch})
+
+    def _add_member(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
+        """Sign a new user up (demo only: BetterAuth's sign-up), then add them to the account."""
+        ok, body = self._call(client, account, "POST", "/v1/demo/users", json={"name": f"Member {account.next()}"})
+        if not ok:
+            return ok, body
+        return self._write(client, account, "add_member", "account_members", "POST", "/v1/account/members",
+                           lambda answer: answer["member"]["id"], then=account.members.append,
+                           json={"accountId": account.id, "userId": body["user"]["id"],
+                                 "role": account.rng.choice(("member", "admin"))})
+
+    def _update_member(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
+        member = account.rng.choice(account.members)
+        return self._write(client, account, "update_member", "account_members", "PATCH",
+                           f"/v1/account/members/{member}", lambda _: member,
+                           json={"accountId": account.id, "role": account.rng.choice(("member", "admin"))})
+
+    def _remove_member(self, client: httpx.Client, account: _Account) -> tuple[bool, Any]:
+        member = account.rng.choice(account.members)
+        return self._write(client, account, "remove_member", "account_members", "DELETE",
+                           f"/v1/account/members/{member}", lambda _: member, then=account.members.remove,
+                           params={"accountId": account.id})
 
 
 def run_traffic(base_url: str, database_url: str, rate: float, duration: float, *,

@@ -138,6 +138,11 @@ class EnvFile(BaseModel):
         """Each flag as the API reads this file."""
         return {name: flag.value for name, flag in self.flags.items()}
 
+    @property
+    def variables(self) -> dict[str, str]:
+        """Every assignment's value as dotenv hands it over (the last one of a key wins)."""
+        return {a.key: a.value for a in _Scan(self.text).assignments}
+
 
 def _flag_value(name: str, assignment: _Assignment | None) -> FlagValue:
     if assignment is None:

@@ -7,13 +7,16 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from ..errors import CutoverError
 from ..files.envfile import FlagValue
 from ..reports import store as report_store
-from ..rules.matrix import Assessment, hours
+from ..rules.flags import Flags
+from ..rules.matrix import Assessment, DeployFact, assess, hours
 from ..rules.runbook import STAGE_ORDER
 from ..store.db import server_now
 from ..store.lock import LockHolder
 from ..store.session import Session
+from . import deploy
 
 
 class Status(BaseModel):
@@ -28,6 +31,25 @@ class Status(BaseModel):
     last_backfill: report_store.StoredReport | None
     last_verify: report_store.StoredReport | None
     clock_skew_seconds: float  # this machine's clock minus the database server's
+    deployed: DeployFact | None = None  # the latest deployment on record
+    deploy_pending: bool = False  # the declared flags must run, and are not shown to
+    deploy_reads_back: bool = False  # the runbook has a [deploy] whose read_back tells what runs
+    running: Flags | None = None  # read back just now, when asked for
+    running_error: str | None = None  # why reading back just now failed
+
+    @property
+    def deployment(self) -> str:
+        """One line on whether the declared flags run: what the dashboard and `status` say."""
+        a, deployed = self.assessment, self.deployed
+        if deployed is None:
+            return "none on record" + (": run deploy" if self.deploy_pending else
+                                       " (the API runs the defaults it started with)")
+        when = f"{deployed.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        if deployed.flags is None:
+            return f"UNKNOWN: the deploy at {when} could not read back what runs; run deploy again"
+        how = "read back" if deployed.read_back else "confirmed by operator, not read back"
+        state = "" if deployed.flags == a.flags else "NOT the declared flags: run deploy; "
+        return f"{state}{deployed.flags.short()} ({how} {when})"
 
     def clock_warning(self) -> str | None:
         """One sentence when this machine's clock is more than a minute off the server's."""
@@ -42,11 +64,20 @@ class Status(BaseModel):
 CLOCK_TOLERANCE_SECONDS = 60
 
 
-def gather(session: Session) -> Status:
+def gather(session: Session, *, read_back: bool = False) -> Status:
+    """Where things stand; with `read_back`, also what the running API runs now (the runbook's
+    read_back command, which is not journaled)."""
     machine = datetime.now(UTC)
     skew = (machine - server_now(session.conn)).total_seconds()
     env = session.read_env()
-    assessment = session.assess(env)
+    facts = session.facts(env)
+    assessment = session.watching(assess(facts, session.runbook))
+    running, running_error = None, None
+    if read_back and session.runbook.deploy is not None:
+        try:
+            running = deploy.read_back(session, lambda line: None)
+        except CutoverError as exc:
+            running_error = exc.message
     return Status(
         database=session.database_name,
         database_url=session.settings.safe_database_url,
@@ -58,4 +89,9 @@ def gather(session: Session) -> Status:
         last_backfill=report_store.latest(session.conn, "backfill"),
         last_verify=report_store.latest(session.conn, "verify"),
         clock_skew_seconds=skew,
+        deployed=facts.deployed,
+        deploy_pending=facts.needs_deploy and not facts.is_deployed,
+        deploy_reads_back=session.runbook.deploy is not None,
+        running=running,
+        running_error=running_error,
     )

@@ -20,6 +20,7 @@ from .models import (
     BackfillReport,
     BackfillStage,
     BackfillWarning,
+    ReadsReport,
     Report,
     VerifyCheck,
     VerifyReport,
@@ -56,7 +57,7 @@ class DiffEntry(BaseModel):
 
 
 class ReportDiff(BaseModel):
-    kind: Literal["backfill", "verify"]
+    kind: Literal["backfill", "verify", "verify-reads"]
     before: datetime
     after: datetime
     entries: list[DiffEntry]
@@ -155,6 +156,12 @@ def _diff_issues(section: Literal["error", "warning"], before: Sequence[Backfill
     return entries
 
 
+def _checks(report: VerifyReport) -> dict[str, VerifyCheck]:
+    # A read check also compares on upstream's figures, all that upstream's own output holds.
+    checks = [report.summary_check(), *report.checks] if isinstance(report, ReadsReport) else report.checks
+    return {check.key: check for check in checks}
+
+
 def diff_reports(a: Report, b: Report) -> ReportDiff:
     """What changed from `a` (the older one, the base) to `b` (the newer)."""
     kind_a, kind_b = report_kind(a), report_kind(b)
@@ -162,8 +169,7 @@ def diff_reports(a: Report, b: Report) -> ReportDiff:
         raise BadInput(f"Cannot compare a {kind_a} report with a {kind_b} report; choose two reports "
                        "of the same kind.")
     if isinstance(a, VerifyReport) and isinstance(b, VerifyReport):
-        entries = _diff_items("check", {check.key: check for check in a.checks},
-                              {check.key: check for check in b.checks}, _check_status)
+        entries = _diff_items("check", _checks(a), _checks(b), _check_status)
     elif isinstance(a, BackfillReport) and isinstance(b, BackfillReport):
         entries = [*_diff_items("stage", {stage.stage: stage for stage in a.stages},
                                 {stage.stage: stage for stage in b.stages}, _stage_status),

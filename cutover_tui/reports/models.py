@@ -1,4 +1,5 @@
-"""The §4 report shapes: recon, backfill and verify (the API read check is a verify).
+"""The §4 report shapes: recon, backfill and verify (the API read check is a verify, and
+reads upstream's read check output too).
 
 The models read reports from either producer (the API's scripts or this console) and
 keep every field they do not know, so a report loaded and written back says exactly
@@ -22,6 +23,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_serializer,
@@ -40,7 +42,11 @@ class _Open(BaseModel):
     """A §4 object: known fields typed, unknown ones kept and written back as they came."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # Fields with a default that a source without them must not gain when written back.
+    _ABSENT_STAYS_ABSENT: ClassVar[frozenset[str]] = frozenset()
     _source_keys: tuple[str, ...] = PrivateAttr(default=())
+    # Fields the reader filled in (an upstream read check's time, from its file): never written back.
+    _inferred: frozenset[str] = PrivateAttr(default=frozenset())
 
     @model_validator(mode="wrap")
     @classmethod
@@ -55,7 +61,9 @@ class _Open(BaseModel):
         data = handler(self)
         for name, field in type(self).model_fields.items():
             # An optional field the source did not have must not come back as `null`.
-            if getattr(self, name) is None and name not in self.model_fields_set:
+            absent = name not in self.model_fields_set and (
+                getattr(self, name) is None or name in self._ABSENT_STAYS_ABSENT)
+            if absent or name in self._inferred:
                 data.pop(field.alias if info.by_alias and field.alias else name, None)
         if info.by_alias:
             # The source's key order, so a file written back is the same file, not a reshuffle.
@@ -78,7 +86,7 @@ def _unique(keys: list[str], what: str) -> None:
 
 
 class _Report(_Open):
-    KIND: ClassVar[Literal["recon", "backfill", "verify"]]
+    KIND: ClassVar[ReportKind]
 
     ok: StrictBool
     generated_at: AwareDatetime = Field(alias="generatedAt")
@@ -198,6 +206,7 @@ class ReconReport(_Report):
     problems: list[dict[str, Any]] | Any | None = Field(default=None, union_mode="left_to_right")
     estimate: ReconEstimate | Any | None = Field(default=None, union_mode="left_to_right")
     duration_seconds: float | Any | None = Field(default=None, alias="durationSeconds", union_mode="left_to_right")
+    read_only: StrictBool | Any | None = Field(default=None, alias="readOnly", union_mode="left_to_right")
 
     # The console's fields where they are as it writes them; empty where a file's are odd.
     @property
@@ -306,7 +315,8 @@ class BackfillReport(_Report):
 # The details each of the console's check types writes beside the common fields, flat as
 # upstream's checks are; `VerifyCheck.detail` reads only these, so a misspelt name fails loudly.
 CHECK_DETAILS: dict[str, frozenset[str]] = {
-    "count": frozenset({"leftOutByBackfill", "leftOutByIssue", "landedWithWarning"}),
+    "count": frozenset({"leftOutByBackfill", "leftOutByIssue", "landedWithWarning", "missingRows", "extraRows",
+                        "backfillRun", "reportedByBackfill", "unreportedMissing"}),
     "content": frozenset({"compared", "different", "expectedLeftOut", "differentByColumn", "ranges",
                           "rangesRechecked", "rangesSettled", "seconds", "longestRangeSeconds", "missingInV2",
                           "extraInV2"}),
@@ -314,12 +324,14 @@ CHECK_DETAILS: dict[str, frozenset[str]] = {
     "integrity": frozenset({"count", "rowCount", "rows", "warning", "alsoOnIdentitiesDeletedInLegacy", "accounts",
                             "seconds"}),
     "sample": frozenset({"sampleSize", "sampled", "accountsWithMismatch", "expectedIdentities", "expectedPixbooks",
-                         "count", "accounts", "rows", "identities", "identitiesWithMismatch", "seconds"}),
+                         "count", "accounts", "rows", "identities", "identitiesWithMismatch", "seconds",
+                         "firstLookCount"}),
     "repair": frozenset({"requested", "repaired", "inserted", "updated", "leftOutByRules", "failed", "failedRows",
                          "foundMissing", "foundDifferent", "extraLeftAlone", "stillDifferent", "rechecked"}),
     "run": frozenset({"message"}),
     "reads": frozenset({"store", "accountIdsMatch", "aliasAccepted", "status", "profileId", "collectionId",
-                        "accountId", "workspaceId", "bookId", "actualCount", "mismatches"}),
+                        "accountId", "workspaceId", "bookId", "actualCount", "mismatches", "mismatchCount",
+                        "cookieNames", "userCount", "bookCount", "pixbookResolved"}),
 }
 
 
@@ -359,17 +371,13 @@ class VerifyCheck(_Open):
 
 
 class VerifyReport(_Report):
-    KIND: ClassVar[Literal["verify"]] = "verify"
+    KIND: ClassVar[Literal["verify", "verify-reads"]] = "verify"
 
     checks: list[VerifyCheck]
     # The console's own fields (absent from the API's verify).
     cancelled: StrictBool | None = None
     duration_seconds: float | None = Field(default=None, alias="durationSeconds")
     options: dict[str, Any] | None = None
-    # ... and of its API read check (a verify-reads report).
-    api: str | None = None
-    read_store: str | None = Field(default=None, alias="readStore")
-    alias_accepted: StrictBool | None = Field(default=None, alias="aliasAccepted")
 
     def item_keys(self) -> tuple[str, list[str]]:
         return "checks", [check.key for check in self.checks]
@@ -379,14 +387,56 @@ class VerifyReport(_Report):
         return all(check.ok for check in self.checks)
 
 
+# Upstream's read check prints exactly these (SYSTEM.md §6), and the console's keeps them.
+UPSTREAM_READS_FIELDS = ("ok", "accountId", "userCount", "bookCount", "pixbookResolved")
+READS_SUMMARY = "read_check"
+
+
+class ReadsReport(VerifyReport):
+    """The API read check: the console's (its `reads` checks beside upstream's figures) or
+    upstream's own output, exactly `{ok, accountId, userCount, bookCount, pixbookResolved}`,
+    which has no checks and no time (a file's modification time stands in, never written back)."""
+
+    KIND: ClassVar[Literal["verify", "verify-reads"]] = "verify-reads"
+    _ABSENT_STAYS_ABSENT: ClassVar[frozenset[str]] = frozenset({"checks"})
+
+    checks: list[VerifyCheck] = []
+    account_id: str | None = Field(default=None, alias="accountId")
+    user_count: StrictInt | None = Field(default=None, alias="userCount")
+    book_count: StrictInt | None = Field(default=None, alias="bookCount")
+    pixbook_resolved: StrictBool | None = Field(default=None, alias="pixbookResolved")
+    # The console's own fields (absent from upstream's output).
+    api: str | None = None
+    read_store: str | None = Field(default=None, alias="readStore")
+    flags_from: str | None = Field(default=None, alias="flagsFrom")
+    alias_accepted: StrictBool | None = Field(default=None, alias="aliasAccepted")
+    skipped: dict[str, str] | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _time_from_file(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        written = (info.context or {}).get("written_at")
+        if isinstance(data, dict) and not {"generatedAt", "generated_at"} & data.keys() and written is not None:
+            report = handler({**data, "generatedAt": written})
+            report._inferred = frozenset({"generated_at"})
+            return report
+        return handler(data)
+
+    def summary_check(self) -> VerifyCheck:
+        """Upstream's figures as one check, so either producer's reports compare on them."""
+        return VerifyCheck.model_validate({
+            "type": "reads", "name": READS_SUMMARY, "ok": self.ok, "accountId": self.account_id,
+            "userCount": self.user_count, "bookCount": self.book_count, "pixbookResolved": self.pixbook_resolved})
+
+
 Report = ReconReport | BackfillReport | VerifyReport
 MODELS: dict[str, type[_Report]] = {
     "recon": ReconReport, "backfill": BackfillReport, "verify": VerifyReport,
-    "verify-reads": VerifyReport,
+    "verify-reads": ReadsReport,
 }
 
 
-def report_kind(report: Report) -> Literal["recon", "backfill", "verify"]:
+def report_kind(report: Report) -> ReportKind:
     return report.KIND
 
 
@@ -417,7 +467,17 @@ def _first_problem(exc: ValidationError) -> str:
     return text + (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else "")
 
 
+def _reads(data: dict[str, Any]) -> bool:
+    """A read check's report: the console's (reads checks, its read store) or upstream's output."""
+    checks = data.get("checks")
+    if isinstance(checks, list):
+        return "readStore" in data or any(isinstance(c, dict) and c.get("type") == "reads" for c in checks)
+    return "checks" not in data and bool({"userCount", "bookCount", "pixbookResolved"} & data.keys())
+
+
 def _detect(data: dict[str, Any]) -> type[_Report] | None:
+    if _reads(data):
+        return ReadsReport
     if "checks" in data:
         return VerifyReport
     if "stages" in data:
@@ -427,16 +487,18 @@ def _detect(data: dict[str, Any]) -> type[_Report] | None:
     return None
 
 
-def parse_report(data: Any, source: str, model: type[_Report] | None = None) -> Report:
-    """`data` (decoded JSON) as its report model, or one BadInput sentence naming `source`."""
+def parse_report(data: Any, source: str, model: type[_Report] | None = None, *,
+                 written_at: datetime | None = None) -> Report:
+    """`data` (decoded JSON) as its report model, or one BadInput sentence naming `source`;
+    `written_at` (a file's time) dates an upstream read check, which carries no time itself."""
     if not isinstance(data, dict):
         raise BadInput(f"{source} is JSON but not an object, so it is not a report.")
     model = model or _detect(data)
     if model is None:
         raise BadInput(f"{source} is not a recon, backfill or verify report: it has none of "
-                       "`checks`, `stages`, `schemas` or `mapping`.")
+                       "`checks`, `stages`, `schemas` or `mapping` (nor a read check's `userCount`).")
     try:
-        return model.model_validate(data)  # type: ignore[return-value]
+        return model.model_validate(data, context={"written_at": written_at})  # type: ignore[return-value]
     except ValidationError as exc:
         raise BadInput(f"{source} is not a valid {model.KIND} report: {_first_problem(exc)}.") from None
 

@@ -10,13 +10,41 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .models import BackfillIssue, BackfillReport, ReconReport, Report, VerifyCheck, VerifyReport, report_kind
+from .models import (
+    BackfillIssue,
+    BackfillReport,
+    ReadsReport,
+    ReconReport,
+    Report,
+    VerifyCheck,
+    VerifyReport,
+    report_kind,
+)
 from .store import FILE_PREFIX
 
 
 def check_line(check: VerifyCheck) -> str:
-    """`PASS name` / `FAIL name`, as upstream prints a check (name or `count:<table>`)."""
-    return f"{'PASS' if check.ok else 'FAIL'} {check.key}"
+    """`PASS name` / `FAIL name`, as upstream prints a check (name or `count:<table>`); a
+    failed count of the console's says how much of the gap the latest backfill reported."""
+    line = f"{'PASS' if check.ok else 'FAIL'} {check.key}"
+    if check.ok or check.type != "count" or check.detail("missingRows") is None:
+        return line
+    return f"{line} ({_count_gap(check)})"
+
+
+def _count_gap(check: VerifyCheck) -> str:
+    """Expected loss (rows the latest backfill reported as errors, by error) apart from the rest."""
+    missing, extra = check.detail("missingRows"), check.detail("extraRows") or 0
+    reported: dict[str, int] = check.detail("reportedByBackfill") or {}
+    unreported = check.detail("unreportedMissing") or 0
+    if not missing:
+        return f"{extra:,} more rows in v2 than in legacy"
+    parts = [f"{missing:,} rows missing in v2"]
+    if missing > unreported:
+        errors = ", ".join(f"{text}: {count:,}" for text, count in reported.items())
+        parts.append(f"{missing - unreported:,} reported by the latest backfill as errors ({errors})")
+    parts.append(f"{unreported:,} not reported by any backfill" if unreported else "none unexplained")
+    return "; ".join(parts)
 
 
 def summary_lines(report: Mapping[str, Any] | VerifyReport) -> list[str]:
@@ -53,6 +81,11 @@ def outcome_lines(report: Report) -> list[str]:
             lines.append(f"Estimated backfill time: {estimate.method}")
         return lines + [f"MISSING  {name}" for name in report.missing]
     lines = []
+    if isinstance(report, ReadsReport):  # upstream's figures first, as its own check prints them
+        resolved = {True: "resolved", False: "not resolved", None: "not asked"}[report.pixbook_resolved]
+        lines.append(f"account {report.account_id}: {report.user_count} users, {report.book_count} books, "
+                     f"pixbook {resolved}")
+        lines += [f"SKIP {name}  {why}" for name, why in (report.skipped or {}).items()]
     for check in report.checks:  # a verify-reads report: each call with its latency
         latency = f"  {check.latency_ms:.0f} ms" if check.latency_ms is not None else ""
         lines.append(f"{'PASS' if check.ok else 'FAIL'} {check.key}{latency}")
@@ -92,7 +125,13 @@ def _dump(model: BaseModel) -> dict[str, Any]:
 
 def _verify_items(report: VerifyReport) -> list[Item]:
     hidden = frozenset({"ok", "name", "table", "type"})
-    return [_item("PASS" if check.ok else "FAIL", check.key, _dump(check), hidden) for check in report.checks]
+    checks = report.checks
+    skipped: list[Item] = []
+    if isinstance(report, ReadsReport):  # upstream's figures, all an upstream read check's output has
+        checks = [report.summary_check(), *checks]
+        skipped = [Item("SKIP", name, {"reason": why}) for name, why in (report.skipped or {}).items()]
+    return [*(_item("PASS" if check.ok else "FAIL", check.key, _dump(check), hidden) for check in checks),
+            *skipped]
 
 
 def _issue(tag: str, issue: BackfillIssue, text: str) -> Item:
@@ -156,6 +195,8 @@ def _count(n: int, word: str) -> str:
 
 def summary(report: Report) -> str:
     """The report in one line: what passed, failed or is missing."""
+    if isinstance(report, ReadsReport) and not report.checks:
+        return f"upstream's read check said {'ok' if report.ok else 'not ok'}; it compares nothing"
     if isinstance(report, VerifyReport):
         failed, total = sum(not check.ok for check in report.checks), len(report.checks)
         return f"{failed} of {total} checks failed" if failed else f"all {total} checks passed"

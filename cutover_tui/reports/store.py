@@ -107,12 +107,14 @@ def _too_big(path: Path) -> BadInput:
 
 
 def load_report(path: str | os.PathLike[str]) -> Report:
-    """The report in a JSON file, its kind told by its shape (checks, stages or schemas)."""
+    """The report in a JSON file, its kind told by its shape (checks, stages, schemas, or upstream's
+    read check output, which has no time of its own: the file's modification time dates it)."""
     path = Path(path)
     try:
         with path.open("rb") as file:
             # Refuse before reading: a wrong file (a dump, a log) must not fill memory.
-            if os.fstat(file.fileno()).st_size > MAX_REPORT_BYTES:
+            status = os.fstat(file.fileno())
+            if status.st_size > MAX_REPORT_BYTES:
                 raise _too_big(path)
             # Bounded too: a pipe has no size up front.
             raw = file.read(MAX_REPORT_BYTES + 1)
@@ -138,7 +140,8 @@ def load_report(path: str | os.PathLike[str]) -> Report:
         raise BadInput(f"Report file {path} holds a value no report has ({exc}); check that it is the "
                        "right file.") from None
     try:
-        return parse_report(data, f"Report file {path}")
+        return parse_report(data, f"Report file {path}",
+                            written_at=datetime.fromtimestamp(status.st_mtime, UTC))
     except RecursionError:  # validation walks the nesting too
         raise BadInput(f"Report file {path} nests its JSON far deeper than any report; check that it is "
                        "the right file.") from None

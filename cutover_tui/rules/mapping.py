@@ -17,8 +17,9 @@ from psycopg import sql
 
 
 def _collection(alias: str) -> str:
-    """A book's collection after the blank-or-whitespace-to-'primary' rule."""
-    return f"CASE WHEN {alias}.collection_id ~ '^[[:space:]]*$' THEN 'primary' ELSE {alias}.collection_id END"
+    """A book's collection by §3's rule, exactly: BTRIM strips spaces only (a tab or a
+    newline stays), from every id, and an id left empty becomes 'primary'."""
+    return f"COALESCE(NULLIF(BTRIM({alias}.collection_id), ''), 'primary')"
 
 
 def _quote(text: str) -> str:
@@ -44,10 +45,17 @@ class TableMap:
     example: tuple[str, ...]  # legacy columns shown for a row with an issue
     depends_on: tuple[str, ...] = ()
     # How a re-run sets a column (SQL over {v2} and EXCLUDED; None leaves it); others take the source.
+    # Upstream's rules, so that a re-run never moves a timestamp the API wrote (§3).
     on_rerun: tuple[tuple[str, str | None], ...] = ()
 
     def rerun_expression(self, column: str) -> str | None:
         return dict(self.on_rerun).get(column, f"EXCLUDED.{column}")
+
+    def rerun_value(self, column: str, v2: str, source: str) -> str | None:
+        """What a re-run sets `column` to, as SQL over the v2 row aliased `v2` and the source
+        row aliased `source` (both fixed aliases of the caller's); None: it keeps v2's."""
+        rule = self.rerun_expression(column)
+        return None if rule is None else rule.replace("{v2}", v2).replace("EXCLUDED.", f"{source}.")
 
     def _case(self, then: Callable[[Issue], str], empty: str) -> str:
         whens = " ".join(f"WHEN {i.condition} THEN {then(i)}" for i in self.issues)
@@ -66,12 +74,17 @@ class TableMap:
         )
 
 
+# §3's re-run rules for the timestamps.
+_KEEP_CREATED = ("created_at", None)
+_LATER_UPDATED = ("updated_at", "GREATEST({v2}.updated_at, EXCLUDED.updated_at)")
+_EARLIER_CREATED = ("created_at", "LEAST({v2}.created_at, EXCLUDED.created_at)")
+
 ACCOUNTS = TableMap(
     v2="accounts", legacy="platform_workspaces",
     columns=("id", "name", "status", "created_at", "updated_at"),
     select="l.id, l.name, 'active'::text, l.created_at, l.updated_at",
     joins="", issues=(), example=("id", "name"),
-    on_rerun=(("status", None), ("updated_at", "GREATEST({v2}.updated_at, EXCLUDED.updated_at)")),
+    on_rerun=(("status", None), _KEEP_CREATED, _LATER_UPDATED),
 )
 
 ACCOUNT_MEMBERS = TableMap(
@@ -84,6 +97,7 @@ ACCOUNT_MEMBERS = TableMap(
             Issue("error", "user missing", "u.id IS NULL")),
     example=("id", "workspace_id", "user_id"),
     depends_on=("accounts",),
+    on_rerun=(_KEEP_CREATED, _LATER_UPDATED),
 )
 
 # Of the active rows sharing a fingerprint in a workspace, the oldest stays; later ones land deleted.
@@ -104,10 +118,11 @@ IDENTITIES = TableMap(
             Issue("warning", "duplicate active fingerprint: landed as deleted", "dup.older")),
     example=("id", "workspace_id", "identity_key_fingerprint", "status", "created_at"),
     depends_on=("accounts",),
+    on_rerun=(_KEEP_CREATED, _LATER_UPDATED),
 )
 
 # A book lands when its managed user exists, landed, and is of the same workspace; of the
-# active books of one identity that share a collection after the blank rule, the oldest lands.
+# active books of one identity that share a collection after the collection rule, the oldest lands.
 PIXBOOKS = TableMap(
     v2="pixbooks", legacy="platform_books",
     columns=("id", "account_id", "identity_id", "collection_id", "name", "status", "current_version",
@@ -127,6 +142,7 @@ PIXBOOKS = TableMap(
             Issue("error", "another active book of this identity has the same collection", "dup.older")),
     example=("id", "workspace_id", "managed_user_id", "collection_id", "status", "created_at"),
     depends_on=("identities",),
+    on_rerun=(_KEEP_CREATED, _LATER_UPDATED),
 )
 
 # A snapshot follows its book: it lands when the book is among the landed ones.
@@ -140,6 +156,7 @@ PIXBOOK_SNAPSHOTS = TableMap(
     issues=(Issue("error", "its book did not land", "p.id IS NULL"),),
     example=("id", "book_id", "version"),
     depends_on=("pixbooks",),
+    on_rerun=(_EARLIER_CREATED,),
 )
 
 AUDIT_EVENTS = TableMap(
@@ -152,6 +169,7 @@ AUDIT_EVENTS = TableMap(
             Issue("error", "actor user missing", "l.actor_user_id IS NOT NULL AND u.id IS NULL")),
     example=("id", "workspace_id", "actor_user_id"),
     depends_on=("accounts",),
+    on_rerun=(_EARLIER_CREATED,),
 )
 
 TABLES: tuple[TableMap, ...] = (ACCOUNTS, ACCOUNT_MEMBERS, IDENTITIES, AUDIT_EVENTS, PIXBOOKS, PIXBOOK_SNAPSHOTS)

@@ -17,7 +17,7 @@ from .runbook import STAGE_ORDER, Runbook, StageId
 
 Action = Literal[
     "migrate", "recon", "backfill", "verify", "repair", "promote", "rollback",
-    "close-rollback-window", "archive", "restore-flags",
+    "close-rollback-window", "archive", "restore-flags", "deploy", "verify-reads",
 ]
 
 
@@ -41,6 +41,15 @@ class VerifyFact(ReportFact):
     stage: StageId | None = None  # where we were when the verify ran
 
 
+class DeployFact(_Frozen):
+    """The latest deployment on record: what the running API was read back (or confirmed) to run."""
+
+    at: datetime
+    flags: Flags | None  # None: the last deploy could not tell what the API runs
+    read_back: bool  # False: confirmed by the operator, not read back
+    since: datetime | None = None  # when these flags were first found deployed after they were written
+
+
 class Facts(_Frozen):
     """What the env file, the migration history, the reports and the journal say now."""
 
@@ -56,6 +65,8 @@ class Facts(_Frozen):
     rollback_opened_at: datetime | None = None  # set while a rollback is open
     rollback_window_closed: bool = False
     archived: bool = False
+    deployed: DeployFact | None = None  # the latest deploy or confirmation
+    reads_check: ReportFact | None = None  # the latest API read check
 
     @property
     def rollback_open(self) -> bool:
@@ -67,9 +78,29 @@ class Facts(_Frozen):
         return self.recorded_flags is not None and self.recorded_flags != self.flags
 
     @property
+    def needs_deploy(self) -> bool:
+        """Whether the declared flags must be shown deployed: unless they are the defaults the API
+        started with and neither the console's writes nor a deployment says otherwise."""
+        return self.recorded_flags is not None or self.deployed is not None or self.flags != Flags()
+
+    @property
+    def is_deployed(self) -> bool:
+        return self.deployed is not None and self.deployed.flags == self.flags
+
+    @property
     def declared_since(self) -> datetime | None:
         """When the declared flags were written, if the console wrote them."""
         return None if self.hand_edited else self.flags_since
+
+    @property
+    def stage_began(self) -> datetime | None:
+        """When the declared stage began to run: its first deployment after the write, when one is
+        on record (the API ran the old flags until then), else the write."""
+        written = self.declared_since
+        deployed = self.deployed.since if self.deployed is not None and self.is_deployed else None
+        if written is None or deployed is None:
+            return written
+        return max(written, deployed)
 
 
 class Step(_Frozen):
@@ -155,7 +186,8 @@ def assess(facts: Facts, runbook: Runbook) -> Assessment:
     steps = [
         gates.migrate(), gates.recon(), gates.backfill(), gates.verify(), gates.repair(),
         *(gates.promote(target) for target in ("C", "D", "E", "E'")),
-        gates.rollback(), gates.close_rollback_window(), gates.archive(),
+        gates.rollback(), gates.close_rollback_window(), gates.archive(), gates.deploy(),
+        gates.verify_reads(),
     ]
     if not legal or facts.hand_edited:
         restore = (nearest_legal(facts.flags, runbook, facts.archived, facts.recorded_flags) if not legal
@@ -208,6 +240,44 @@ class _Gates:
         facts = self.facts
         nearest = nearest_legal(facts.flags, self.runbook, facts.archived, facts.recorded_flags)
         return [f"The declared flags ({facts.flags.short()}) are not a legal row; restore {nearest.short()} first."]
+
+    def _deployed(self) -> list[str]:
+        """The running API must run the declared flags: it reads them only at start (SYSTEM.md §5)."""
+        facts = self.facts
+        if not self.legal or facts.hand_edited or not facts.needs_deploy or facts.is_deployed:
+            return []  # illegal or hand-edited flags have their own reason
+        what = f"The declared flags ({facts.flags.short()})"
+        if facts.deployed is None:
+            return [f"{what} have no deployment on record, and the API reads its flags only at start: run deploy."]
+        if facts.deployed.flags is None:
+            return [f"The last deploy ({_stamp(facts.deployed.at)}) could not tell which flags the API runs: "
+                    "run deploy again."]
+        return [f"{what} are not deployed: the API was last found running {facts.deployed.flags.short()} "
+                f"({_stamp(facts.deployed.at)}); run deploy."]
+
+    def deploy(self) -> Step:
+        """Deploying is always possible for legal flags the console wrote; a hand edit is restored first."""
+        facts = self.facts
+        reasons = self._flags_legal()
+        if not reasons and facts.hand_edited and facts.recorded_flags is not None:
+            reasons.append(f"The env file declares {facts.flags.short()} but the console last wrote "
+                           f"{facts.recorded_flags.short()}: restore them before deploying.")
+        return self._step("deploy", reasons, flags_after=facts.flags if not reasons else None)
+
+    def verify_reads(self) -> Step:
+        """The API read check only reads; it is a next step from the moment C is deployed."""
+        return self._step("verify-reads", [])
+
+    def _reads_checked(self) -> list[str]:
+        """Stage C's "deploy and validate account endpoints": D needs a passing API read check
+        taken after C's deployment."""
+        deployed, check = self.facts.deployed, self.facts.reads_check
+        since = deployed.at if deployed is not None else None
+        if check is None or (since is not None and check.at < since):
+            return ["No API read check has run since stage C was deployed: run the API read check."]
+        if not check.ok:
+            return [f"The latest API read check ({_stamp(check.at)}) failed: fix what it found and run it again."]
+        return []
 
     def migrate(self) -> Step:
         reasons = self._common(needs_v2=False)
@@ -275,6 +345,9 @@ class _Gates:
             reasons.append(f"Stage {previous} is not live (declared: {facts.flags.short()}).")
         elif previous is None and facts.flags.reads:
             reasons.append(f"Stage {self.stage} is past C: roll back before promoting to C again.")
+        reasons += self._deployed()
+        if target == "D" and not reasons:
+            reasons += self._reads_checked()
         if target == "C":
             if facts.backfill is None:
                 reasons.append("There is no backfill report yet: run the backfill.")
@@ -286,7 +359,7 @@ class _Gates:
             else:
                 reasons += self._latest_verify_since(facts.backfill.at, "the latest backfill")
         elif not reasons and target in ("E", "E'"):
-            since = facts.declared_since
+            since = facts.stage_began
             if since is None:
                 reasons.append(f"The journal has no record of when stage {previous} began: "
                                f"promote to {previous} through the console.")
@@ -359,6 +432,7 @@ class _Gates:
                 reasons.append("A rollback is open: promote through the gates again first.")
             if self.facts.rollback_window_closed:
                 reasons.append("The rollback window is already closed.")
+            reasons += self._deployed()
         return self._step("close-rollback-window", reasons)
 
     def archive(self) -> Step:
@@ -370,7 +444,8 @@ class _Gates:
             reasons += self._steady_on_record()
             if not facts.rollback_window_closed:
                 reasons.append("The rollback window is open: an operator must close it first.")
-            since = facts.declared_since
+            reasons += self._deployed()
+            since = facts.stage_began
             last = [v for v in facts.verifies[-n:] if v.stage == "E'" and since and v.at >= since]
             if len(last) < n or not all(v.ok for v in last):
                 passed = sum(v.ok for v in last)
@@ -407,6 +482,7 @@ __all__ = [
     "STAGE_ORDER",
     "Assessment",
     "BackfillFact",
+    "DeployFact",
     "Facts",
     "ReportFact",
     "Step",

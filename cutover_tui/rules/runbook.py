@@ -38,6 +38,7 @@ RUNBOOK_ROLLBACK: dict[str, dict[str, Any]] = {
 }
 MAX_CONFIDENCE_HOURS = 720.0  # 30 days
 MAX_PASSING_VERIFIES = 100
+MAX_DEPLOY_SECONDS = 86400.0
 
 
 class _Strict(BaseModel):
@@ -63,6 +64,22 @@ class Api(_Strict):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+
+class Deploy(_Strict):
+    """How a flag write reaches the running API (SYSTEM.md §5): shell commands run from the
+    runbook file's folder with CUTOVER_ENV_FILE set."""
+
+    apply: str = Field(min_length=1)
+    read_back: str = Field(min_length=1)
+    timeout_seconds: float = Field(600.0, gt=0, le=MAX_DEPLOY_SECONDS, allow_inf_nan=False)
+
+    @field_validator("apply", "read_back")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a command, not blank")
+        return value
 
 
 class Gates(_Strict):
@@ -102,6 +119,7 @@ class Runbook(_Strict):
     paths: Paths
     database: Database = Database()
     api: Api = Api()
+    deploy: Deploy | None = None  # without it the operator confirms each deployment by hand
     gates: Gates
     stages: list[Stage]
     rollback: list[RollbackPath]
@@ -145,6 +163,11 @@ class Runbook(_Strict):
         """What a journal row records of this file: its hash and the gates it set."""
         return {"file": str(self.source) if self.source else None, "sha256": self.source_sha256,
                 "gates": self.gates.model_dump()}
+
+    @property
+    def folder(self) -> Path:
+        """Where the deploy commands run: the runbook file's folder."""
+        return self.source.resolve().parent if self.source else Path.cwd()
 
     def stage(self, stage_id: StageId) -> Stage:
         return next(stage for stage in self.stages if stage.id == stage_id)

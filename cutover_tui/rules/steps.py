@@ -48,7 +48,7 @@ STEPS: tuple[StepInfo, ...] = (
     StepInfo(name="repair", kind="job", action="repair", title="Verify and repair",
              summary="Runs verify, re-copies exactly the rows it finds missing or different, and checks them again.",
              writes="Inserts and updates the v2 rows verify finds wrong; legacy is never written."),
-    StepInfo(name="verify-reads", kind="job", action=None, title="API read check (stage C)",
+    StepInfo(name="verify-reads", kind="job", action="verify-reads", title="API read check (stage C)",
              summary="Asks the account API for the session, users, identities and books, and compares "
                      "its answers with the read store the flags declare."),
     *(StepInfo(name=f"promote {stage}", kind="change", action="promote", target=stage, title=f"Promote to {stage}",
@@ -58,6 +58,10 @@ STEPS: tuple[StepInfo, ...] = (
              summary="Takes the runbook's rollback path for the declared flags.", writes="The deploy env file."),
     StepInfo(name="restore-flags", kind="change", action="restore-flags", title="Restore the flags",
              summary="Puts illegal or hand-edited flags back to a legal row.", writes="The deploy env file."),
+    StepInfo(name="deploy", kind="dialog", action="deploy", title="Deploy",
+             summary="Runs the runbook's deploy commands (apply, then read back what the API runs); without "
+                     "them, asks you to confirm the deployment by typing the stage's name.",
+             writes="The running API's flags, by the team's deploy; the journal."),
     StepInfo(name="close-rollback-window", kind="dialog", action="close-rollback-window",
              title="Close the rollback window",
              summary="After this the console no longer offers a rollback as routine. It changes no flag.",

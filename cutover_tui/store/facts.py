@@ -9,7 +9,7 @@ import psycopg
 from ..reports import store as report_store
 from ..rules.flags import Flags
 from ..rules.mapping import TABLES
-from ..rules.matrix import BackfillFact, Facts, ReportFact, VerifyFact
+from ..rules.matrix import BackfillFact, DeployFact, Facts, ReportFact, VerifyFact
 from ..rules.runbook import Runbook
 from . import history, journal
 from .db import scalar
@@ -44,6 +44,15 @@ def _backfill_fact(conn: psycopg.Connection) -> BackfillFact | None:
     return BackfillFact(at=latest.generated_at, ok=not pending, pending=pending)
 
 
+def _deploy_fact(conn: psycopg.Connection) -> DeployFact | None:
+    last = journal.last_of(conn, ("deploy",))
+    if last is None:
+        return None
+    since = last.detail.get("since")
+    return DeployFact(at=last.at, flags=last.flags_after, read_back=last.detail.get("how") != journal.CONFIRMED,
+                      since=datetime.fromisoformat(since) if since else (last.at if last.flags_after else None))
+
+
 def load_facts(conn: psycopg.Connection, flags: Flags, runbook: Runbook, now: datetime) -> Facts:
     recorded = history.history(conn) or {}
     last_flags = journal.last_of(conn, journal.FLAG_WRITING_ACTIONS)
@@ -67,4 +76,6 @@ def load_facts(conn: psycopg.Connection, flags: Flags, runbook: Runbook, now: da
         rollback_opened_at=last_rollback.at if last_rollback is not None and rollback_open else None,
         rollback_window_closed=window is not None and window.action == "rollback-window-closed",
         archived=archived,
+        deployed=_deploy_fact(conn),
+        reads_check=_fact(report_store.latest(conn, "verify-reads")),
     )

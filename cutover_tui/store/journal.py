@@ -19,8 +19,10 @@ from ..rules.flags import Flags
 JournalAction = Literal[
     "migrate", "promote", "rollback-opened", "rollback-closed", "rollback-window-closed",
     "restore-flags", "archive", "backfill", "verify", "repair", "recon", "verify-reads", "setting",
+    "deploy",
 ]
 FLAG_WRITING_ACTIONS = ("promote", "rollback-opened", "restore-flags")
+CONFIRMED = "confirmed by operator, not read back"  # a `deploy` row's `how` when nothing was read back
 
 
 class JournalEntry(BaseModel):

@@ -21,6 +21,7 @@ from ..errors import CutoverError
 from ..ops import transitions
 from ..reports.models import VerifyReport
 from ..rules import steps
+from ..rules.matrix import Assessment
 from ..rules.steps import JobKind
 from ..store.session import Session, Settings
 from ..work.jobs import ApiTarget, JobPlan
@@ -135,8 +136,9 @@ class CutoverApp(App[int]):
 
     def run_engine(self, call: Callable[[Session], T], done: Callable[[T], object] | None = None, *,
             failed: Callable[[CutoverError], object] | None = None, group: str = "engine",
-            exclusive: bool = False, refresh: bool = False) -> None:
-        self.controller.run(call, done, failed=failed, group=group, exclusive=exclusive, refresh=refresh)
+            exclusive: bool = False, refresh: bool = False, own_session: bool = False) -> None:
+        self.controller.run(call, done, failed=failed, group=group, exclusive=exclusive, refresh=refresh,
+                            own_session=own_session)
 
     def refresh_status(self) -> None:
         self.controller.gather()
@@ -182,6 +184,7 @@ class CutoverApp(App[int]):
         self.notify(transitions.written_message(message.entry, self.env_label),
                     title=message.change.describe(), timeout=6)
         self.controller.gather()
+        self.dialogs.deploy(message.assessment)  # the API reads its flags only at start: the write is half the change
         if isinstance(self.screen, JournalScreen):
             self.controller.load_journal()
 
@@ -273,6 +276,14 @@ class CutoverApp(App[int]):
     def open_archive(self) -> None:
         if not self._job_in_the_way():
             self.dialogs.archive()
+
+    def open_deploy(self, assessment: Assessment | None = None) -> None:
+        """Deploy the declared flags, as `assessment` (else the dashboard's) last saw them; the
+        engine checks the gate again."""
+        status = self.dashboard.status
+        assessment = assessment or (status.assessment if status is not None else None)
+        if assessment is not None and not self._job_in_the_way():
+            self.dialogs.deploy(assessment)
 
     def open_rollback(self) -> None:
         if not self._job_in_the_way():

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from ..errors import CutoverError
     from ..reports.models import VerifyReport
+    from ..rules.matrix import Assessment
     from ..rules.steps import JobKind
     from ..store.session import Session
     from ..work.jobs import ApiTarget, JobPlan
@@ -31,7 +32,7 @@ class Console(Protocol):
 
     def run_engine(self, call: Callable[[Session], T], done: Callable[[T], object] | None = None, *,
             failed: Callable[[CutoverError], object] | None = None, group: str = "engine",
-            exclusive: bool = False, refresh: bool = False) -> None:
+            exclusive: bool = False, refresh: bool = False, own_session: bool = False) -> None:
         """`call(session)` (an engine function taking the session) in a worker; `done(result)` on the UI thread."""
         ...
 
@@ -48,6 +49,8 @@ class Console(Protocol):
     def open_close_window(self) -> None: ...
 
     def open_archive(self) -> None: ...
+
+    def open_deploy(self, assessment: Assessment | None = None) -> None: ...
 
 
 def console_of(node: DOMNode) -> Console:

@@ -7,6 +7,7 @@ screens reach the controller only through the app's `Console` protocol (`console
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -62,6 +63,8 @@ class Controller:
         self.traffic = traffic  # the demo's live traffic switch; None outside the demo
         self.session: Session | None = None
         self.job: JobRun | None = None  # the one long job at a time, running or last finished
+        # One connection runs one engine call at a time: two threads' transactions on it would nest.
+        self._engine = threading.Lock()
 
     # -- the session ------------------------------------------------------------------------
 
@@ -113,21 +116,28 @@ class Controller:
         at the session's boundary) become one `OperationFailed` message."""
         try:
             session = self._session()
-            with session.translated():
+            with self._engine, session.translated():
                 yield session
         except CutoverError as error:
             self.app.post_message(OperationFailed(error, refresh=refresh))
 
     def run(self, call: Callable[[Session], T], done: Callable[[T], object] | None = None, *,
             failed: Callable[[CutoverError], object] | None = None, group: str = "engine",
-            exclusive: bool = False, refresh: bool = False) -> None:
+            exclusive: bool = False, refresh: bool = False, own_session: bool = False) -> None:
         """`call(session)` in a thread worker; `done(result)` then runs on the UI thread. A
-        failure becomes one error notification, like every other engine call, and `failed(error)`."""
+        failure becomes one error notification, like every other engine call, and `failed(error)`.
+        With `own_session`, the call gets a connection of its own for as long as it runs (a deploy
+        may take minutes), so the dashboard's calls need not wait for it."""
         def work() -> None:
             try:
-                session = self._session()
-                with session.translated():
-                    result = call(session)
+                if own_session:
+                    self._session()  # not connected: say so, as every call does
+                    with Session(self.settings) as own, own.translated():
+                        result = call(own)
+                else:
+                    session = self._session()
+                    with self._engine, session.translated():
+                        result = call(session)
             except CutoverError as error:
                 self.app.post_message(OperationFailed(error, refresh=refresh))
                 if failed is not None:
@@ -164,7 +174,8 @@ class Controller:
     def apply_change(self, change: transitions.FlagChange) -> None:
         def work() -> None:
             with self._reported(refresh=True) as session:
-                self.app.post_message(ChangeApplied(change, transitions.apply_change(session, change)))
+                entry = transitions.apply_change(session, change)
+                self.app.post_message(ChangeApplied(change, entry, session.assess()))
         self._worker(work, group="change", exclusive=True)
 
     # -- the one long job ---------------------------------------------------------------------

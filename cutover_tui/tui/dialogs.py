@@ -1,6 +1,7 @@
 """The one-off steps the dashboard asks about in a dialog first: Stage A (the SQL shown),
-closing the rollback window, and the archive (the database name typed). Each plans in a
-worker, asks, then applies in a worker; the app says what happened."""
+closing the rollback window, the archive (the database name typed) and the deploy (its
+commands' output shown, or the stage's name typed). Each plans in a worker, asks, then
+applies in a worker; the app says what happened."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from ..ops import transitions
+from ..errors import CutoverError
+from ..ops import deploy, transitions
+from ..ops.deploy import DeployOutcome
+from ..rules.matrix import Assessment, refuse
 from ..store.journal import JournalEntry
 from ..work.archive import ArchivePlan, plan_archive, run_archive
 from ..work.migrate import MigrationPlan
 from .screens.archive import ArchiveConfirm
 from .screens.confirm import Confirm
+from .screens.deploy import ConfirmDeploy, DeployRun
 from .text import literal
 
 if TYPE_CHECKING:
@@ -72,6 +77,46 @@ class StepDialogs:
             self.app.run_engine(partial(run_archive, plan=plan, confirm=name), partial(self._archived, plan),
                                 group="change", refresh=True)
         self.app.push_screen(ArchiveConfirm(plan), typed)
+
+    def deploy(self, assessment: Assessment) -> None:
+        step = assessment.step("deploy")
+        if not step.allowed:
+            error = refuse(step)
+            self.app.notify(error.message, title=error.title, severity="error", timeout=10, markup=False)
+            return
+        commands = self.app.settings.runbook.deploy
+        flags = assessment.flags.short()
+        if commands is None:
+            self._ask_confirmation(assessment.stage or "A", flags)
+            return
+        screen = DeployRun(flags, commands.apply, commands.read_back)
+        self.app.push_screen(screen)
+
+        def output(line: str) -> None:
+            self.app.call_from_thread(screen.add_line, line)
+
+        def failed(error: CutoverError) -> None:
+            screen.fail(error.message)
+
+        self.app.run_engine(partial(deploy.deploy, output=output), partial(self._deployed, screen), failed=failed,
+                            group="deploy", refresh=True, own_session=True)
+
+    def _deployed(self, screen: DeployRun, outcome: DeployOutcome) -> None:
+        text = f"Deployed: the API runs {outcome.deployed.short()} (read back); journal entry {outcome.entry.id}."
+        screen.finish(text)
+        self.app.changed(text, "Deploy")
+
+    def _ask_confirmation(self, stage: str, flags: str) -> None:
+        def typed(name: str | None) -> None:
+            if name is None:
+                self.app.notify(f"Not confirmed: press p once the API runs {flags}.", timeout=6)
+                return
+            self.app.run_engine(partial(deploy.confirm, typed=name), self._confirmed, group="change", refresh=True)
+        self.app.push_screen(ConfirmDeploy(stage, flags), typed)
+
+    def _confirmed(self, entry: JournalEntry) -> None:
+        self.app.changed(f"Confirmed by {entry.operator}, not read back; journal entry {entry.id}.",
+                         "Deployment confirmed")
 
     def _archived(self, plan: ArchivePlan, entry: JournalEntry) -> None:
         self.app.changed(f"Archived the legacy tables of {plan.database}; journal entry {entry.id}.", "Stage F done")

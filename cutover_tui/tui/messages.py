@@ -10,6 +10,7 @@ from textual.message import Message
 from ..errors import CutoverError
 from ..ops.overview import Status
 from ..ops.transitions import FlagChange
+from ..rules.matrix import Assessment
 from ..store.journal import JournalEntry
 from .protocols import TrafficFigures
 from .running_job import JobRun
@@ -51,6 +52,7 @@ class ChangePlanned(Message):
 class ChangeApplied(Message):
     change: FlagChange
     entry: JournalEntry
+    assessment: Assessment  # right after the write, for the deploy it asks for
 
 
 @dataclass

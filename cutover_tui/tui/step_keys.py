@@ -49,6 +49,8 @@ STEP_KEYS: tuple[StepKey, ...] = (
     StepKey("R", "restore-flags", "Restore flags", "change('restore')", _ASKS),
     StepKey("w", "close-rollback-window", "Close window", "close_window", "Asks first; journaled"),
     StepKey("A", "archive", "Archive (F)", "archive", "Shows the SQL; type the database name to run it"),
+    StepKey("p", "deploy", "Deploy", "deploy", "Runs the runbook's deploy and reads back what the API runs, "
+            "or asks you to confirm it"),
 )
 # The key beside each next step the matrix lists, by (action, target).
 KEY_OF_STEP: dict[tuple[str, str | None], str] = {(k.info.action, k.info.target): k.key

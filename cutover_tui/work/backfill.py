@@ -122,12 +122,12 @@ class _Result(BaseModel):
         return self.rows + sum(e["count"] for e in self.issues.values() if e["kind"] == "error")
 
 
-# One statement writes a range and returns its counts and its issue rows; {conflict} is
-# empty for a range v2 holds nothing of (a plain insert is cheaper than an upsert).
+# One statement writes a range and returns its counts and its issue rows; {kept} and {conflict}
+# are empty for a range v2 holds nothing of (a plain insert is cheaper than an upsert).
 _WRITE = """
     WITH s AS MATERIALIZED ({source}),
     w AS (
-        INSERT INTO {v2} AS t ({cols}) SELECT {cols} FROM s WHERE issue_kind IS DISTINCT FROM 'error'
+        INSERT INTO {v2} AS t ({cols}) SELECT {cols} FROM s WHERE issue_kind IS DISTINCT FROM 'error' {kept}
         {conflict}
         RETURNING (t.xmax = 0) AS inserted)
     SELECT 0, NULL, NULL, NULL,
@@ -155,20 +155,37 @@ class TableSQL:
         self._kinds = dict(self.types)
         self.v2 = sql.Identifier(table.v2)
         self.legacy = sql.Identifier(table.legacy)
-        rerun = [(c, table.rerun_expression(c)) for c in table.columns if c != "id"]
-        self._rerun = [(c, sql.SQL(e.replace("{v2}", "t"))) for c, e in rerun if e is not None]
+        # The columns a re-run sets (the others it leaves as v2 has them).
+        self._rerun = [c for c in table.columns if c != "id" and table.rerun_expression(c) is not None]
+
+    def _rerun_value(self, column: str, v2: str, source: str) -> sql.Composable:
+        return sql.SQL(self.map.rerun_value(column, v2, source) or "")
+
+    def _as_rerun_leaves(self, v2: str, source: str) -> sql.Composable:
+        """Whether the v2 row (alias `v2`) already holds what a re-run would set from the source
+        row (alias `source`): such a row is neither rewritten nor locked by a re-run."""
+        return sql.SQL("({}) IS NOT DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(self._as_compared(c, sql.SQL("{}.{}").format(sql.Identifier(v2), sql.Identifier(c)))
+                               for c in self._rerun),
+            sql.SQL(", ").join(self._as_compared(c, self._rerun_value(c, v2, source)) for c in self._rerun))
 
     def upsert(self, where: sql.Composable, *, empty: bool = False) -> sql.Composed:
         """Write the source rows passing `where`; `empty`: v2 holds none of them yet."""
         cols = sql.SQL(", ").join(map(sql.Identifier, self.map.columns))
-        conflict = sql.SQL("") if empty else sql.SQL(
-            "ON CONFLICT (id) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
-            sets=sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), e) for c, e in self._rerun),
-            old=sql.SQL(", ").join(self._as_compared(c, sql.SQL("t.{}").format(sql.Identifier(c)))
-                                   for c, _ in self._rerun),
-            new=sql.SQL(", ").join(self._as_compared(c, e) for c, e in self._rerun))
+        kept: sql.Composable = sql.SQL("")
+        conflict: sql.Composable = sql.SQL("")
+        if not empty:
+            # Rows already as a re-run leaves them are left out before the insert (ON CONFLICT
+            # would lock each); the conflict's own test covers a row written meanwhile.
+            kept = sql.SQL("AND NOT EXISTS (SELECT 1 FROM {} v WHERE v.id = s.id AND {})").format(
+                self.v2, self._as_rerun_leaves("v", "s"))
+            conflict = sql.SQL("ON CONFLICT (id) DO UPDATE SET {sets} WHERE NOT {same}").format(
+                sets=sql.SQL(", ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(c), self._rerun_value(c, "t", "EXCLUDED"))
+                    for c in self._rerun),
+                same=self._as_rerun_leaves("t", "EXCLUDED"))
         return sql.SQL(_WRITE).format(source=source_query(self.map, where), v2=self.v2, cols=cols,
-                                      conflict=conflict)
+                                      kept=kept, conflict=conflict)
 
     def _as_compared(self, column: str, value: sql.Composable) -> sql.Composable:
         """`value` as the row hash sees it: by value, or by its text (jsonb's spelling counts)."""

@@ -2,9 +2,10 @@
 what an operator needs: true row counts and sizes, every anomaly the §3 rules will report
 (from `mapping`, the backfill's own rules), and an estimate of the backfill's duration.
 
-All of it runs in one REPEATABLE READ transaction that is always rolled back: one
-consistent picture, and nothing lasts (the temp tables and the estimate's sample
-inserts go with the rollback).
+All of it runs in one REPEATABLE READ READ ONLY transaction: one consistent picture, and
+the server itself refuses any write, so recon writes nothing, not even rows it would roll back
+(it creates no temp table either: the books that land are a subquery). The estimate comes
+from reads alone: the backfill's own mapping SELECT, timed over a sample of each table.
 """
 
 from __future__ import annotations
@@ -18,20 +19,23 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..rules.mapping import BY_NAME, TABLES, TableMap, column_types, ids_filter, range_filter, source_query
-from ..store.db import JOB_LOCK_KEY, connect, one_row, scalar
+from ..rules.mapping import BY_NAME, TABLES, TableMap, column_types, range_filter, source_query
+from ..store.db import connect, one_row, scalar
 from . import ranges
 from .backfill import EXAMPLE_ROWS, BackfillOptions, TableSQL
 
 AUTH_USERS = "auth_users"
+# BetterAuth's own tables, as upstream's recon lists them; the legacy demo has `auth_*` stand-ins.
+BETTER_AUTH_TABLES = ("user", "session", "account", "verification", "passkey")
 # What the backfill reads: the mapped legacy tables and the users its joins check against;
 # upstream's recon lists the same tables as its `targetTables`.
 REQUIRED_TABLES: tuple[str, ...] = (AUTH_USERS, *(t.legacy for t in TABLES))
 
 ProgressCallback = Callable[[str, int, int], None]
 
-_LANDED_BOOKS = sql.Identifier("pg_temp", "cutover_recon_landed_books")
-_BOOK_ISSUES = sql.Identifier("pg_temp", "cutover_recon_book_issues")
+# The estimate's stand-in for v2 `pixbooks` in the snapshots' join: legacy books, which hold
+# about as many rows as pixbooks will while the backfill runs (v2 may be empty or missing now).
+_BOOKS_STAND_IN = sql.Identifier("platform_books")
 
 _COLUMNS = """
 SELECT table_name::text, column_name::text, data_type::text, is_nullable::text, column_default::text
@@ -139,15 +143,10 @@ def _guarded(conn: psycopg.Connection, work: Callable[[], Any]) -> Any:
         raise _Failed(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
 
 
-def _build_landed_books(conn: psycopg.Connection) -> None:
-    """The books that will land, by the legacy rules (v2 may still be empty): their ids in a
-    temp table for the snapshots' rule, and the books' issues kept for the anomalies."""
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT id, issue_kind, issue, issue_row "
-                         "FROM {} s").format(_BOOK_ISSUES, _whole_source(BY_NAME["pixbooks"])))
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT id FROM {} "
-                         "WHERE issue_kind IS DISTINCT FROM 'error'").format(_LANDED_BOOKS, _BOOK_ISSUES))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(_LANDED_BOOKS))
-    conn.execute(sql.SQL("ANALYZE {}").format(_LANDED_BOOKS))
+def _landed_books() -> sql.Composable:
+    """The ids of the books that will land, by the legacy rules (v2 may still be empty)."""
+    return sql.SQL("(SELECT b.id FROM {} b WHERE b.issue_kind IS DISTINCT FROM 'error')").format(
+        _whole_source(BY_NAME["pixbooks"]))
 
 
 def _all_anomalies(conn: psycopg.Connection, runnable: list[TableMap], steps: _Steps
@@ -159,17 +158,14 @@ def _all_anomalies(conn: psycopg.Connection, runnable: list[TableMap], steps: _S
     for table in runnable:
         steps.start(f"anomalies {table.v2}")
         try:
-            if table.v2 == "pixbooks":
-                _guarded(conn, lambda: _build_landed_books(conn))
-                books_ready = True
-                relation: sql.Composable = _BOOK_ISSUES
-            elif table.v2 == "pixbook_snapshots":
+            if table.v2 == "pixbook_snapshots":
                 if not books_ready:
                     raise _Failed("the books' rules did not run, so which snapshots land is unknown")
-                relation = _whole_source(table, _LANDED_BOOKS)
+                relation = _whole_source(table, _landed_books())
             else:
                 relation = _whole_source(table)
             anomalies[table.v2] = _guarded(conn, partial(_anomalies, conn, relation))
+            books_ready = books_ready or table.v2 == "pixbooks"
         except _Failed as exc:
             problems.append({"table": table.v2, "legacyTable": table.legacy, "error": str(exc)})
         steps.finish()
@@ -201,66 +197,23 @@ def _sample_end(conn: psycopg.Connection, table: TableMap, sample_rows: int) -> 
     return count, last
 
 
-def _v2_parents(conn: psycopg.Connection) -> dict[str, list[tuple[str, str]]]:
-    """v2 table -> (column, v2 table it references by id), from the catalog's one-column FKs."""
-    names = [t.v2 for t in TABLES]
-    parents: dict[str, list[tuple[str, str]]] = {name: [] for name in names}
-    for child, column, parent in conn.execute(
-            "SELECT ch.relname::text, a.attname::text, pa.relname::text FROM pg_constraint c "
-            "JOIN pg_class ch ON ch.oid = c.conrelid JOIN pg_class pa ON pa.oid = c.confrelid "
-            "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] "
-            "WHERE c.contype = 'f' AND cardinality(c.conkey) = 1 "
-            "AND ch.relnamespace = current_schema()::regnamespace AND pa.relnamespace = ch.relnamespace "
-            "AND ch.relname = ANY(%s) AND pa.relname = ANY(%s) ORDER BY 1, 2", (names, names)):
-        parents[child].append((column, parent))
-    return parents
-
-
-def _land_parents(conn: psycopg.Connection, parents: dict[str, list[tuple[str, str]]], table: TableMap,
-                  where: sql.Composable, params: dict[str, Any]) -> None:
-    """Copy, by the backfill's own upserts, the v2 rows that the rows of `table` passing `where`
-    reference, parents of parents first, so the sample's inserts meet every FK."""
-    for column, parent in parents[table.v2]:
-        ids = [value for (value,) in conn.execute(sql.SQL(
-            "SELECT DISTINCT s.{} FROM ({}) s WHERE s.{} IS NOT NULL").format(
-            sql.Identifier(column), source_query(table, where), sql.Identifier(column)), params)]
-        if ids:
-            parent_map = BY_NAME[parent]
-            _land_parents(conn, parents, parent_map, ids_filter("l"), {"ids": ids})
-            conn.execute(TableSQL(parent_map, column_types(conn, parent)).upsert(ids_filter("l")), {"ids": ids})
-
-
-def _write_sample(conn: psycopg.Connection, sample_rows: int) -> tuple[Timings, Timings]:
-    """Per table, in dependency order: land the parents its first `sample_rows` keys need
-    (untimed), then time the backfill's own upsert of that key range, then its catch-up
-    comparison (source hash against v2 hash) over the same range. The caller rolls back."""
-    parents = _v2_parents(conn)
-    first: Timings = {}
-    catch_up: Timings = {}
+def _read_sample(conn: psycopg.Connection, sample_rows: int, v2_present: bool) -> tuple[Timings, Timings | None]:
+    """Per table, over its first `sample_rows` keys (the range the backfill's first batch covers):
+    the backfill's mapping SELECT with every column computed, and (with v2 present) the
+    catch-up pass's source hash over the same range."""
+    reads: Timings = {}
+    catch_up: Timings | None = {} if v2_present else None
     for table in TABLES:
         count, last = _sample_end(conn, table, sample_rows)
-        if not count:
-            first[table.v2] = catch_up[table.v2] = (0, 0.0)
-            continue
-        statements = TableSQL(table, column_types(conn, table.v2))
         params = {"lo": None, "hi": last}
-        where = range_filter("l", None, last)
-        _land_parents(conn, parents, table, where, params)
-        first[table.v2] = (count, _timed(conn, statements.upsert(where), params))
-        catch_up[table.v2] = (count, sum(_timed(conn, q, params) for q in (
-            statements.v2_exists(None, last), statements.source_hash(None, last), statements.v2_hash(None, last))))
-    return first, catch_up
-
-
-def _read_sample(conn: psycopg.Connection, sample_rows: int) -> Timings:
-    """Each table's source SELECT over its first `sample_rows` keys, every column computed."""
-    timings: Timings = {}
-    for table in TABLES:
-        count, last = _sample_end(conn, table, sample_rows)
         query = sql.SQL("SELECT count(s.*) FROM ({}) s").format(
-            source_query(table, range_filter("l", None, last), _LANDED_BOOKS))
-        timings[table.v2] = (count, _timed(conn, query, {"lo": None, "hi": last}) if count else 0.0)
-    return timings
+            source_query(table, range_filter("l", None, last), _BOOKS_STAND_IN))
+        reads[table.v2] = (count, _timed(conn, query, params) if count else 0.0)
+        if catch_up is not None:
+            source_hash = TableSQL(table, column_types(conn, table.v2)).source_hash(None, last)
+            # v2's side of the pass hashes the same rows once they landed: counted as costing the same.
+            catch_up[table.v2] = (count, 2 * _timed(conn, source_hash, params) if count else 0.0)
+    return reads, catch_up
 
 
 def _scale(rows: dict[str, int], timings: Timings, workers: int) -> tuple[float, dict[str, dict[str, Any]]]:
@@ -296,43 +249,26 @@ def _no_estimate(method: str, workers: int) -> dict[str, Any]:
 
 
 def _estimate(conn: psycopg.Connection, sample_rows: int, rows: dict[str, int], v2_present: bool,
-              v2_empty: bool, workers: int) -> dict[str, Any]:
+              workers: int) -> dict[str, Any]:
     if sample_rows <= 0:
         return _no_estimate("skipped: sample_rows is 0", workers)
-    why_not = ("the v2 tables do not exist yet" if not v2_present else
-               "the v2 tables already hold rows" if not v2_empty else None)
-    timings: tuple[Timings, Timings] | None = None
-    if why_not is None:
-        try:
-            with conn.transaction():
-                conn.execute("SET LOCAL lock_timeout = '2s'")
-                # Never write beside a running backfill or verify; held until the final rollback.
-                if scalar(conn, "SELECT pg_try_advisory_xact_lock(%s)", (JOB_LOCK_KEY,)):
-                    timings = _write_sample(conn, sample_rows)
-                else:
-                    why_not = "a backfill or verify is running"
-                raise psycopg.Rollback()
-        except psycopg.Error as exc:
-            why_not = f"the write sample failed ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc})"
-            timings = None
-    if timings is not None:
-        first, catch_up = timings
-        seconds, tables = _scale(rows, first, workers)
+    reads, catch_up = _read_sample(conn, sample_rows, v2_present)
+    seconds, tables = _scale(rows, reads, workers)
+    catch_up_seconds = None
+    if catch_up is not None:
         catch_up_seconds, catch_up_tables = _scale(rows, catch_up, workers)
         for name, entry in tables.items():
             entry["catchUpSeconds"] = catch_up_tables[name]["seconds"]
-        method = (f"write sample: the backfill's own upsert of each table's first {sample_rows} keys (the "
-                  "parents they reference copied first, untimed), inserted into the v2 tables and rolled "
-                  f"back; scaled by each table's rows and scheduled as the backfill runs ({workers} workers, "
-                  "tables in dependency waves; serialSeconds with no overlap at all). The sample runs alone "
-                  "on warm pages, without batching or checkpoints, so take it as a lower bound. catchUpSeconds "
-                  "is one catch-up pass (source against v2 hashes), which runs when legacy changes during "
-                  "the backfill, as it will on a live database")
-    else:
-        seconds, tables = _scale(rows, _read_sample(conn, sample_rows), workers)
-        catch_up_seconds = None
-        method = (f"read-only sample: timed only the source SELECTs, on each table's first {sample_rows} keys, "
-                  f"because {why_not}; writes are not measured, so expect the backfill to take longer")
+    method = (f"read-only sample: timed the backfill's own mapping SELECT (every column and rule computed, "
+              f"the snapshots joined to legacy books standing in for v2 pixbooks) over each table's first "
+              f"{sample_rows} keys, scaled by each table's rows and scheduled as the backfill runs ({workers} "
+              "workers, tables in dependency waves; serialSeconds with no overlap at all). Nothing is written "
+              "to measure it, so the writes (inserts, index upkeep, WAL, checkpoints per batch) are not in it: "
+              "take it as a lower bound. "
+              + ("catchUpSeconds is one catch-up pass (source against v2 hashes), which runs when legacy "
+                 "changes during the backfill, as it will on a live database: its source side timed, its v2 "
+                 "side counted as the same" if catch_up is not None else
+                 "No catch-up estimate: the v2 tables do not exist yet"))
     total_rows = sum(t["rows"] for t in tables.values())
     return {"seconds": round(seconds, 3), "rowsPerSecond": round(total_rows / seconds, 1) if seconds else None,
             "serialSeconds": round(sum(t["seconds"] for t in tables.values()), 3),
@@ -356,6 +292,8 @@ def run_recon(url: str, *, sample_rows: int = 2000, progress: ProgressCallback |
     started = time.monotonic()
     with connect(url) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        # The server refuses every write in the transaction: recon is read-only by construction.
+        conn.read_only = True
         try:
             return _recon(conn, sample_rows, workers, progress, started)
         finally:
@@ -378,11 +316,14 @@ def _recon(conn: psycopg.Connection, sample_rows: int, workers: int, progress: P
     steps.start("schemas")
     described = [name for name in (*REQUIRED_TABLES, *v2_names) if name in present]
     shapes = _describe(conn, described)
-    auth_id_type = next((c["data_type"] for c in shapes["schemas"].get(AUTH_USERS, [])
-                         if c["column_name"] == "id"), "missing")
     auth_tables = [name for (name,) in conn.execute(
         r"SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() "
-        r"AND table_name LIKE 'auth\_%' ORDER BY table_name")]
+        r"AND (table_name = ANY(%s) OR table_name LIKE 'auth\_%%') ORDER BY table_name",
+        (list(BETTER_AUTH_TABLES),))]
+    # BetterAuth's `user` holds the users when present; the legacy demo keeps them in auth_users.
+    auth_id_type = scalar(conn, "SELECT coalesce(max(data_type::text), 'missing') FROM information_schema.columns "
+                                "WHERE table_schema = current_schema() AND table_name = %s AND column_name = 'id'",
+                          ("user" if "user" in auth_tables else AUTH_USERS,))
     steps.finish()
 
     tables: dict[str, dict[str, Any]] = {}
@@ -401,13 +342,11 @@ def _recon(conn: psycopg.Connection, sample_rows: int, workers: int, progress: P
     anomalies, problems = _all_anomalies(conn, runnable, steps)
 
     steps.start("estimate")
-    v2_present = all(v2_tables.values())
-    v2_empty = all(entry.get("v2Rows", 0) == 0 for entry in tables.values())
     if missing or problems:
         estimate = _no_estimate("not estimated: the backfill cannot run on this database as it is", workers)
     else:
-        estimate = _estimate(conn, sample_rows, {k: v["rows"] for k, v in tables.items()}, v2_present, v2_empty,
-                             workers)
+        estimate = _estimate(conn, sample_rows, {k: v["rows"] for k, v in tables.items()},
+                             all(v2_tables.values()), workers)
     steps.finish()
 
     return {
@@ -428,5 +367,6 @@ def _recon(conn: psycopg.Connection, sample_rows: int, workers: int, progress: P
         "anomalies": anomalies,
         "problems": problems,
         "estimate": estimate,
+        "readOnly": scalar(conn, "SHOW transaction_read_only") == "on",
         "durationSeconds": round(time.monotonic() - started, 3),
     }

@@ -74,6 +74,8 @@ class VerifyProgress(BaseModel):
 
 ProgressCallback = Callable[[VerifyProgress], None]
 CheckCallback = Callable[[dict[str, Any]], None]
+# A set-wise check: its result and the keys it found differing; given keys, it looks at just those.
+_Check = Callable[[psycopg.Connection, list[str] | None], tuple[dict[str, Any], list[str]]]
 
 
 # --- connections -----------------------------------------------------------------------
@@ -143,20 +145,22 @@ def _check_ready(conn: psycopg.Connection) -> None:
 # --- the statements for one table ------------------------------------------------------
 
 def _differs(table: TableMap, name: str, kind: str) -> sql.Composable:
-    """Whether v2 (`t`) holds another value than the rules give from the source (`s`).
+    """Whether v2 (`t`) holds another value than the rules give from the source (`s`): the
+    backfill's own test of a row already as a re-run leaves it, so that verify passes
+    exactly when a re-run would write nothing.
 
-    A column a re-run leaves alone (accounts.status: v2 owns it once the row landed) is
-    never a difference; one a re-run sets from both sides (accounts.updated_at: the later
-    of the two) is right when a re-run would leave it as it is; every other column must
-    equal the source, compared like `row_hash` compares it (typed, or by canonical text).
+    A column a re-run leaves alone (accounts.status, created_at of accounts, members,
+    identities and books: v2 owns it once the row landed) is never a difference; one a
+    re-run sets from both sides (updated_at: the later of the two; created_at of snapshots
+    and audit events: the earlier) is right when a re-run would leave it as it is; every
+    other column must equal the source, compared like `row_hash` compares it (typed, or by
+    canonical text).
     """
-    v2, src = sql.SQL("t.{}").format(sql.Identifier(name)), sql.SQL("s.{}").format(sql.Identifier(name))
-    rerun = table.rerun_expression(name)
+    v2 = sql.SQL("t.{}").format(sql.Identifier(name))
+    rerun = table.rerun_value(name, "t", "s")
     if rerun is None:
         return sql.SQL("false")
-    expected: sql.Composable = src
-    if rerun is not None and rerun != f"EXCLUDED.{name}":
-        expected = sql.SQL(rerun.replace("{v2}", "t").replace("EXCLUDED.", "s."))
+    expected = sql.SQL(rerun)
     if compared_by_value(kind):
         return sql.SQL("{} IS DISTINCT FROM ({})").format(v2, expected)
     return sql.SQL("{}::text IS DISTINCT FROM ({})::text").format(v2, expected)
@@ -285,13 +289,57 @@ class _Tally:
     def left_out(self) -> int:
         return self.legacy - self.expected
 
+    @property
+    def differs(self) -> bool:
+        return bool(self.missing or self.extra or self.different)
+
     def of_kind(self, kind: str) -> dict[str, int]:
         return {text: n for (k, text), n in sorted(self.issues.items()) if k == kind and n}
 
 
-def _count_check(name: str, tally: _Tally) -> dict[str, Any]:
-    return {"type": "count", "table": name, "oldTable": BY_NAME[name].legacy, "ok": tally.v2_rows == tally.expected,
+@dataclass
+class _Reported:
+    """The errors the latest finished backfill of a table reported: its run and rows per error."""
+
+    run_id: int | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def _reported_errors(conn: psycopg.Connection) -> dict[str, _Reported]:
+    """Per table, the rows its latest finished backfill (full or partial) reported as errors,
+    by error, from the run's checkpoints (a run that proved nothing changed has none of its
+    own: the run it relied on speaks for it)."""
+    if scalar(conn, "SELECT to_regclass('cutover.backfill_parts')") is None:
+        return {}
+    rows = conn.execute("""
+        WITH latest AS (
+            SELECT DISTINCT ON (t.name) t.name, r.id, r.final_pass
+            FROM cutover.backfill_runs r CROSS JOIN unnest(r.tables) AS t(name)
+            WHERE r.state = 'done' AND r.final_pass > 0
+            ORDER BY t.name, r.id DESC)
+        SELECT l.name, l.id, e.value ->> 'issue', sum((e.value ->> 'count')::bigint)
+        FROM latest l
+        LEFT JOIN cutover.backfill_parts p ON p.run_id = l.id AND p.pass = l.final_pass AND p.table_name = l.name
+        LEFT JOIN LATERAL jsonb_each(p.issues) e ON e.value ->> 'kind' = 'error'
+        GROUP BY 1, 2, 3 ORDER BY 1, 3""").fetchall()
+    found: dict[str, _Reported] = {}
+    for table, run_id, issue, count in rows:
+        found.setdefault(table, _Reported(run_id))
+        if issue is not None and count:
+            found[table].errors[issue] = int(count)
+    return found
+
+
+def _count_check(name: str, tally: _Tally, reported: _Reported) -> dict[str, Any]:
+    """Legacy against v2 rows: any difference fails (the runbook: a count mismatch blocks
+    cutover); the rows the latest backfill reported as errors are told apart from the rest."""
+    missing = max(tally.legacy - tally.v2_rows, 0)
+    explained = min(sum(reported.errors.values()), missing)
+    return {"type": "count", "table": name, "oldTable": BY_NAME[name].legacy, "ok": tally.legacy == tally.v2_rows,
             "oldCount": tally.legacy, "newCount": tally.v2_rows, "expectedCount": tally.expected,
+            "missingRows": missing, "extraRows": max(tally.v2_rows - tally.legacy, 0),
+            "backfillRun": reported.run_id, "reportedByBackfill": dict(reported.errors),
+            "unreportedMissing": missing - explained,
             "leftOutByBackfill": tally.left_out, "leftOutByIssue": tally.of_kind("error"),
             "landedWithWarning": tally.of_kind("warning")}
 
@@ -404,17 +452,30 @@ def _deleted_identity_books(conn: psycopg.Connection) -> dict[str, Any]:
             "count": count, "alsoOnIdentitiesDeletedInLegacy": total - count, "rows": rows}
 
 
-def _sample_check(conn: psycopg.Connection, size: int) -> dict[str, Any]:
-    """For accounts picked by a hash of their id: the active identities and books v2 holds
-    against those the rules land from legacy."""
-    accounts = [r[0] for r in conn.execute(
-        "SELECT id FROM platform_workspaces ORDER BY hashtextextended(id, 0), id LIMIT %s", (size,))]
+def _landing_books(where: sql.Composable) -> sql.Composable:
+    """The books the rules land among the legacy books passing `where`, read in the caller's
+    snapshot (the landed-books table is as old as its connection's first need of it)."""
+    return sql.SQL("(SELECT s.id, s.account_id, s.identity_id, s.collection_id, s.status FROM ({}) s "
+                   "WHERE s.issue_kind IS DISTINCT FROM 'error')").format(source_query(PIXBOOKS, where))
+
+
+def _sample_check(conn: psycopg.Connection, size: int, accounts: list[str] | None = None,
+                  ) -> tuple[dict[str, Any], list[str]]:
+    """For accounts picked by a hash of their id (or these `accounts`, looked at again): the
+    active identities and books v2 holds against those the rules land from legacy; with the
+    accounts found differing."""
+    books: sql.Composable = _LANDED
+    if accounts is None:
+        accounts = [r[0] for r in conn.execute(
+            "SELECT id FROM platform_workspaces ORDER BY hashtextextended(id, 0), id LIMIT %s", (size,))]
+    else:
+        books = _landing_books(sql.SQL("l.workspace_id = ANY(%(accounts)s)"))
     identities = source_query(BY_NAME["identities"], sql.SQL("l.workspace_id = ANY(%(accounts)s)"))
     row = one_row(conn, sql.SQL("""
         WITH ei AS (SELECT s.account_id, s.id FROM ({identities}) s
                     WHERE s.issue_kind IS DISTINCT FROM 'error' AND s.status <> 'deleted'),
         ai AS (SELECT account_id, id FROM identities WHERE account_id = ANY(%(accounts)s) AND status <> 'deleted'),
-        eb AS (SELECT account_id, id, identity_id, collection_id FROM {landed}
+        eb AS (SELECT account_id, id, identity_id, collection_id FROM {books} b
                WHERE account_id = ANY(%(accounts)s) AND status <> 'deleted'),
         ab AS (SELECT account_id, id, identity_id, collection_id FROM pixbooks
                WHERE account_id = ANY(%(accounts)s) AND status <> 'deleted'),
@@ -431,23 +492,30 @@ def _sample_check(conn: psycopg.Connection, size: int) -> dict[str, Any]:
             WHERE e.id IS NULL OR a.id IS NULL
                OR (e.identity_id, e.collection_id) IS DISTINCT FROM (a.identity_id, a.collection_id))
         SELECT (SELECT count(*) FROM ei), (SELECT count(*) FROM eb), (SELECT count(*) FROM d),
-               (SELECT count(DISTINCT account_id) FROM d),
                (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.account_id, x.kind, x.id), '[]')
-                FROM (SELECT * FROM d ORDER BY account_id, kind, id LIMIT %(examples)s) x)""").format(
-        identities=identities, landed=_LANDED), {"accounts": accounts, "examples": EXAMPLE_ROWS})
-    ids, books, count, bad_accounts, examples = row
+                FROM (SELECT * FROM d ORDER BY account_id, kind, id LIMIT %(examples)s) x),
+               (SELECT coalesce(array_agg(DISTINCT account_id ORDER BY account_id), '{{}}') FROM d)""").format(
+        identities=identities, books=books), {"accounts": accounts, "examples": EXAMPLE_ROWS})
+    ids, books_count, count, examples, bad = row
     return {"type": "sample", "name": "account_identity_pixbook_samples", "ok": count == 0,
-            "sampleSize": size, "sampled": len(accounts), "accountsWithMismatch": bad_accounts,
-            "expectedIdentities": ids, "expectedPixbooks": books, "count": count,
-            "accounts": accounts[:EXAMPLE_ROWS], "rows": examples}
+            "sampleSize": size, "sampled": len(accounts), "accountsWithMismatch": len(bad),
+            "expectedIdentities": ids, "expectedPixbooks": books_count, "count": count,
+            "accounts": accounts[:EXAMPLE_ROWS], "rows": examples}, bad
 
 
-def _collections_check(conn: psycopg.Connection) -> dict[str, Any]:
-    """Per identity, the collections of its active books: as the rules land them (blank ->
-    'primary' applied to legacy) against v2, one set difference over all identities."""
+def _collections_check(conn: psycopg.Connection, identities: list[str] | None = None,
+                       ) -> tuple[dict[str, Any], list[str]]:
+    """Per identity (or these `identities`, looked at again), the collections of its active
+    books: as the rules land them (the collection rule applied to legacy) against v2, one set
+    difference over all identities; with the identities found differing."""
+    books: sql.Composable = _LANDED
+    only: sql.Composable = sql.SQL("true")
+    if identities is not None:
+        books = _landing_books(sql.SQL("l.managed_user_id = ANY(%(ids)s)"))
+        only = sql.SQL("identity_id = ANY(%(ids)s)")
     row = one_row(conn, sql.SQL("""
-        WITH e AS (SELECT DISTINCT identity_id, collection_id FROM {landed} WHERE status <> 'deleted'),
-        a AS (SELECT DISTINCT identity_id, collection_id FROM pixbooks WHERE status <> 'deleted'),
+        WITH e AS (SELECT DISTINCT identity_id, collection_id FROM {books} b WHERE status <> 'deleted'),
+        a AS (SELECT DISTINCT identity_id, collection_id FROM pixbooks WHERE status <> 'deleted' AND {only}),
         d AS MATERIALIZED (
             SELECT coalesce(e.identity_id, a.identity_id) AS identity_id,
                    coalesce(e.collection_id, a.collection_id) AS collection_id,
@@ -455,13 +523,21 @@ def _collections_check(conn: psycopg.Connection) -> dict[str, Any]:
             FROM e FULL JOIN a ON a.identity_id = e.identity_id AND a.collection_id = e.collection_id
             WHERE e.identity_id IS NULL OR a.identity_id IS NULL)
         SELECT (SELECT count(DISTINCT identity_id) FROM e), (SELECT count(*) FROM d),
-               (SELECT count(DISTINCT identity_id) FROM d),
                (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.identity_id, x.collection_id), '[]')
-                FROM (SELECT * FROM d ORDER BY identity_id, collection_id LIMIT %(examples)s) x)""").format(
-        landed=_LANDED), {"examples": EXAMPLE_ROWS})
-    identities, count, bad, examples = row
+                FROM (SELECT * FROM d ORDER BY identity_id, collection_id LIMIT %(examples)s) x),
+               (SELECT coalesce(array_agg(DISTINCT identity_id ORDER BY identity_id), '{{}}') FROM d)""").format(
+        books=books, only=only), {"examples": EXAMPLE_ROWS, "ids": identities})
+    expected, count, examples, bad = row
     return {"type": "sample", "name": "identity_expected_collections", "ok": count == 0,
-            "identities": identities, "identitiesWithMismatch": bad, "count": count, "rows": examples}
+            "identities": expected, "identitiesWithMismatch": len(bad), "count": count, "rows": examples}, bad
+
+
+# A check that compares legacy with v2 can catch a write between the API's two transactions
+# (primary, then mirror): name -> the figures a second look at what it found replaces.
+_SECOND_LOOK = {
+    "account_identity_pixbook_samples": ("ok", "count", "accountsWithMismatch", "rows"),
+    "identity_expected_collections": ("ok", "count", "identitiesWithMismatch", "rows"),
+}
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -548,13 +624,17 @@ class _Verify:
 
     def _check_range(self, conn: psycopg.Connection, st: _Statements, lo: str | None, hi: str | None) -> _Tally:
         tally = self._look(conn, st, lo, hi)
-        if tally.rechecked and not self._stopping():
+        if tally.differs and not self._stopping():
             # Under live traffic the API commits a write to its primary, then mirrors it in a
             # second transaction: look once more after a moment, and report only what stays.
-            self.cancel.wait(SETTLE_SECONDS)
+            self._settle(f"content:{st.map.v2}")
             tally = self._look(conn, st, lo, hi)
-            tally.settled = 0 if tally.rechecked else 1
+            tally.settled = 0 if tally.differs else 1
         return tally
+
+    def _settle(self, check: str) -> None:
+        """The moment a write in flight needs to reach its mirror, before `check` looks again."""
+        self.cancel.wait(SETTLE_SECONDS)
 
     def _look(self, conn: psycopg.Connection, st: _Statements, lo: str | None, hi: str | None) -> _Tally:
         tally = _Tally(ranges=1)
@@ -586,8 +666,7 @@ class _Verify:
             tally.to_repair.append((lo, hi))
         return tally
 
-    def _phase(self, tables: list[str], others: list[tuple[str, Callable[[psycopg.Connection], dict], bool]]
-               ) -> dict[str, _Tally]:
+    def _phase(self, tables: list[str], others: list[tuple[str, _Check, bool]]) -> dict[str, _Tally]:
         """Walk `tables` and run `others` (name, check, needs landed books) on the worker
         connections, biggest work first; emits each table's checks as its last part ends."""
         pool = _Connections(self.url)
@@ -629,15 +708,23 @@ class _Verify:
             pool.close()
         return tallies
 
-    def _other(self, pool: _Connections, name: str, check: Callable[[psycopg.Connection], dict],
-               landed: bool) -> dict[str, Any] | None:
+    def _other(self, pool: _Connections, name: str, check: _Check, landed: bool) -> dict[str, Any] | None:
         if self._stopping():
             return None
         self.progress(VerifyProgress(check=name, done=0, total=1))
         started = time.monotonic()
         conn = pool.get(landed=landed)
         with conn.transaction():
-            result = check(conn)
+            result, found = check(conn, None)
+        if name in _SECOND_LOOK:
+            result["firstLookCount"] = result["count"]
+            if found and not self._stopping():
+                # What differs may be a write in flight: look at just that again after a
+                # moment, in a new snapshot, and report only what stays.
+                self._settle(name)
+                with conn.transaction():
+                    again, _ = check(conn, found)
+                result |= {key: again[key] for key in _SECOND_LOOK[name]}
         result["seconds"] = round(time.monotonic() - started, 3)
         self.progress(VerifyProgress(check=name, done=1, total=1))
         return result
@@ -646,7 +733,7 @@ class _Verify:
         tally = _Tally()
         for index in sorted(parts):
             tally.add(parts[index])
-        self._emit(_count_check(name, tally))
+        self._emit(_count_check(name, tally, self.reported.get(name, _Reported())))
         self._emit(_content_check(name, tally))
         if self.options.reconcile:
             for check, table in RECONCILE_CHECKS.items():
@@ -654,13 +741,15 @@ class _Verify:
                     self._emit(_reconcile_check(check, tally))
         return tally
 
-    def _other_checks(self) -> list[tuple[str, Callable[[psycopg.Connection], dict], bool]]:
-        checks: list[tuple[str, Callable[[psycopg.Connection], dict], bool]] = [
-            (n, partial(_orphan_check, name=n), False) for n in _ORPHANS]
-        checks += [(n, partial(_duplicate_check, name=n), False) for n in _DUPLICATES]
-        checks.append(("pixbook_on_deleted_identity", _deleted_identity_books, False))
+    def _other_checks(self) -> list[tuple[str, _Check, bool]]:
+        def once(check: Callable[[psycopg.Connection], dict]) -> _Check:
+            return lambda conn, _found: (check(conn), [])
+
+        checks: list[tuple[str, _Check, bool]] = [(n, once(partial(_orphan_check, name=n)), False) for n in _ORPHANS]
+        checks += [(n, once(partial(_duplicate_check, name=n)), False) for n in _DUPLICATES]
+        checks.append(("pixbook_on_deleted_identity", once(_deleted_identity_books), False))
         checks.append(("account_identity_pixbook_samples",
-                       lambda c: _sample_check(c, self.options.sample_size), True))
+                       lambda conn, found: _sample_check(conn, self.options.sample_size, found), True))
         checks.append(("identity_expected_collections", _collections_check, True))
         return checks
 
@@ -743,6 +832,7 @@ class _Verify:
 
     def _run(self) -> None:
         self.statements = {t.v2: _Statements(t, column_types(self.main, t.v2)) for t in TABLES}
+        self.reported = _reported_errors(self.main)
         if self._stopping():
             return
         names = [t.v2 for t in TABLES]

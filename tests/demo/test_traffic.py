@@ -3,6 +3,7 @@ under load, and a mirror broken on purpose, found by verify and mended by its re
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -11,11 +12,16 @@ import psycopg
 import pytest
 from helpers import ROOT, age_journal
 
-from cutover_tui.demo.api import COOKIE_NAME, serve_api
+from cutover_tui.demo.api import serve_api, session_cookie
+from cutover_tui.demo.deployment import environment_of, start_api, stop_api
+from cutover_tui.demo.run import DemoEnvironment, write_demo_runbook
 from cutover_tui.demo.seed import seed_legacy
+from cutover_tui.demo.traffic import WRITES as WRITE_KINDS
 from cutover_tui.demo.traffic import Traffic, TrafficStats, demo_cookies, require_loopback, run_traffic
-from cutover_tui.files.envfile import DUAL_WRITE, READS, WRITES, read_env_file
+from cutover_tui.files.envfile import DUAL_WRITE, READS, WRITES, read_env_file, write_flags
+from cutover_tui.ops import deploy as deployment
 from cutover_tui.ops import transitions
+from cutover_tui.rules.runbook import load_runbook
 from cutover_tui.store.db import ensure_console_schema
 from cutover_tui.store.session import Session, resolve_settings
 from cutover_tui.work import api_check, jobs, migrate
@@ -44,9 +50,22 @@ def clean_db_url(empty_db_url) -> str:
 
 
 @pytest.fixture
-def session(clean_db_url, env_file, tmp_path):
+def folder(tmp_path, monkeypatch):
+    """The demo's folder: its runbook file, whose [deploy] commands restart the API, and the API's
+    state file. The commands run from it, and find the package as an installed console would."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    path = tmp_path / "demo"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def session(clean_db_url, env_file, tmp_path, folder):
     legacy_db_url = clean_db_url
-    settings = resolve_settings(runbook_path=ROOT / "runbook.toml", env_file=env_file, database_url=legacy_db_url,
+    demo = DemoEnvironment(folder=folder, database_url=legacy_db_url, server_version="", env_file=env_file,
+                           report_dir=tmp_path / "reports")
+    runbook = write_demo_runbook(load_runbook(ROOT / "runbook.toml"), demo)
+    settings = resolve_settings(runbook_path=runbook, env_file=env_file, database_url=legacy_db_url,
                                 operator="tester", report_dir=tmp_path / "reports", environ={})
     (tmp_path / "reports").mkdir()
     with Session(settings) as s:
@@ -56,9 +75,23 @@ def session(clean_db_url, env_file, tmp_path):
 
 
 @pytest.fixture
-def api(session, env_file):
-    with serve_api(session.settings.database_url, env_file) as base:
-        yield base
+def api(session, env_file, folder):
+    """The stand-in API as its own process, with the flags of the env file as it is now."""
+    try:
+        yield start_api(folder, session.settings.database_url, env_file, os.getpid())
+    finally:
+        stop_api(folder)
+
+
+@pytest.fixture
+def deploy(session, api):
+    """deploy(): the console's deploy after a flag write: the demo runbook's apply restarts the API
+    (same address, same sessions) with the env file's flags, which it reads only when it starts,
+    and its read_back shows them running."""
+    def deploy() -> None:
+        outcome = deployment.deploy(session, lambda line: None)
+        assert outcome.entry.detail["outcome"] == "deployed"
+    return deploy
 
 
 def flags(env_file) -> tuple[bool, bool, bool]:
@@ -96,13 +129,40 @@ def verify_ok(session: Session, traffic: Traffic | None = None) -> dict:
 
 
 def reads_ok(session: Session, base: str, cookie: str) -> None:
-    report = api_check.run_verify_reads(session.settings.database_url, session.settings.env_file, api=base,
-                                    cookie=cookie, account_id=READ_ACCOUNT)
-    assert report["ok"], failing(report)
+    """The API read check, kept like the console keeps it (D's gate asks for one after C's deploy)."""
+    box: dict = {}
+
+    def work() -> dict:
+        box["report"] = api_check.run_verify_reads(session.settings.database_url, session.settings.env_file,
+                                                   api=base, cookie=cookie, account_id=READ_ACCOUNT)
+        return box["report"]
+
+    stored, _ = jobs.run_job(session, "verify-reads", work)
+    assert box["report"]["ok"] and stored.ok, failing(box["report"])
 
 
 def promote(session: Session, stage: str) -> None:
     transitions.apply_change(session, transitions.plan_promotion(session, stage))
+
+
+def to_d(session: Session, api: str, deploy) -> None:
+    """C deployed and its API read check passed, then D deployed: v1 primary, every write mirrored to v2."""
+    verify_ok(session)
+    promote(session, "C")
+    deploy()
+    reads_ok(session, api, reader_cookie(api))
+    promote(session, "D")
+    deploy()
+
+
+def deployed(deploy, traffic: Traffic) -> float:
+    """Deploy with the traffic held between two requests: a request caught by the restart may fail
+    (test_deployment shows the traffic riding through); here every request must succeed. Returns
+    the seconds the traffic was held."""
+    started = time.monotonic()
+    with traffic.paused():
+        deploy()
+    return time.monotonic() - started
 
 
 def steady(traffic: Traffic, seconds: float = 1.0) -> TrafficStats:
@@ -115,7 +175,7 @@ def steady(traffic: Traffic, seconds: float = 1.0) -> TrafficStats:
 def reader_cookie(base: str) -> str:
     with httpx.Client(base_url=base) as client:
         client.post("/v1/demo/session", json={"userId": READ_USER}).raise_for_status()
-        return client.cookies[COOKIE_NAME]
+        return session_cookie(client.cookies)[1]
 
 
 # -- the engine on its own --------------------------------------------------------------------------
@@ -145,55 +205,111 @@ def test_errors_are_counted_never_raised():
     assert stats.mirror_failures is None
 
 
-def test_run_traffic_reports_about_once_a_second(session, api, env_file):
+def test_traffic_makes_every_kind_of_write_without_errors(backfilled_url, env_file):
+    """One account at a modest rate, so its random stream (fixed by the seed) plays out the same
+    each run: every kind of write, each mirrored to v2 (D) without a failure or a mismatch."""
+    write_flags(read_env_file(env_file), {READS: True, DUAL_WRITE: True})
+    with serve_api(backfilled_url, environment_of(env_file)) as base:
+        cookies = demo_cookies(base, backfilled_url, 1, exclude={READ_ACCOUNT})
+        (cookie,) = cookies.values()
+        assert cookie.startswith("__Secure-better-auth.session_token=")  # the demo env file's base URL is https
+        with Traffic(base, cookies, 50, seed=5, max_requests=400, max_seconds=60) as traffic:
+            while traffic.running:
+                time.sleep(0.1)
+        stats = traffic.stats()
+    assert stats.errors == 0 and stats.requests == 400, traffic.last_error
+    assert stats.mirror_failures == stats.result_mismatches == 0
+    log = traffic.writes_log()
+    assert {w.op for w in log} == set(WRITE_KINDS) and stats.writes == len(log)
+    # Every row the traffic wrote, or changed with a write, reads alike in both stores (or is gone from both).
+    touched = {table: {w.id for w in log if w.table == table} for table in MIRRORED}
+    touched["pixbooks"] |= {b for w in log if w.op == "remove_identity" for b in w.also}
+    touched["account_members"] |= {m for w in log if w.op in ("create_account", "remove_account") for m in w.also}
+    with psycopg.connect(backfilled_url) as conn:
+        for table, (legacy, v2) in MIRRORED.items():
+            ids = sorted(touched[table])
+            assert ids and conn.execute(legacy, (ids,)).fetchall() == conn.execute(v2, (ids,)).fetchall(), table
+
+
+MIRRORED = {  # the business columns of each table, legacy and v2
+    "accounts": ("SELECT id, name FROM platform_workspaces WHERE id = ANY(%s) ORDER BY id",
+                 "SELECT id, name FROM accounts WHERE id = ANY(%s) ORDER BY id"),
+    "account_members": ("SELECT id, workspace_id, user_id, role, status FROM platform_workspace_members "
+                        "WHERE id = ANY(%s) ORDER BY id",
+                        "SELECT id, account_id, user_id, role, status FROM account_members "
+                        "WHERE id = ANY(%s) ORDER BY id"),
+    "identities": ("SELECT id, workspace_id, display_name, user_key, status FROM platform_managed_users "
+                   "WHERE id = ANY(%s) ORDER BY id",
+                   "SELECT id, account_id, display_name, user_key, status FROM identities "
+                   "WHERE id = ANY(%s) ORDER BY id"),
+    "pixbooks": ("SELECT id, managed_user_id, name, coalesce(nullif(btrim(collection_id), ''), 'primary'), status, "
+                 "current_version FROM platform_books WHERE id = ANY(%s) ORDER BY id",  # §3's collection rule
+                 "SELECT id, identity_id, name, collection_id, status, current_version FROM pixbooks "
+                 "WHERE id = ANY(%s) ORDER BY id"),
+    "pixbook_snapshots": ("SELECT id, book_id, version, cipher_sha256 FROM platform_book_snapshots "
+                          "WHERE id = ANY(%s) ORDER BY id",
+                          "SELECT id, pixbook_id, version, cipher_sha256 FROM pixbook_snapshots "
+                          "WHERE id = ANY(%s) ORDER BY id"),
+}
+
+
+def test_run_traffic_reports_about_once_a_second(session, api, deploy):
     verify_ok(session)
     promote(session, "C")
+    deploy()
     seen: list[TrafficStats] = []
     final = run_traffic(api, session.settings.database_url, 30, 2.2, on_stats=seen.append)
     assert 2 <= len(seen) <= 4 and seen[-1].requests == final.requests
     assert final.errors == 0 and final.requests >= 40 and final.writes > 0
     assert 20 <= final.requests_per_second <= 35
-    assert final.mirror_failures == 0 and 2.0 <= final.elapsed <= 4.0
+    assert final.mirror_failures == final.result_mismatches == 0 and 2.0 <= final.elapsed <= 4.0
     verify_ok(session)  # C mirrors every write to v2: the stores are in step
 
 
 # -- the walk under load --------------------------------------------------------------------------
 
-def test_the_runbook_walk_under_steady_traffic(session, api, env_file):
+def test_the_runbook_walk_under_steady_traffic(session, api, deploy, env_file):
     url = session.settings.database_url
     reader = reader_cookie(api)
     verify_ok(session)  # G: before any traffic (B/G write v1 only, so traffic there would drift v2)
     reads_ok(session, api, reader)
     promote(session, "C")
     assert flags(env_file) == (True, False, False)
+    deploy()
     cookies = demo_cookies(api, url, 3, exclude={READ_ACCOUNT})
+    held = 0.0  # seconds the traffic was held for deploys
     with Traffic(api, cookies, RATE, seed=7, max_seconds=120) as traffic:
         steady(traffic)
         reads_ok(session, api, reader)
         verify_ok(session, traffic)  # C: writes v1, mirror = read store v2
         promote(session, "D")
         assert flags(env_file) == (True, False, True)
+        held += deployed(deploy, traffic)
         steady(traffic)
         reads_ok(session, api, reader)
         verify_ok(session, traffic)
         promote(session, "E")
         assert flags(env_file) == (True, True, True)
+        held += deployed(deploy, traffic)
         steady(traffic)
         reads_ok(session, api, reader)
         verify_ok(session, traffic)
         # Roll back from E (v1 primary again, dual-write kept), verify, and come forward again.
         transitions.apply_change(session, transitions.plan_rollback(session))
         assert flags(env_file) == (True, False, True)
+        held += deployed(deploy, traffic)
         steady(traffic)
         reads_ok(session, api, reader)
         verify_ok(session, traffic)
         promote(session, "E")
+        held += deployed(deploy, traffic)
         steady(traffic)
         verify_ok(session, traffic)
         age_journal(url, 25)  # the confidence period has passed
         promote(session, "E'")
-        e_steady_at = time.monotonic()
         assert flags(env_file) == (True, True, False)
+        held += deployed(deploy, traffic)
+        e_steady_at = time.monotonic()  # from here the running API writes v2 only
         stats = steady(traffic)
         reads_ok(session, api, reader)
         # E': v2 only, legacy gets nothing. A verify now legitimately differs, and only in the
@@ -201,15 +317,16 @@ def test_the_runbook_walk_under_steady_traffic(session, api, env_file):
         with traffic.paused():
             drift = run_verify(url, VerifyOptions())
             since = traffic.writes_log(since=e_steady_at)
-    written = {w.id for w in since} | {w.book_id for w in since if w.book_id}
+    written = {w.id for w in since} | {w.book_id for w in since if w.book_id} | {a for w in since for a in w.also}
+    removed = {r for w in since if w.op in ("remove_member", "remove_account") for r in (w.id, *w.also)}
     assert not drift["ok"] and since
     for check in (c for c in drift["checks"] if c["type"] == "content"):
-        assert check["missingInV2"] == 0, check
+        assert set(check["examples"]["missing"]) <= removed, check  # deleted in v2 only
         assert set(check["examples"]["extra"]) | {d["id"] for d in check["examples"]["different"]} <= written, check
     final = traffic.stats()
-    assert final.errors == 0 and final.mirror_failures == 0, traffic.last_error
+    assert final.errors == 0 and final.mirror_failures == 0 and final.result_mismatches == 0, traffic.last_error
     assert final.writes > 50 and final.requests > stats.requests
-    assert final.requests_per_second > RATE * 0.6
+    assert final.requests / (final.elapsed - held) > RATE * 0.6
 
 
 # -- a mirror broken on purpose -----------------------------------------------------------------------
@@ -231,15 +348,13 @@ def content(report: dict, table: str) -> dict:
     return next(c for c in report["checks"] if c.get("name") == f"content:{table}")
 
 
-def test_a_broken_mirror_is_found_row_for_row_and_repaired(session, api, env_file):
+def test_a_broken_mirror_is_found_row_for_row_and_repaired(session, api, deploy):
     url = session.settings.database_url
-    verify_ok(session)
-    promote(session, "C")
-    promote(session, "D")  # v1 primary, every write mirrored to v2
+    to_d(session, api, deploy)
     cookies = demo_cookies(api, url, 3, exclude={READ_ACCOUNT})
     with Traffic(api, cookies, RATE, seed=11, max_seconds=60) as traffic:
         steady(traffic)
-        before = traffic.stats().mirror_failures
+        before = traffic.stats()
         with traffic.paused():  # clean edges: no request is in flight when the break starts or ends
             run_sql(url, BREAK)
             broke_at = time.monotonic()
@@ -251,21 +366,24 @@ def test_a_broken_mirror_is_found_row_for_row_and_repaired(session, api, env_fil
         with traffic.paused():
             done_at = time.monotonic()
             log = traffic.writes_log(until=done_at)
-            failures = traffic.stats().mirror_failures - before
+            failures = traffic.stats().mirror_failures - before.mirror_failures
+            mismatches = traffic.stats().result_mismatches - before.result_mismatches
             found = run_verify(url, VerifyOptions())
             repaired = run_verify(url, VerifyOptions(repair=True))
             after = verify_ok(session)
         stats = traffic.stop()
     assert stats.errors == 0, traffic.last_error  # a mirror failure never fails the request
 
-    # The books created while the mirror was broken never reached v2; every later write to them
-    # (rename, remove, snapshot) failed its mirror too, and their snapshots are missing in v2.
+    # The books created while the mirror was broken never reached v2 (each a mirror-error); every
+    # later write to them (rename, remove, snapshot, their identity's removal) found nothing in v2
+    # (each a result-mismatch), and their snapshots are missing in v2.
     lost_books = {w.id for w in log if w.op == "create_book" and broke_at <= w.at < mended_at}
     assert lost_books, "the traffic created no book during the break: make the break longer"
     lost_snaps = {w.id for w in log if w.op == "save_snapshot" and w.book_id in lost_books}
-    touching = [w for w in log if w.at >= broke_at and (
-        (w.table == "pixbooks" and w.id in lost_books) or (w.op == "save_snapshot" and w.book_id in lost_books))]
-    assert failures == len(touching)
+    touching = [w for w in log if w.at >= broke_at and w.op != "create_book" and (
+        (w.table == "pixbooks" and w.id in lost_books) or (w.op == "save_snapshot" and w.book_id in lost_books)
+        or (w.op == "remove_identity" and lost_books & set(w.also)))]
+    assert failures == len(lost_books) and mismatches == len(touching)
 
     books, snaps = content(found, "pixbooks"), content(found, "pixbook_snapshots")
     assert books["missingInV2"] == len(lost_books) and books["different"] == books["extraInV2"] == 0
@@ -288,11 +406,9 @@ class WriteInFlight:
     """In D, an API rename of one account whose mirror write into v2 waits behind a row lock we
     hold: legacy has the new name, v2 not yet. `land()` lets the mirror through."""
 
-    def __init__(self, session: Session, api: str) -> None:
+    def __init__(self, session: Session, api: str, deploy) -> None:
         self.url = session.settings.database_url
-        verify_ok(session)
-        promote(session, "C")
-        promote(session, "D")
+        to_d(session, api, deploy)
         (self.account, cookie), = demo_cookies(api, self.url, 1, exclude={READ_ACCOUNT}).items()
         self.holder = psycopg.connect(self.url)
         self.holder.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (self.account,))
@@ -301,7 +417,7 @@ class WriteInFlight:
         def rename() -> None:
             self.result["response"] = httpx.patch(
                 f"{api}/v1/account/workspace", json={"accountId": self.account, "name": "In Flight"},
-                headers={"cookie": f"{COOKIE_NAME}={cookie}"}, timeout=30)
+                headers={"cookie": cookie}, timeout=30)  # demo_cookies gives name=value
 
         self.writer = threading.Thread(target=rename)
 
@@ -325,11 +441,11 @@ class WriteInFlight:
         assert self.result["response"].status_code == 200
 
 
-def test_a_verify_sees_a_write_caught_between_primary_and_mirror(session, api, env_file):
+def test_a_verify_sees_a_write_caught_between_primary_and_mirror(session, api, deploy):
     """Why the walk's verifies hold the traffic at a request boundary: in D the API commits the
     v1 write, then mirrors it to v2 in a second transaction. A verify that runs in between
     reports the row as different, although nothing is wrong once the mirror lands."""
-    with WriteInFlight(session, api) as flight:
+    with WriteInFlight(session, api, deploy) as flight:
         mid = run_verify(flight.url, VerifyOptions())
     accounts = content(mid, "accounts")
     assert not mid["ok"] and accounts["different"] == 1
@@ -337,10 +453,10 @@ def test_a_verify_sees_a_write_caught_between_primary_and_mirror(session, api, e
     assert verify_ok(session)["ok"]  # the mirror landed: in step again
 
 
-def test_a_write_that_reaches_its_mirror_while_verify_looks_again_is_no_difference(session, api, env_file):
+def test_a_write_that_reaches_its_mirror_while_verify_looks_again_is_no_difference(session, api, deploy):
     """The same write caught between primary and mirror, but the mirror lands while verify waits
     to look at the differing range again: the range settles and the verify passes."""
-    with WriteInFlight(session, api) as flight:
+    with WriteInFlight(session, api, deploy) as flight:
 
         class MirrorLandsWhileVerifyWaits(threading.Event):
             def wait(self, timeout: float | None = None) -> bool:
@@ -373,7 +489,7 @@ def test_cli_demo_traffic_prints_figures_each_second(legacy_db_url, env_file, ca
     from cutover_tui.cli import main
     from cutover_tui.demo.api import serve_api
 
-    with serve_api(legacy_db_url, env_file) as base:
+    with serve_api(legacy_db_url, environment_of(env_file)) as base:
         code = main(["--runbook", str(REPO / "runbook.toml"), "demo", "traffic", "--api", base,
                      "--rate", "20", "--duration", "1.5", "--database-url", legacy_db_url])
     out = capsys.readouterr().out

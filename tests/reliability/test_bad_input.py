@@ -434,7 +434,7 @@ CASES = [
          "cannot be read by this user (permission denied)", child=True),
     # -- runbook.toml -------------------------------------------------------------------------
     Case("runbook: unknown key", lambda c: c.argv("status", runbook=c.runbook_with("\n[surprise]\nkey = 1\n")), 2,
-         "key `surprise`: not a known key; allowed here: api, database, gates, paths, rollback, stages"),
+         "key `surprise`: not a known key; allowed here: api, database, deploy, gates, paths, rollback, stages"),
     Case("runbook: wrong type",
          lambda c: c.argv("status", runbook=c.runbook_with(replace=[("confidence_period_hours = 24.0",
                                                                       'confidence_period_hours = "soon"')])),
@@ -608,12 +608,12 @@ def test_recon_with_sample_rows_0_skips_the_estimate(ctx, capsys):
 def test_archive_with_the_wrong_name_when_every_gate_passes(pg_server_url, tmp_path, capsys, figures):
     """Issue 2's `archive` with the wrong database name, met by its own check: every gate of
     Stage F passes (walked there through the CLI, verifies recorded), so only the name refuses."""
-    from helpers import age_journal, record_report
+    from helpers import DEPLOY_SECTION, age_journal, record_report
 
     url = seeded(pg_server_url, workspaces=SMALL)
     env = tmp_path / "deploy.env"
     env.write_text(DEMO_ENV, encoding="utf-8")
-    runbook = write_runbook(tmp_path, env, tmp_path / "reports")
+    runbook = write_runbook(tmp_path, env, tmp_path / "reports", DEPLOY_SECTION)
 
     def cutover(*command: str) -> tuple[int, str, str]:
         code = main(["--runbook", str(runbook), "--database-url", url, "--env-file", str(env),
@@ -622,7 +622,9 @@ def test_archive_with_the_wrong_name_when_every_gate_passes(pg_server_url, tmp_p
 
     record_report(url, "backfill", ok=True)
     record_report(url, "verify", ok=True, stage="B")
-    assert cutover("promote", "C", "--yes")[0] == 0 and cutover("promote", "D", "--yes")[0] == 0
+    assert cutover("promote", "C", "--yes")[0] == 0
+    record_report(url, "verify-reads", ok=True)
+    assert cutover("promote", "D", "--yes")[0] == 0
     record_report(url, "verify", ok=True, stage="D")
     assert cutover("promote", "E", "--yes")[0] == 0
     age_journal(url, 25)  # past the confidence period

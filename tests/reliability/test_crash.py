@@ -79,6 +79,15 @@ def _content_failures(url: str) -> dict[str, dict]:
             for c in content if not c["ok"]}
 
 
+def _passed_but_the_reported_loss(code: int, out: str) -> bool:
+    """A finished verify of the seeded data: every check passed but the counts of the tables
+    whose gap is exactly the rows the backfill reported as errors (the planted anomalies),
+    which fail as the runbook wants (any count mismatch blocks cutover)."""
+    failed = [c for c in json.loads(out)["checks"] if not c["ok"]]
+    return code == 1 and bool(failed) and all(
+        c["type"] == "count" and c["extraRows"] == c["unreportedMissing"] == 0 for c in failed)
+
+
 def _rows_differing(reference: str, url: str, table: str) -> int:
     """Rows of `table` missing on either side or different in any column: a merge of both
     tables in id order (byte order, so that Python's string order agrees)."""
@@ -252,7 +261,7 @@ def test_kill_9_verify_at_random_moments_then_verify_passes(pg_server_url, refer
         clean = _Child(command, admin, tmp_path, "cutover verify")
         code, out, err = clean.finish()
         verify_seconds = time.monotonic() - clean.started
-        assert code == 0, err
+        assert _passed_but_the_reported_loss(code, out), err
         kills, attempts, finished, moments = Counter(), 0, 0, []
         while kills["in_job"] < VERIFY_KILLS:
             attempts += 1
@@ -261,16 +270,14 @@ def test_kill_9_verify_at_random_moments_then_verify_passes(pg_server_url, refer
             killed = child.kill_after(rng.uniform(0.2, verify_seconds * 1.05))
             if killed is None:  # it finished first: it must have passed like any other
                 finished += 1
-                assert child.finish()[0] == 0
+                assert _passed_but_the_reported_loss(*child.finish()[:2])
                 continue
             kills["landed"] += 1
             kills["in_job"] += killed["in_job"]
             moments.append(round(killed["after"], 2))
         # Right after the last kill, as an operator would: it must run, not be refused.
         code, out, err = _Child(command, admin, tmp_path, "cutover verify").finish()
-        assert code == 0, err
-        report = json.loads(out)
-        assert report["ok"] and all(c["ok"] for c in report["checks"])
+        assert _passed_but_the_reported_loss(code, out), err
         _wait_for_dead_consoles(admin)
         # Nothing of the dead consoles is left: no lock, no temp table, no operator lock.
         assert admin.execute("SELECT pg_try_advisory_lock(%s)", (JOB_LOCK_KEY,)).fetchone()[0]

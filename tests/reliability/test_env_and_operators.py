@@ -193,7 +193,7 @@ def _prompted_promotion(url: str, env_file: Path, edit) -> tuple[int, str, str, 
                 out += os.read(child.stdout.fileno(), 4096)
         edit(env_file)
         edited = env_file.read_bytes()
-        os.write(master, b"y\n")
+        os.write(master, b"y\n\n")  # yes; then enter at the deploy's question: confirm it later
         rest, err = child.communicate(timeout=CHILD_TIMEOUT)
         return child.returncode, (out + rest).decode(), err.decode(), edited
     finally:
@@ -219,6 +219,7 @@ def test_cli_promotion_at_the_prompt_goes_through_when_nobody_edits(stage_g, env
     """The control for the test above: the same prompt, no edit, and the promotion is written."""
     code, out, err, _ = _prompted_promotion(stage_g, env, lambda path: None)
     assert (code, err) == (0, "") and "Written" in out
+    assert "type C once it runs them" in out and "`cutover deploy --confirm C`" in out
     assert env.read_text(encoding="utf-8") == PROMOTED and promotions(stage_g) == ["alice"]
 
 
@@ -575,7 +576,7 @@ async def test_two_tui_consoles_the_second_sees_the_holder_then_takes_over(stage
                 await pilot.press("y")
                 await wait_until(pilot, lambda: "journal entry" in toasts(app))
                 await settle(pilot)
-                assert app.dashboard.status.stage == "C"
+                assert app.dashboard.status.stage == "C", (toasts(app), screen_text(app))
         finally:
             if first.poll() is None:
                 first.kill()

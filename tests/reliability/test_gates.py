@@ -46,13 +46,14 @@ import pwd
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 import time_machine
-from helpers import ROOT, CliRun, age_journal, record_report
+from helpers import DEPLOY_SECTION, ROOT, CliRun, age_journal, deploying_runbook, record_report
 from tui.support import settings_for, settle, toasts, wait_until
 
 from cutover_tui.errors import CutoverError
@@ -65,8 +66,13 @@ from cutover_tui.work.archive import check_archive_sql
 from .support import copy_database, seeded, write_runbook
 
 SMALL = 20
-TO_E = (("migrate",), ("backfill",), ("verify",), ("promote", "C", "--yes"), ("promote", "D", "--yes"),
-        ("verify",), ("promote", "E", "--yes"))
+def read_checked(run: CliRun) -> None:
+    """The API read check after C's deployment, as D's gate needs it (no API runs here)."""
+    record_report(run.database_url, "verify-reads", ok=True)
+
+
+TO_E = (("migrate",), ("backfill",), ("verify",), ("promote", "C", "--yes"), read_checked,
+        ("promote", "D", "--yes"), ("verify",), ("promote", "E", "--yes"))
 
 
 @pytest.fixture
@@ -87,12 +93,16 @@ def anomalies(pg_server_url) -> str:
 
 
 @pytest.fixture
-def run(capsys, pg_server_url, clean, env_file) -> CliRun:
-    return CliRun(capsys, copy_database(pg_server_url, clean), env_file)
+def run(capsys, pg_server_url, clean, env_file, tmp_path) -> CliRun:
+    """The CLI on a copy of the clean database, each flag write deployed by real commands."""
+    return CliRun(capsys, copy_database(pg_server_url, clean), env_file, runbook=deploying_runbook(tmp_path))
 
 
-def walk(run: CliRun, *steps: tuple[str, ...]) -> None:
+def walk(run: CliRun, *steps: tuple[str, ...] | Callable[[CliRun], None]) -> None:
     for args in steps:
+        if callable(args):
+            args(run)
+            continue
         code, _, err = run(*args)
         assert code == 0, (args, err)
 
@@ -155,7 +165,7 @@ async def test_the_console_dims_repair_at_e_and_says_why(run):
         await pilot.press("V")
         await wait_until(pilot, lambda: "repair would copy legacy values" in toasts(app))
         assert isinstance(app.screen, DashboardScreen) and "WRITES=true" in toasts(app)
-    assert actions(run.database_url)[-1] == "promote"
+    assert actions(run.database_url)[-2:] == ["promote", "deploy"]
 
 
 
@@ -215,7 +225,7 @@ def test_a_stored_name_with_line_breaks_stays_on_its_own_line(run):
 
 def with_runbook(run: CliRun, tmp_path, *replace: tuple[str, str]) -> CliRun:
     """`run`'s database and env file under the project's runbook file with `replace` applied."""
-    runbook = write_runbook(tmp_path, run.env_file, tmp_path / "reports", replace=replace)
+    runbook = write_runbook(tmp_path, run.env_file, tmp_path / "reports", DEPLOY_SECTION, replace=replace)
     return CliRun(run.capsys, run.database_url, run.env_file, runbook=runbook)
 
 
@@ -354,7 +364,7 @@ def test_a_tampered_archive_file_archives_nothing_even_with_every_gate_open(run,
 
     record_report(url, "backfill", ok=True)
     record_report(url, "verify", ok=True, stage="B")
-    walk(tampered, ("promote", "C", "--yes"), ("promote", "D", "--yes"))
+    walk(tampered, ("promote", "C", "--yes"), read_checked, ("promote", "D", "--yes"))
     record_report(url, "verify", ok=True, stage="D")
     walk(tampered, ("promote", "E", "--yes"))
     age_journal(url, 25)
@@ -391,6 +401,9 @@ def test_a_hand_made_writes_false_after_e_is_a_rollback_and_writes_return_only_t
 
     code, _, err = run("restore-flags", "--yes")
     assert code == 1 and "ACCOUNT_SCHEMA_V2_WRITES=false" in run.env_file.read_text()
+    code, _, err = run("promote", "E", "--yes")
+    assert code == 1 and "are not deployed: the API was last found running READS=true WRITES=true" in err
+    walk(run, ("deploy",))  # the hand-made rollback reaches the API
     code, _, err = run("promote", "E", "--yes")
     assert code == 1 and "No verify has run since" in err
     walk(run, ("verify",), ("promote", "E", "--yes"))

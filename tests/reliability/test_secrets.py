@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import socket
 import uuid
@@ -35,8 +36,10 @@ from helpers import ROOT, age_journal
 
 from cutover_tui.cli import main
 from cutover_tui.demo.api import serve_api
+from cutover_tui.demo.deployment import LOG_FILE, STATE_FILE, environment_of, start_api, stop_api
 from cutover_tui.demo.envfile_text import DEMO_ENV
-from cutover_tui.demo.run import demo_session
+from cutover_tui.demo.run import DemoEnvironment, demo_session, write_demo_runbook
+from cutover_tui.rules.runbook import load_runbook
 from cutover_tui.store.session import resolve_settings
 from cutover_tui.work.api_check import API_ENV, COOKIE_ENV
 from cutover_tui.work.jobs import ApiTarget
@@ -124,10 +127,13 @@ async def test_no_output_report_row_or_log_holds_the_password_or_the_cookie(
     env = tmp_path / "deploy.env"
     env.write_text(DEMO_ENV, encoding="utf-8")
     report_dir = tmp_path / "reports"
-    runbook = tmp_path / "runbook.toml"
-    runbook.write_text((ROOT / "runbook.toml").read_text().replace('report_dir = "reports"',
-                                                                   f'report_dir = "{report_dir}"')
-                       .replace('sql_dir = "sql"', f'sql_dir = "{ROOT / "sql"}"'))
+    # The demo's runbook: its [deploy] restarts the stand-in API, a process of its own, with the
+    # env file's flags (the commands run from its folder and find the package as if installed).
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    runbook = write_demo_runbook(load_runbook(ROOT / "runbook.toml"), DemoEnvironment(
+        folder=folder, database_url=url, server_version="", env_file=env, report_dir=report_dir))
     seen: list[tuple[str, str]] = []  # (where it was, the text): everything searched
     runs: list[tuple[str, int]] = []
 
@@ -148,7 +154,8 @@ async def test_no_output_report_row_or_log_holds_the_password_or_the_cookie(
             text = "\n".join(f"{key}={value}" if line.startswith(f"{key}=") else line for line in text.split("\n"))
         env.write_text(text, encoding="utf-8")
 
-    with serve_api(url, env) as api:
+    try:
+        api = start_api(folder, url, env, os.getpid())
         _, _, cookie = demo_session(api, url)
         assert len(cookie) >= 32
         # Signing in is the operator's act, not the console's: httpcore's DEBUG trace of that
@@ -172,11 +179,11 @@ async def test_no_output_report_row_or_log_holds_the_password_or_the_cookie(
         cutover("diff", str(tmp_path / "backfill.json"), str(idle))
 
         # C, a hand edit restored, D under live traffic, E, a rollback, E again, E'.
-        cutover("promote", "C", "--yes")
-        assert '"ok": true' in cutover(*reads, "--json")
+        cutover("promote", "C", "--yes")  # the runbook's [deploy] runs after every flag write
         set_flags(READS="false", WRITES="true")  # by hand, and illegal
         assert "ILLEGAL" in cutover("status") and "ok  restore-flags" in seen[-2][1]
         cutover("restore-flags", "--yes")
+        assert '"ok": true' in cutover(*reads, "--json")  # after C's (latest) deployment, as D needs
         cutover("promote", "D", "--yes")
         cutover("demo", "traffic", "--api", api, "--rate", "20", "--duration", "2", "--accounts", "2",
                 "--database-url", url)
@@ -190,6 +197,7 @@ async def test_no_output_report_row_or_log_holds_the_password_or_the_cookie(
         age_journal(admin, 25)  # past the confidence period
         cutover("verify")
         cutover("promote", "E-steady", "--yes")
+        cutover("deploy")  # by hand: the same flags again
 
         # Error paths most likely to echo a secret.
         wrong = url.replace(SECRET, SECRET + "x")  # holds the right password as a prefix
@@ -221,10 +229,14 @@ async def test_no_output_report_row_or_log_holds_the_password_or_the_cookie(
         cutover("journal", "--json")
         cutover("status", "--json")
         cutover("tui", code=2)  # no terminal: one sentence
+    finally:
+        stop_api(folder)
 
     # What the commands left: report files (named and in the report folder), every console
     # table's rows, the env file, the logs of this process and of the server.
-    files = sorted({*tmp_path.rglob("*.json"), *report_dir.rglob("*")})
+    # Not the demo API's state file: it keeps the URL of the database the API serves (mode 0600), as
+    # a real API's deployment keeps its DATABASE_URL; the API's log is searched.
+    files = sorted({*tmp_path.rglob("*.json"), *report_dir.rglob("*"), folder / LOG_FILE} - {folder / STATE_FILE})
     seen.extend((f"file {path.name}", path.read_text(encoding="utf-8")) for path in files if path.is_file())
     seen.append(("the cutover schema's rows", console_schema(admin)))
     seen.append(("the env file", env.read_text(encoding="utf-8")))
@@ -310,7 +322,7 @@ async def _walk_the_console(url: str, env: Path, report_dir: Path, target: ApiTa
 
 def test_a_password_in_the_api_url_stays_out_of_the_logs(backfilled_url, env_file, tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO)
-    with serve_api(backfilled_url, env_file) as api:
+    with serve_api(backfilled_url, environment_of(env_file)) as api:
         _, _, cookie = demo_session(api, backfilled_url)
         caplog.clear()
         code = main(["--runbook", str(ROOT / "runbook.toml"), "--database-url", backfilled_url, "--env-file",

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from helpers import ROOT
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
 from cutover_tui.demo.embedded import create_database
-from cutover_tui.rules.mapping import compared_by_value, row_hash
+from cutover_tui.rules.mapping import PIXBOOKS, compared_by_value, row_hash, source_query
+from cutover_tui.work.migrate import apply_legacy_baseline
 
 COLUMNS = (("t", "text"), ("n", "bigint"), ("i", "integer"), ("ts", "timestamp with time zone"),
            ("jb", "jsonb"), ("js", "json"))
@@ -115,3 +117,49 @@ def test_a_range_whose_rows_swap_a_value_has_another_digest(conn):
     conn.execute("UPDATE rows SET t = CASE id WHEN 1 THEN 'y' ELSE 'x' END")
     assert conn.execute(digest).fetchone()[0] != before
 
+
+
+# --- the collection rule, against a model of §3's SQL -------------------------------------------
+
+@pytest.fixture(scope="module")
+def legacy(pg_server_url):
+    """A legacy schema with one workspace and one managed user, whose books each example sets."""
+    url = create_database(pg_server_url, f"rules_{uuid.uuid4().hex[:8]}")
+    with psycopg.connect(url, autocommit=True) as connection:
+        apply_legacy_baseline(connection, ROOT / "sql")
+        connection.execute("INSERT INTO platform_workspaces (id, name) VALUES ('ws', 'W')")
+        connection.execute("INSERT INTO platform_managed_users (id, workspace_id, display_name, user_key) "
+                           "VALUES ('mu', 'ws', 'M', 'k')")
+        yield connection
+
+
+def _lands_as(collection: str) -> str:
+    """§3: COALESCE(NULLIF(BTRIM(collection_id), ''), 'primary'); BTRIM strips spaces only."""
+    return collection.strip(" ") or "primary"
+
+
+collection_ids = st.text(st.sampled_from([" ", "\t", "\n", "\r", "\u00a0", "\u3000", "x", "y", "'"]), max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(collection_ids, min_size=1, max_size=5, unique=True))
+@example(["   ", "\t", " x ", "x", "", "\n"])
+def test_a_book_lands_in_its_btrimmed_collection_and_the_oldest_of_a_collection_wins(legacy, collections):
+    """Each active book of one identity lands in its collection after the rule; of the books
+    the rule puts in one collection, only the oldest lands, the rest are duplicates."""
+    legacy.execute("DELETE FROM platform_books")
+    for n, collection in enumerate(collections):
+        legacy.execute("INSERT INTO platform_books (id, workspace_id, managed_user_id, name, collection_id, created_at) "
+                       "VALUES (%s, 'ws', 'mu', 'B', %s, '2020-01-01'::timestamptz + %s * interval '1 day')",
+                       (f"b{n}", collection, n))
+    rows = legacy.execute(sql.SQL("SELECT id, collection_id, issue FROM ({}) s ORDER BY id").format(
+        source_query(PIXBOOKS, sql.SQL("true")))).fetchall()
+    seen: set[str] = set()
+    expected = []
+    for n, collection in enumerate(collections):
+        lands = _lands_as(collection)
+        duplicate = lands in seen
+        seen.add(lands)
+        issue = "another active book of this identity has the same collection" if duplicate else None
+        expected.append((f"b{n}", lands, issue))
+    assert rows == expected, collections

@@ -25,6 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from cutover_tui.rules.flags import Flags
 from cutover_tui.rules.matrix import (
     Assessment,
+    DeployFact,
     Facts,
     ReportFact,
     Step,
@@ -67,8 +68,10 @@ START = Facts(now=T0, flags=Flags())  # an empty database, the env file's defaul
 # little; a regression that shrinks the search loses far more than a tenth.
 # (Down from 11,664 and 173,173 when a hand edit turning WRITES off after E became a journaled
 # rollback: those edits no longer leave a hand-edited state of their own.)
-EXPLORED_STATES = 8_896
-EXPLORED_TRANSITIONS = 135_973
+# (Up from 8,896 and 135,973 when deployments became facts: the flags last found running and
+# the API read check since C's deployment multiply the states.)
+EXPLORED_STATES = 58_478
+EXPLORED_TRANSITIONS = 1_045_466
 FLOOR = 0.9
 
 # -- The world: console actions, taken only when allowed, and environment events ------
@@ -106,6 +109,15 @@ def _effects(facts: Facts, step: Step) -> Iterator[tuple[str, dict]]:
             yield step.action, {"archived": True}
         case "restore-flags":
             yield step.action, _write_flags(step.flags_after, now)
+        case "deploy":
+            # A re-deploy of the flags already running keeps the time they began to run.
+            previous = facts.deployed
+            kept = previous.since if previous is not None and previous.flags == facts.flags else None
+            yield "deploy", {"deployed": DeployFact(at=now, flags=facts.flags, read_back=True, since=kept or now)}
+            yield "deploy fails", {"deployed": DeployFact(at=now, flags=None, read_back=True)}
+        case "verify-reads":
+            for ok, outcome in ((True, "passes"), (False, "fails")):
+                yield f"API read check {outcome}", {"reads_check": ReportFact(at=now, ok=ok)}
         case _:
             raise AssertionError(f"the world has no model of the action {step.action!r}")
 
@@ -160,14 +172,15 @@ def take(facts: Facts, *labels: str | timedelta) -> Facts:
 
 HAPPY_PATH = (  # each console action (or wait) with the stage it leaves us in
     ("migrate", "A"), ("recon", "0"), ("backfill clean", "B"), ("verify passes", "G"),
-    ("promote C", "C"), ("promote D", "D"), ("verify passes", "D"), ("promote E", "E"),
-    (PERIOD, "E"), ("verify passes", "E"), ("promote E'", "E'"), ("close-rollback-window", "E'"),
+    ("promote C", "C"), ("deploy", "C"), ("API read check passes", "C"), ("promote D", "D"), ("deploy", "D"),
+    ("verify passes", "D"), ("promote E", "E"), ("deploy", "E"),
+    (PERIOD, "E"), ("verify passes", "E"), ("promote E'", "E'"), ("deploy", "E'"), ("close-rollback-window", "E'"),
     *[("verify passes", "E'")] * N, ("archive", "F"),
 )
 READY_TO_ARCHIVE = [move for move, _ in HAPPY_PATH[:-1]]
-TO_C = ("migrate", "backfill clean", "verify passes", "promote C")
-TO_D = (*TO_C, "promote D")  # D begins 00:04
-TO_E = (*TO_D, "verify passes", "promote E")  # E begins 00:06
+TO_C = ("migrate", "backfill clean", "verify passes", "promote C", "deploy", "API read check passes")
+TO_D = (*TO_C, "promote D", "deploy")  # D is written 00:06 and begins (deployed) 00:07
+TO_E = (*TO_D, "verify passes", "promote E", "deploy")  # E begins 00:10
 
 
 # -- The oracle: the rules of CONSOLE.md, checked against every step ------------------
@@ -175,6 +188,21 @@ TO_E = (*TO_D, "verify passes", "promote E")  # E begins 00:06
 def _console_live(facts: Facts, stage: StageId) -> bool:
     """`stage`'s row is declared, and the console itself wrote it."""
     return facts.flags == facts.recorded_flags == ROW[stage] and facts.flags_since is not None
+
+
+def _deployed(facts: Facts) -> bool:
+    """The running API was found running the declared flags; before the console writes any
+    flags the API runs the defaults it started with, unless a deployment says otherwise."""
+    if facts.deployed is None:
+        return facts.recorded_flags is None and facts.flags == Flags()
+    return facts.deployed.flags == facts.flags
+
+
+def _began(facts: Facts) -> datetime | None:
+    """When the declared stage began to run: not before it was written, nor before it was deployed."""
+    if facts.flags_since is None or facts.deployed is None or facts.deployed.flags != facts.flags:
+        return facts.flags_since
+    return max(facts.flags_since, facts.deployed.since)
 
 
 def _latest_verify_passed(facts: Facts, since: datetime, stage: StageId | None = None) -> bool:
@@ -185,8 +213,9 @@ def _latest_verify_passed(facts: Facts, since: datetime, stage: StageId | None =
 
 def _counts_for_archive(facts: Facts, verify: VerifyFact) -> bool:
     """A verify the archive gate may count: passed, in E', since the console wrote E'."""
+    began = _began(facts)
     return (verify.ok and verify.stage == "E'" and facts.recorded_flags == ROW["E'"]
-            and facts.flags_since is not None and verify.at >= facts.flags_since)
+            and began is not None and verify.at >= began)
 
 
 def _one_sentence(text: str) -> bool:
@@ -195,11 +224,18 @@ def _one_sentence(text: str) -> bool:
 
 # Each rule names the step it is about when allowed (None: every step, allowed or not).
 PROPERTIES: dict[str, tuple[str | None, Callable[[Facts, Step], bool]]] = {
-    "E only after a passing verify in D": ("promote E", lambda facts, step: (
-        _console_live(facts, "D") and _latest_verify_passed(facts, facts.flags_since, "D"))),
-    "E' only after the confidence period and a passing verify in E": ("promote E'", lambda facts, step: (
-        _console_live(facts, "E") and facts.now - facts.flags_since >= PERIOD
-        and _latest_verify_passed(facts, facts.flags_since, "E"))),
+    "E only after a passing verify in D since D was deployed": ("promote E", lambda facts, step: (
+        _console_live(facts, "D") and _latest_verify_passed(facts, _began(facts), "D"))),
+    "E' only after the confidence period and a passing verify in E, counted from E's deployment": (
+        "promote E'", lambda facts, step: (
+            _console_live(facts, "E") and facts.now - _began(facts) >= PERIOD
+            and _latest_verify_passed(facts, _began(facts), "E"))),
+    "D only after a passing API read check since C was deployed": ("promote D", lambda facts, step: (
+        facts.reads_check is not None and facts.reads_check.ok and facts.deployed is not None
+        and facts.reads_check.at >= facts.deployed.at)),
+    "promotions, closing the window and the archive only when the declared flags run": (None, lambda facts, step: (
+        not step.allowed or step.action not in ("promote", "close-rollback-window", "archive")
+        or _deployed(facts))),
     "archive only from E' with the window closed and N passing verifies in E'": ("archive", lambda facts, step: (
         _console_live(facts, "E'") and facts.rollback_window_closed and not facts.rollback_open
         and len(facts.verifies) >= N and all(_counts_for_archive(facts, v) for v in facts.verifies[-N:]))),
@@ -221,9 +257,10 @@ PROPERTIES: dict[str, tuple[str | None, Callable[[Facts, Step], bool]]] = {
     "C only after a clean backfill and a passing verify newer than it": ("promote C", lambda facts, step: (
         facts.backfill is not None and facts.backfill.ok
         and _latest_verify_passed(facts, facts.backfill.at))),
-    "after archive, nothing but putting E' back in the env file": (None, lambda facts, step: (
-        not (facts.archived and step.allowed)
-        or (step.action == "restore-flags" and step.flags_after == ROW["E'"]))),
+    "after archive, nothing but putting E' back in the env file, deploying it and reading": (
+        None, lambda facts, step: (
+            not (facts.archived and step.allowed) or step.action == "verify-reads"
+            or (step.action in ("restore-flags", "deploy") and step.flags_after == ROW["E'"]))),
 }
 
 
@@ -257,7 +294,7 @@ def _flags(bits: Bits | None) -> Flags | None:
     return bits and Flags(reads=bits[0], writes=bits[1], dual_write=bits[2])
 
 
-D_BITS, E_BITS = _bits(ROW["D"]), _bits(ROW["E"])
+C_BITS, D_BITS, E_BITS = _bits(ROW["C"]), _bits(ROW["D"]), _bits(ROW["E"])
 
 
 class Canonical(NamedTuple):
@@ -273,6 +310,8 @@ class Canonical(NamedTuple):
     rollback_open: bool
     rollback_window_closed: bool
     archived: bool
+    deployed: tuple[Bits | None] | None = None  # the flags last found running (None inside: unknown)
+    reads_check_ok: bool | None = None  # the API read check since C's deployment, while C runs
 
 
 def _at_or_after(at: datetime, reference: datetime | None) -> bool | None:
@@ -296,7 +335,18 @@ def canonical(facts: Facts) -> Canonical:
     recorded = _bits(facts.recorded_flags)
     timed_by_flags = recorded in (D_BITS, E_BITS)
     latest = facts.verifies[-1] if facts.verifies else None
-    after_flags_since = _at_or_after(latest.at, facts.flags_since) if latest and timed_by_flags else None
+    began = _began(facts)
+    # Until the written flags run, every gate timed by them refuses for that alone, and the
+    # deployment that ends it begins the stage anew: no verify so far can count.
+    undeployed = not facts.is_deployed and facts.needs_deploy
+    after_flags_since = (_at_or_after(latest.at, began) if latest and timed_by_flags and not undeployed
+                         else None)
+    deployed = facts.deployed
+    # Only promote D reads the read check, against C's deployment: while C runs (a rollback may
+    # write C again without a deployment); any other deployment makes every check older.
+    reads_check = facts.reads_check
+    reads_check_ok = (reads_check.ok if deployed is not None and reads_check is not None
+                      and _bits(deployed.flags) == C_BITS and reads_check.at >= deployed.at else None)
     return Canonical(
         flags=_bits(facts.flags), recorded_flags=recorded, v2_applied=facts.v2_applied,
         recon=facts.recon is not None and facts.backfill is None,  # a backfill outranks a recon
@@ -307,10 +357,11 @@ def canonical(facts: Facts) -> Canonical:
             latest.stage if after_flags_since else None,
             _at_or_after(latest.at, facts.backfill and facts.backfill.at),
             after_flags_since, _at_or_after(latest.at, facts.rollback_opened_at)),
-        flags_since_aged=None if facts.flags_since is None else (
-            recorded == E_BITS and facts.now - facts.flags_since >= PERIOD),
+        flags_since_aged=None if began is None else (
+            recorded == E_BITS and not undeployed and facts.now - began >= PERIOD),
         rollback_open=facts.rollback_open, rollback_window_closed=facts.rollback_window_closed,
-        archived=False,
+        archived=False, deployed=None if deployed is None else (_bits(deployed.flags),),
+        reads_check_ok=reads_check_ok,
     )
 
 
@@ -350,6 +401,9 @@ def materialise(state: Canonical) -> Facts:
         flags_since=None if state.flags_since_aged is None else since,
         rollback_opened_at=around(3, latest.after_rollback_opened) if state.rollback_open else None,
         rollback_window_closed=state.rollback_window_closed, archived=state.archived,
+        deployed=None if state.deployed is None else DeployFact(
+            at=since, flags=_flags(state.deployed[0]), read_back=True, since=since if state.deployed[0] else None),
+        reads_check=None if state.reads_check_ok is None else ReportFact(at=since, ok=state.reads_check_ok),
     )
 
 
@@ -500,25 +554,25 @@ def test_happy_path_walks_the_runbook_from_a_to_f():
         facts = take(facts, move)
         assert current_stage(facts, RUNBOOK) == stage, move
     assert facts.flags == ROW["E'"]
-    assert not any(step.allowed for step in assess(facts, RUNBOOK).steps)
+    assert [s.label for s in assess(facts, RUNBOOK).steps if s.allowed] == ["deploy", "verify-reads"]
 
 
 def test_e_needs_a_passing_verify_taken_in_d():
     in_d = take(START, *TO_D)
     assert assess(in_d, RUNBOOK).step("promote", "E").reasons == (
-        "No verify has run since stage D began (2026-03-01 00:04 UTC): run verify.",)
+        "No verify has run since stage D began (2026-03-01 00:07 UTC): run verify.",)
     failed = take(in_d, "verify fails")
     assert assess(failed, RUNBOOK).step("promote", "E").reasons == (
-        "The latest verify (2026-03-01 00:05 UTC) failed: fix what it found and verify again.",)
+        "The latest verify (2026-03-01 00:08 UTC) failed: fix what it found and verify again.",)
     assert assess(take(failed, "verify passes"), RUNBOOK).step("promote", "E").allowed
 
 
 def test_e_prime_waits_out_the_confidence_period():
     verified_in_e = take(START, *TO_E, "verify passes")
-    began = verified_in_e.flags_since
+    began = verified_in_e.stage_began
     hour_short = wait(verified_in_e, began + PERIOD - HOUR - verified_in_e.now)
     assert assess(hour_short, RUNBOOK).step("promote", "E'").reasons == (
-        "E has held for 23 h 00 min of the 24 h 00 min confidence period; wait until 2026-03-02 00:06 UTC.",)
+        "E has held for 23 h 00 min of the 24 h 00 min confidence period; wait until 2026-03-02 00:10 UTC.",)
     assert not assess(wait(hour_short, HOUR - MINUTE), RUNBOOK).step("promote", "E'").allowed
     assert assess(wait(hour_short, HOUR), RUNBOOK).step("promote", "E'").allowed
 
@@ -589,5 +643,50 @@ def test_after_archive_a_hand_edited_env_file_can_only_go_back_to_e_prime():
     edited = hand_edit(take(START, *READY_TO_ARCHIVE, "archive"), Flags())
     assessment = assess(edited, RUNBOOK)
     assert (assessment.flags_legal, assessment.nearest_legal) == (False, ROW["E'"])
-    assert [step for step in assessment.steps if step.allowed] == [
+    assert [step for step in assessment.steps if step.allowed and step.action != "verify-reads"] == [
         Step(action="restore-flags", flags_after=ROW["E'"], allowed=True)]
+
+
+# -- Deployment: the API runs its flags only after a deploy ---------------------------
+
+def test_a_written_stage_counts_only_once_deployed():
+    written = take(START, "migrate", "backfill clean", "verify passes", "promote C")
+    assert assess(written, RUNBOOK).step("promote", "D").reasons == (
+        "The declared flags (READS=true WRITES=false DUAL_WRITE=false) have no deployment on record, and the API "
+        "reads its flags only at start: run deploy.",)
+    failed = take(written, "deploy fails")
+    assert assess(failed, RUNBOOK).step("promote", "D").reasons == (
+        "The last deploy (2026-03-01 00:04 UTC) could not tell which flags the API runs: run deploy again.",)
+    in_d = take(START, *TO_D, "verify passes", "promote E")  # E written, D still running
+    assert assess(in_d, RUNBOOK).step("promote", "E'").reasons == (
+        "The declared flags (READS=true WRITES=true DUAL_WRITE=true) are not deployed: the API was last found "
+        "running READS=true WRITES=false DUAL_WRITE=true (2026-03-01 00:07 UTC); run deploy.",)
+
+
+def test_d_needs_an_api_read_check_after_c_was_deployed():
+    deployed = take(START, "migrate", "backfill clean", "verify passes", "promote C", "API read check passes",
+                    "deploy")
+    assert assess(deployed, RUNBOOK).step("promote", "D").reasons == (
+        "No API read check has run since stage C was deployed: run the API read check.",)
+    failed = take(deployed, "API read check fails")
+    assert assess(failed, RUNBOOK).step("promote", "D").reasons == (
+        "The latest API read check (2026-03-01 00:06 UTC) failed: fix what it found and run it again.",)
+    assert assess(take(failed, "API read check passes"), RUNBOOK).step("promote", "D").allowed
+
+
+def test_deploying_again_keeps_the_confidence_period_running():
+    in_e = take(START, *TO_E, "verify passes")
+    began = in_e.stage_began
+    redeployed = take(wait(in_e, PERIOD), "deploy", "verify passes")
+    assert redeployed.stage_began == began
+    assert assess(redeployed, RUNBOOK).step("promote", "E'").allowed
+
+
+def test_a_rollback_needs_no_deployment_but_what_follows_does():
+    written_e = take(START, *TO_D, "verify passes", "promote E")
+    assert assess(written_e, RUNBOOK).step("rollback").allowed
+    ready = take(START, *READY_TO_ARCHIVE)
+    undeployed = ready.model_copy(update={"deployed": DeployFact(at=ready.now, flags=None, read_back=True)})
+    for label in ("archive", "close-rollback-window"):
+        assert any("could not tell which flags the API runs" in r for r in assess(undeployed, RUNBOOK).step(
+            label).reasons), label

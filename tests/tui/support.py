@@ -7,17 +7,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from helpers import ROOT
+from helpers import ROOT, record_report
 from rich.console import Console, ConsoleRenderable
 from textual.pilot import Pilot
 from textual.widgets import Static
 
 from cutover_tui.files.envfile import DUAL_WRITE, READS, WRITES, read_env_file
+from cutover_tui.ops import deploy, transitions
 from cutover_tui.reports import store as report_store
 from cutover_tui.reports.models import ReportKind
 from cutover_tui.store import journal
 from cutover_tui.store.db import ensure_console_schema
-from cutover_tui.store.session import Settings, resolve_settings
+from cutover_tui.store.session import Session, Settings, resolve_settings
 from cutover_tui.tui.screens.job import JobScreen
 
 BACKFILL_AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -27,6 +28,19 @@ VERIFY_AT = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 def settings_for(url: str, env_file: Path) -> Settings:
     return resolve_settings(runbook_path=ROOT / "runbook.toml", env_file=env_file, database_url=url,
                             operator="alice", environ={})
+
+
+def promote_through(url: str, env_file: Path, *stages: str, verify_each: bool = False) -> None:
+    """Promote through the engine, each stage confirmed deployed by alice, with the API read
+    check passed in C (D's gate) and, with `verify_each`, a passing verify in every stage."""
+    with Session(settings_for(url, env_file)) as session:
+        for stage in stages:
+            transitions.apply_change(session, transitions.plan_promotion(session, stage))
+            deploy.confirm(session, stage)
+            if stage == "C":
+                record_report(url, "verify-reads", ok=True)
+            if verify_each:
+                record_report(url, "verify", ok=True, stage=stage)
 
 
 async def settle(pilot: Pilot, rounds: int = 4) -> None:

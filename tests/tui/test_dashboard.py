@@ -13,6 +13,7 @@ from cutover_tui.store.session import Session, resolve_settings
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.confirm import ConfirmChange
 from cutover_tui.tui.screens.dashboard import DashboardScreen
+from cutover_tui.tui.screens.deploy import ConfirmDeploy
 from cutover_tui.tui.screens.journal import JournalScreen
 
 from .support import ROOT, screen_text, settings_for, settle
@@ -61,8 +62,13 @@ async def test_c_then_y_promotes_to_c(v2_db_url, env_file):
         assert "ACCOUNT_SCHEMA_V2_READS=true" in screen_text(app)  # the env diff
         await pilot.press("y")
         await settle(pilot)
+        assert isinstance(app.screen, ConfirmDeploy)  # the write is half the change
+        assert "type C and press enter" in screen_text(app)
+        await pilot.press("C", "enter")
+        await settle(pilot)
         assert isinstance(app.screen, DashboardScreen)
         assert app.dashboard.status.stage == "C"
+        assert "confirmed by operator, not read back" in screen_text(app)
     assert read_env_file(env_file).flags["ACCOUNT_SCHEMA_V2_READS"].raw == "true"
     assert "promote" in _journal_actions(v2_db_url)
 
@@ -113,6 +119,9 @@ async def test_illegal_flags_show_nearest_legal_row_and_r_restores(v2_db_url, en
         assert isinstance(app.screen, ConfirmChange)
         await pilot.press("y")
         await settle(pilot)
+        assert isinstance(app.screen, ConfirmDeploy)  # restored flags too reach the API by a deploy
+        await pilot.press("escape")
+        await settle(pilot)
         assert app.dashboard.status.assessment.flags_legal
     assert read_env_file(env_file).flags["ACCOUNT_SCHEMA_V2_WRITES"].value is False
     assert "restore-flags" in _journal_actions(v2_db_url)
@@ -136,6 +145,8 @@ async def test_journal_lists_the_promotion(v2_db_url, env_file):
     async with app.run_test(size=(120, 30)) as pilot:
         await settle(pilot)
         await pilot.press("c", "y")
+        await settle(pilot)
+        await pilot.press("escape")  # the deployment is confirmed later
         await settle(pilot)
         await pilot.press("j")
         await settle(pilot)

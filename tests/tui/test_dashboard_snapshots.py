@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from helpers import record_report
 
-from cutover_tui.ops import transitions
-from cutover_tui.store.session import Session
 from cutover_tui.tui.app import make_app
 
-from .support import BACKFILL_AT, D_SINCE, LABEL, VERIFY_AT, pressing, set_journal_times, settings_for, settle
+from .support import (
+    BACKFILL_AT,
+    D_SINCE,
+    LABEL,
+    VERIFY_AT,
+    pressing,
+    promote_through,
+    set_journal_times,
+    settings_for,
+    settle,
+)
 
 
 async def _settled(pilot) -> None:
@@ -35,12 +43,9 @@ class TestDashboard:
         """Stage D highlighted; READS and DUAL_WRITE true, as expected; 'promote E' red because no
         verify ran since D began (2026-01-05 11:00 UTC); 'rollback [b]' green towards READS=false."""
         _backfilled_and_verified(v2_db_url)
-        settings = settings_for(v2_db_url, env_file)
-        with Session(settings) as session:
-            for stage in ("C", "D"):
-                transitions.apply_change(session, transitions.plan_promotion(session, stage))
+        promote_through(v2_db_url, env_file, "C", "D")
         set_journal_times(v2_db_url, D_SINCE)
-        app = make_app(settings, target_label=LABEL)
+        app = make_app(settings_for(v2_db_url, env_file), target_label=LABEL)
         assert snap_compare(app, terminal_size=(120, 36), run_before=_settled)
 
     def test_illegal_flags(self, snap_compare, v2_db_url, env_file):
@@ -73,16 +78,13 @@ class TestConfirmChange:
 
 class TestJournal:
     def test_after_c_and_d(self, snap_compare, v2_db_url, env_file):
-        """The journal after promotions to C and D by alice, both at 2026-01-05 11:00:00 UTC:
-        two rows, 'all off -> READS' and 'READS -> READS+DUAL_WRITE', each from 'alice@laptop, db
-        postgres', the cursor on the last row."""
+        """The journal after promotions to C and D by alice, each confirmed deployed, all at
+        2026-01-05 11:00:00 UTC: four rows, 'all off -> READS', a deploy, 'READS -> READS+DUAL_WRITE',
+        a deploy, each from 'alice@laptop, db postgres', the cursor on the last row."""
         _backfilled_and_verified(v2_db_url)
-        settings = settings_for(v2_db_url, env_file)
-        with Session(settings) as session:
-            for stage in ("C", "D"):
-                transitions.apply_change(session, transitions.plan_promotion(session, stage))
+        promote_through(v2_db_url, env_file, "C", "D")
         set_journal_times(v2_db_url, D_SINCE)
-        app = make_app(settings, target_label=LABEL)
+        app = make_app(settings_for(v2_db_url, env_file), target_label=LABEL)
 
         assert snap_compare(app, terminal_size=(120, 20), run_before=pressing("j"))
 

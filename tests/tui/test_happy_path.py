@@ -1,18 +1,21 @@
 """The whole runbook driven by keys alone, on a real seeded database: A -> 0 -> B -> G -> C ->
-D -> G -> E -> E' -> close the rollback window -> F, with the env file and the journal
-checked after every step; and the refusals an operator meets on the way."""
+D -> G -> E -> E' -> close the rollback window -> F, each flag write confirmed as deployed by
+typing its stage (the shipped runbook has no [deploy]), with the env file and the journal
+checked after every step; and the refusals an operator meets on the way. (The API read check
+against a running API, and a deploy that reads back, are walked in test_demo_console.py.)"""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
-from helpers import age_journal
+from helpers import age_journal, record_report
 
 from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.archive import ArchiveConfirm
 from cutover_tui.tui.screens.confirm import Confirm
 from cutover_tui.tui.screens.dashboard import DashboardScreen
+from cutover_tui.tui.screens.deploy import ConfirmDeploy
 from cutover_tui.work.migrate import apply_legacy_baseline
 
 from .support import ROOT, flags, last_action, run_job, screen_text, settings_for, settle, toasts
@@ -43,6 +46,15 @@ async def confirm(pilot, key: str, answer: str = "y") -> str:
     return shown
 
 
+async def deployed_by_hand(pilot, stage_name: str) -> None:
+    """After a flag write the console asks for the deployment; the operator types the stage."""
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, ConfirmDeploy), screen_text(pilot.app)
+    await pilot.press(*stage_name, "enter")
+    await settle(pilot)
+    assert last_action(pilot.app.settings.database_url) == "deploy"
+
+
 async def stage(pilot) -> str | None:
     await settle(pilot)
     return pilot.app.dashboard.status.stage
@@ -71,9 +83,16 @@ async def test_the_whole_runbook_by_keys(clean_legacy_url, env_file):
         shown = await confirm(pilot, "c")
         assert "ACCOUNT_SCHEMA_V2_READS=true" in shown
         assert flags(env_file) == (True, False, False) and last_action(url) == "promote"
+        await deployed_by_hand(pilot, "C")
         assert await stage(pilot) == "C"
 
+        await pilot.press("D")  # D needs the API read check since C was deployed
+        await settle(pilot)
+        assert "No API read check has run since stage C was deployed" in toasts(app)
+        record_report(url, "verify-reads", ok=True)
+        await pilot.press("r")
         await confirm(pilot, "D")
+        await deployed_by_hand(pilot, "D")
         assert flags(env_file) == (True, False, True) and await stage(pilot) == "D"
 
         # E before a verify taken in D: refused, and the reason is on screen.
@@ -81,12 +100,13 @@ async def test_the_whole_runbook_by_keys(clean_legacy_url, env_file):
         await settle(pilot)
         assert isinstance(app.screen, DashboardScreen)
         assert "Promote E is refused" in toasts(app) and "verify" in toasts(app)
-        assert flags(env_file) == (True, False, True) and last_action(url) == "promote"
+        assert flags(env_file) == (True, False, True) and last_action(url) == "deploy"
 
         verify = await run_job(pilot, "v")  # G again, now in D
         assert verify.run.stored.ok and verify.run.stored.stage == "D"
 
         await confirm(pilot, "e")
+        await deployed_by_hand(pilot, "E")
         assert flags(env_file) == (True, True, True) and await stage(pilot) == "E"
 
         await run_job(pilot, "v")
@@ -94,8 +114,9 @@ async def test_the_whole_runbook_by_keys(clean_legacy_url, env_file):
         await pilot.press("r")
         await settle(pilot)
         await confirm(pilot, "s")
-        assert flags(env_file) == (True, True, False) and await stage(pilot) == "E'"
         assert last_action(url) == "promote"
+        await deployed_by_hand(pilot, "E'")
+        assert flags(env_file) == (True, True, False) and await stage(pilot) == "E'"
 
         await confirm(pilot, "w")
         assert last_action(url) == "rollback-window-closed"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 from helpers import record_report
 
-from cutover_tui.ops import transitions
-from cutover_tui.store.session import Session
 from cutover_tui.tui.app import make_app
+from cutover_tui.tui.screens.deploy import ConfirmDeploy
 from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.tui.screens.rollback import RollbackWizard
 
-from .support import flags, last_action, run_job, screen_text, settings_for, settle, toasts
+from .support import flags, last_action, promote_through, run_job, screen_text, settings_for, settle, toasts
 
 pytestmark = pytest.mark.anyio
 
@@ -20,10 +19,7 @@ def promoted(url: str, env_file, *stages: str) -> None:
     """Walk the flags up to the last of `stages` through the engine, a passing verify in each."""
     record_report(url, "backfill", ok=True)
     record_report(url, "verify", ok=True, stage="G")
-    with Session(settings_for(url, env_file)) as session:
-        for stage in stages:
-            transitions.apply_change(session, transitions.plan_promotion(session, stage))
-            record_report(url, "verify", ok=True, stage=stage)
+    promote_through(url, env_file, *stages, verify_each=True)
 
 
 async def test_before_write_cutover_reads_go_back_and_dual_write_can_go_too(v2_db_url, env_file):
@@ -44,6 +40,9 @@ async def test_before_write_cutover_reads_go_back_and_dual_write_can_go_too(v2_d
         await pilot.press("y")
         await settle(pilot)
         assert flags(env_file) == (False, False, False) and last_action(v2_db_url) == "rollback-opened"
+        assert isinstance(app.screen, ConfirmDeploy)  # the rollback reaches the API only when deployed
+        await pilot.press("escape")  # confirmed later
+        await settle(pilot)
         text = screen_text(app)
         assert "rollback is OPEN" in text and "archive (F) is locked" in text
         await pilot.press("v")  # the wizard offers the verify
@@ -68,6 +67,10 @@ async def test_after_write_cutover_writes_go_back_dual_write_stays_and_the_archi
         await settle(pilot)
         assert flags(env_file) == (True, False, True)  # dual-write kept for the mirrored catch-up
         assert last_action(backfilled_url) == "rollback-opened"
+        assert isinstance(app.screen, ConfirmDeploy)
+        await pilot.press(*"D", "enter")  # the rollback's flags are D's row
+        await settle(pilot)
+        assert last_action(backfilled_url) == "deploy"
         verify = await run_job(pilot, "v")  # the wizard's offer
         assert verify.kind == "verify" and verify.run.stored.ok
         await pilot.press("A")  # F during a rollback: refused, with the reason on screen

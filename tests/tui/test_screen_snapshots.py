@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from helpers import record_report
 
-from cutover_tui.ops import transitions
 from cutover_tui.store.session import Session
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.running_job import JobRun
@@ -13,15 +12,23 @@ from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.work import jobs
 from cutover_tui.work.backfill import BackfillProgress
 
-from .support import BACKFILL_AT, D_SINCE, LABEL, VERIFY_AT, pressing, set_journal_times, settings_for, settle
+from .support import (
+    BACKFILL_AT,
+    D_SINCE,
+    LABEL,
+    VERIFY_AT,
+    pressing,
+    promote_through,
+    set_journal_times,
+    settings_for,
+    settle,
+)
 
 
 def _in_d(url: str, env_file) -> None:
     record_report(url, "backfill", ok=True, at=BACKFILL_AT)
     record_report(url, "verify", ok=True, at=VERIFY_AT, stage="G")
-    with Session(settings_for(url, env_file)) as session:
-        for stage in ("C", "D"):
-            transitions.apply_change(session, transitions.plan_promotion(session, stage))
+    promote_through(url, env_file, "C", "D")
     set_journal_times(url, D_SINCE)
 
 

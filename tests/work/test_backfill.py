@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -20,6 +21,7 @@ from cutover_tui.rules.mapping import TABLES
 from cutover_tui.store.db import JOB_LOCK_KEY
 from cutover_tui.work.backfill import Backfill, BackfillOptions, repair_rows
 from cutover_tui.work.migrate import apply_legacy_baseline
+from cutover_tui.work.verify import run_verify
 
 V2_TABLES = [t.v2 for t in TABLES]
 
@@ -62,10 +64,12 @@ def test_rules_land_what_they_should_and_report_the_rest(v2_db_url):
     assert issues(report, "warning")[("identities", "duplicate active fingerprint: landed as deleted")] >= 1
     assert report["ok"] is False and report["passes"] >= 1
     with psycopg.connect(v2_db_url) as conn:
-        # Blank and whitespace collections land as 'primary'; no v2 book keeps a blank one.
-        assert conn.execute("SELECT count(*) FROM pixbooks WHERE collection_id ~ '^[[:space:]]*$'").fetchone()[0] == 0
+        # Blank and all-space collections land as 'primary' (BTRIM strips spaces only); no v2
+        # book keeps a blank or space-padded one.
+        assert conn.execute("SELECT count(*) FROM pixbooks WHERE btrim(collection_id) <> collection_id "
+                            "OR collection_id = ''").fetchone()[0] == 0
         blanks = conn.execute("""SELECT count(*) FROM platform_books b JOIN pixbooks p USING (id)
-                                 WHERE b.collection_id ~ '^[[:space:]]*$'""").fetchone()[0]
+                                 WHERE btrim(b.collection_id) = '' AND p.collection_id = 'primary'""").fetchone()[0]
         assert blanks >= 1
         # One active book per identity and collection, one active identity per fingerprint.
         assert conn.execute("""SELECT count(*) FROM (SELECT identity_id, collection_id FROM pixbooks
@@ -279,3 +283,85 @@ def test_cli_says_the_database_was_lost_and_a_rerun_completes(pg_server_url, tmp
     assert err.count("\n") == 1
     assert subprocess.run(command, capture_output=True, timeout=300).returncode in (0, 1)
     assert fingerprint(url) == fingerprint(reference)
+
+
+# --- §3's re-run rules and the collection rule ----------------------------------------------
+
+# v2 table -> (legacy table, a column a re-run brings from legacy)
+RERUN_FOLLOWS = {"accounts": ("platform_workspaces", "name"),
+                 "account_members": ("platform_workspace_members", "role"),
+                 "identities": ("platform_managed_users", "display_name"),
+                 "pixbooks": ("platform_books", "name")}
+CREATED_EARLIER = {"pixbook_snapshots": ("platform_book_snapshots", "ledger_head"),
+                   "audit_events": ("platform_audit_events", "event_type")}
+
+
+def test_a_rerun_keeps_the_timestamps_the_api_wrote_and_brings_legacy_changes(v2_db_url):
+    backfill(v2_db_url)
+    early, late = datetime(2001, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    keys: dict[str, list[str]] = {}
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        for table, (legacy, column) in {**RERUN_FOLLOWS, **CREATED_EARLIER}.items():
+            keys[table] = [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY id LIMIT 2")]
+            conn.execute(f"UPDATE {legacy} SET {column} = coalesce({column}, '') || ' (renamed)' WHERE id = %s",
+                         (keys[table][0],))
+        for table in RERUN_FOLLOWS:
+            # As the API writes: the first row touched after the backfill (and its created_at
+            # other than legacy's); the second row's updated_at older than legacy's.
+            conn.execute(f"UPDATE {table} SET updated_at = %s, created_at = %s WHERE id = %s",
+                         (late, early, keys[table][0]))
+            conn.execute(f"UPDATE {table} SET updated_at = %s WHERE id = %s", (early, keys[table][1]))
+        conn.execute("UPDATE accounts SET status = 'suspended' WHERE id = %s", (keys["accounts"][0],))
+        for table in CREATED_EARLIER:
+            conn.execute(f"UPDATE {table} SET created_at = %s WHERE id = %s", (early, keys[table][0]))
+            conn.execute(f"UPDATE {table} SET created_at = %s WHERE id = %s", (late, keys[table][1]))
+    report = backfill(v2_db_url)
+    assert {s["stage"]: (s["inserted"], s["updated"]) for s in report["stages"]} == dict.fromkeys(V2_TABLES, (0, 2))
+    with psycopg.connect(v2_db_url) as conn:
+        for table, (legacy, column) in RERUN_FOLLOWS.items():
+            first, second = keys[table]
+            value, created, updated = conn.execute(
+                f"SELECT {column}, created_at, updated_at FROM {table} WHERE id = %s", (first,)).fetchone()
+            assert value.endswith(" (renamed)") and (created, updated) == (early, late), table
+            legacy_updated = conn.execute(f"SELECT updated_at FROM {legacy} WHERE id = %s", (second,)).fetchone()[0]
+            assert conn.execute(f"SELECT updated_at FROM {table} WHERE id = %s", (second,)).fetchone()[0] == \
+                legacy_updated, table
+        assert conn.execute("SELECT status FROM accounts WHERE id = %s", (keys["accounts"][0],)).fetchone()[0] == \
+            "suspended"
+        for table, (legacy, column) in CREATED_EARLIER.items():
+            first, second = keys[table]
+            value, created = conn.execute(f"SELECT {column}, created_at FROM {table} WHERE id = %s",
+                                          (first,)).fetchone()
+            assert value.endswith(" (renamed)") and created == early, table
+            assert conn.execute(f"SELECT created_at FROM {table} WHERE id = %s", (second,)).fetchone()[0] == \
+                conn.execute(f"SELECT created_at FROM {legacy} WHERE id = %s", (second,)).fetchone()[0], table
+    # Rows as the rules leave them are not rewritten: a compared re-run writes no tuple.
+    before_rows, before_places = fingerprint(v2_db_url), physical(v2_db_url)
+    again = backfill(v2_db_url, full_compare=True)
+    assert [s["affectedRows"] for s in again["stages"]] == [0] * len(V2_TABLES)
+    assert fingerprint(v2_db_url) == before_rows and physical(v2_db_url) == before_places
+
+
+# (book, legacy collection_id, what lands: a collection, or None when left out as a duplicate)
+COLLECTIONS = [("bt_1_spaces", "   ", "primary"), ("bt_2_tab", "\t", "\t"), ("bt_3_newline", "\n", "\n"),
+               ("bt_4_padded", " x ", "x"), ("bt_5_tab_padded", "\tx ", "\tx"), ("bt_6_bare", "x", None),
+               ("bt_7_empty", "", None), ("bt_8_inner", " a b ", "a b")]
+
+
+def test_collection_ids_land_by_btrim_exactly(v2_db_url):
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO platform_managed_users (id, workspace_id, display_name, user_key) "
+                     "VALUES ('mu_btrim', 'ws_1', 'Trim', 'trim_key')")
+        for n, (key, collection, _) in enumerate(COLLECTIONS):
+            conn.execute("INSERT INTO platform_books (id, workspace_id, managed_user_id, name, collection_id, "
+                         "created_at) VALUES (%s, 'ws_1', 'mu_btrim', 'B', %s, '2020-01-01'::timestamptz + %s * "
+                         "interval '1 day')", (key, collection, n))
+    report = backfill(v2_db_url)
+    duplicates = next(e for e in report["errors"]
+                      if e["error"] == "another active book of this identity has the same collection")
+    assert {"bt_6_bare", "bt_7_empty"} <= {r["id"] for r in duplicates["rows"]}
+    with psycopg.connect(v2_db_url) as conn:
+        landed = dict(conn.execute("SELECT id, collection_id FROM pixbooks WHERE identity_id = 'mu_btrim'").fetchall())
+    assert landed == {key: lands for key, _, lands in COLLECTIONS if lands is not None}
+    checks = {c.get("name") or f"{c['type']}:{c['table']}": c for c in run_verify(v2_db_url)["checks"]}
+    assert checks["content:pixbooks"]["ok"] and checks["identity_expected_collections"]["ok"]

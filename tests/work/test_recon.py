@@ -14,7 +14,7 @@ from psycopg import sql
 from cutover_tui.demo.seed import SeedSummary, seed_legacy
 from cutover_tui.errors import DatabaseUnreachable
 from cutover_tui.reports.models import ReconReport, dump_report
-from cutover_tui.store.db import JOB_LOCK_KEY, ensure_console_schema
+from cutover_tui.store.db import ensure_console_schema
 from cutover_tui.work import migrate
 from cutover_tui.work.backfill import EXAMPLE_ROWS, Backfill, BackfillOptions
 from cutover_tui.work.recon import run_recon
@@ -133,7 +133,7 @@ def test_report_has_upstreams_shape_and_describes_every_table(v2_db_url):
     assert any(i["index_name"] == "pixbooks_identity_collection_active_uq" for i in body["indexes"]["pixbooks"])
 
 
-def test_counts_sizes_and_an_estimate_from_a_write_sample(v2_db_url):
+def test_counts_sizes_and_an_estimate_from_reads_alone(v2_db_url):
     body = run_recon(v2_db_url, sample_rows=25)
     assert set(body["tables"]) == set(MAPPING)
     for legacy in MAPPING:
@@ -143,7 +143,8 @@ def test_counts_sizes_and_an_estimate_from_a_write_sample(v2_db_url):
         assert entry["totalBytes"] == _value(v2_db_url, "SELECT pg_total_relation_size(%s::regclass)", (legacy,))
 
     estimate = body["estimate"]
-    assert estimate["method"].startswith("write sample") and estimate["workers"] == BackfillOptions().workers
+    assert estimate["method"].startswith("read-only sample") and estimate["workers"] == BackfillOptions().workers
+    assert "lower bound" in estimate["method"] and "Nothing is written" in estimate["method"]
     assert set(estimate["tables"]) == set(V2)
     for legacy, v2 in MAPPING.items():
         table = estimate["tables"][v2]
@@ -156,12 +157,16 @@ def test_counts_sizes_and_an_estimate_from_a_write_sample(v2_db_url):
     assert estimate["catchUpSeconds"] > 0
 
 
-def test_the_estimate_never_writes_beside_a_running_backfill(v2_db_url):
-    with psycopg.connect(v2_db_url, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (JOB_LOCK_KEY,))
-        estimate = run_recon(v2_db_url)["estimate"]
-    assert estimate["method"].startswith("read-only") and "a backfill or verify is running" in estimate["method"]
-    assert estimate["seconds"] > 0 and estimate["catchUpSeconds"] is None
+def test_the_better_auth_tables_are_listed_when_present(v2_db_url):
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        conn.execute('CREATE TABLE "user" (id text PRIMARY KEY, email text)')
+        conn.execute("CREATE TABLE session (id text PRIMARY KEY)")
+        conn.execute("CREATE TABLE verification (id text PRIMARY KEY)")
+    report = ReconReport.model_validate(run_recon(v2_db_url, sample_rows=0))
+    assert report.discovered_better_auth_tables == [
+        "auth_email_verifications", "auth_passkeys", "auth_sessions", "auth_users", "session", "user",
+        "verification"]
+    assert report.auth_user_id_type == "text"  # BetterAuth's `user`, where it holds the users
 
 
 def test_anomalies_are_the_planted_ones_and_what_the_backfill_then_reports(seeded):
@@ -195,7 +200,7 @@ def test_anomalies_are_the_planted_ones_and_what_the_backfill_then_reports(seede
     again = run_recon(url)
     assert _issues(again) == issues
     assert again["tables"]["platform_books"]["v2Rows"] == stages["pixbooks"]["afterCount"]
-    assert "already hold rows" in again["estimate"]["method"]
+    assert again["estimate"]["method"].startswith("read-only sample") and again["estimate"]["seconds"] > 0
 
 
 def test_counts_past_one_hundred_are_true_and_only_examples_are_capped(v2_db_url):
@@ -272,21 +277,23 @@ def test_recon_changes_nothing_and_v2_stays_empty(v2_db_url):
         _quiet(conn)
         before = _snapshot(conn), _stats(conn), _relations(conn)
         body = run_recon(v2_db_url)
-        assert body["estimate"]["method"].startswith("write sample")
+        assert body["estimate"]["method"].startswith("read-only sample") and body["estimate"]["seconds"] > 0
+        assert body["readOnly"] is True
         _quiet(conn)
         after = _snapshot(conn), _stats(conn), _relations(conn)
         # No connection of the recon is left behind, and nothing it made outlived it.
         assert after[2] == before[2]
         assert after[0] == before[0]
         assert all(after[0][f"public.{t}"][0] == 0 for t in V2)
-        for table, (ins, upd, dele, live) in before[1].items():
-            now = after[1][table]
-            if table in V2:
-                # The estimate's sample inserts were rolled back; the server still counts the attempt,
-                # which also shows these statistics are flushed and so would show any write.
-                assert (now[1:], now[0] > ins) == ((upd, dele, live), True), table
-            else:
-                assert now == (ins, upd, dele, live), table
+        # The server counts even a write rolled back; recon attempted none on any table.
+        assert after[1] == before[1]
+        # The statistics do show such an attempt once flushed, so the comparison above can fail.
+        with psycopg.connect(v2_db_url) as writer:
+            writer.execute("INSERT INTO accounts (id, name) VALUES ('probe', 'probe')")
+            writer.rollback()
+        _quiet(conn)
+        assert _stats(conn)["accounts"][0] == before[1]["accounts"][0] + 1
+        after = _snapshot(conn), _stats(conn), _relations(conn)
 
         # Without a sample, not even an attempted write.
         body = run_recon(v2_db_url, sample_rows=0)
@@ -294,6 +301,41 @@ def test_recon_changes_nothing_and_v2_stays_empty(v2_db_url):
         _quiet(conn)
         assert _stats(conn) == after[1]
         assert _snapshot(conn) == before[0]
+
+
+def test_recon_runs_whole_on_a_database_that_refuses_every_write(seeded):
+    # As on a hot standby: every transaction is read-only, so a single write (a temp table, a
+    # sample insert rolled back) would fail; recon must still give every finding and its estimate.
+    url, summary = seeded
+    with psycopg.connect(url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(sql.Identifier(name)))
+    body = run_recon(url, sample_rows=50)
+    assert body["ok"] and body["problems"] == [] and body["readOnly"] is True
+    assert body["anomalies"]["pixbook_snapshots"]["its book did not land"]["count"] > 0
+    assert body["estimate"]["seconds"] > 0 and body["estimate"]["catchUpSeconds"] > 0
+    for kind, (table, issue, level) in ONE_TO_ONE.items():
+        assert _issues(body)[(table, issue)] == (level, summary.anomalies[kind]), kind
+
+
+def test_writes_inside_recon_are_refused_by_the_server(v2_db_url, monkeypatch):
+    # Recon's transaction is READ ONLY: were any of its statements to write, the server would refuse it.
+    from cutover_tui.work import recon
+
+    seen = []
+    original = recon._count
+
+    def count_then_try_to_write(conn, table):
+        try:
+            with conn.transaction():
+                conn.execute("INSERT INTO accounts (id, name) VALUES ('x', 'x')")
+        except psycopg.errors.ReadOnlySqlTransaction:
+            seen.append(table)
+        return original(conn, table)
+
+    monkeypatch.setattr(recon, "_count", count_then_try_to_write)
+    run_recon(v2_db_url, sample_rows=0)
+    assert seen and _count(v2_db_url, "accounts") == 0
 
 
 # --- before Stage A, and damaged databases --------------------------------------------------
@@ -309,7 +351,7 @@ def test_without_v2_the_report_still_comes_and_the_estimate_times_reads_only(leg
     assert all("v2Rows" not in entry for entry in body["tables"].values())
     estimate = body["estimate"]
     assert estimate["method"].startswith("read-only") and "v2 tables do not exist" in estimate["method"]
-    assert estimate["seconds"] > 0 and estimate["rowsPerSecond"] > 0
+    assert estimate["seconds"] > 0 and estimate["rowsPerSecond"] > 0 and estimate["catchUpSeconds"] is None
     assert set(estimate["tables"]) == set(V2)
     assert all(t["rows"] == body["tables"][legacy]["rows"] for legacy, v2 in MAPPING.items()
                for t in [estimate["tables"][v2]])

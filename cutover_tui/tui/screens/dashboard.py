@@ -165,3 +165,6 @@ class DashboardScreen(Screen):
 
     def action_archive(self) -> None:
         self.cutover.open_archive()
+
+    def action_deploy(self) -> None:
+        self.cutover.open_deploy()

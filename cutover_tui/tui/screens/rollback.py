@@ -20,7 +20,9 @@ from textual.widgets import Header, Static
 from ...errors import CutoverError
 from ...ops import transitions
 from ...ops.transitions import FlagChange
+from ...rules.matrix import Assessment
 from ...store.journal import JournalEntry
+from ...store.session import Session
 from ..compat.footer import Footer
 from ..console import Console, console_of
 from ..text import literal
@@ -136,15 +138,17 @@ class RollbackWizard(Screen):
         change = self.change
         if change is None or self.written is not None:
             return
-        self.cutover.run_engine(partial(transitions.apply_change, change=change), self._written,
+        self.cutover.run_engine(partial(_written_and_assessed, change=change), self._written,
                                 group="rollback", refresh=True)
 
-    def _written(self, entry: JournalEntry) -> None:
+    def _written(self, outcome: tuple[JournalEntry, Assessment]) -> None:
+        entry, assessment = outcome
         self.written = entry
         self.notify(transitions.written_message(entry, self.env_label), title=self.change.describe()
                     if self.change else "Roll back", timeout=6)
         self.cutover.refresh_status()
         self._show()
+        self.cutover.open_deploy(assessment)  # a rollback too reaches the API only when it is deployed
 
     def action_verify(self) -> None:
         self.app.pop_screen()
@@ -152,3 +156,8 @@ class RollbackWizard(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+
+def _written_and_assessed(session: Session, change: FlagChange) -> tuple[JournalEntry, Assessment]:
+    """The rollback written, and where that leaves the gates (for the deploy it asks for)."""
+    return transitions.apply_change(session, change), session.assess()

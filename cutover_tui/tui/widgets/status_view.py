@@ -53,7 +53,8 @@ class StageLine(StatusView):
 
 
 class FlagsPanel(StatusView):
-    """The flags as declared in the env file against what the matrix expects."""
+    """The flags as declared in the env file, as the running API was last found with them
+    (deployed), and as the matrix expects them."""
 
     def render_status(self, status: Status) -> RenderableType:
         a = status.assessment
@@ -61,7 +62,9 @@ class FlagsPanel(StatusView):
         table.add_column("flag")
         table.add_column("declared")
         table.add_column("reads as")
+        table.add_column("deployed")
         table.add_column("expected")
+        deployed = status.deployed.flags if status.deployed is not None else None
         for name, value in status.declared.items():
             attr = _FLAG_ATTR.get(name)
             expected = _word(getattr(a.expected_flags, attr)) if attr else "-"
@@ -71,8 +74,16 @@ class FlagsPanel(StatusView):
             if value.odd:
                 raw.stylize("bold red")
             table.add_row(literal(name.removeprefix("ACCOUNT_")), raw,
-                          Text(_word(value.value), style=style), Text(expected))
+                          Text(_word(value.value), style=style), _deployed_cell(deployed, attr, value.value),
+                          Text(expected))
         notes: list[RenderableType] = [table]
+        line = Text.assemble(("deployed: ", "bold"), status.deployment)
+        if status.deploy_pending:
+            line.stylize("bold yellow")
+            line.append("  press p", style="bold")
+        elif status.deployed is not None and not status.deployed.read_back:
+            line.stylize("yellow")  # unverified: nobody read back what runs
+        notes.append(line)
         for value in status.declared.values():
             if value.odd:
                 note = literal(f"{value.name}={value.raw} is not a boolean the API knows; it reads as false.",
@@ -87,6 +98,14 @@ class FlagsPanel(StatusView):
                                         "yellow"), (a.expected_flags.short(), "bold"),
                                        (")  press R to restore it.", "yellow")))
         return Group(*notes)
+
+
+def _deployed_cell(deployed: Flags | None, attr: str | None, declared: bool) -> Text:
+    """A flag as the API was last found running it; red where it is not the declared value."""
+    if attr is None or deployed is None:
+        return Text("?" if attr else "-", style="dim")
+    value = getattr(deployed, attr)
+    return Text(_word(value), style="" if value == declared else "bold red")
 
 
 class FactsPanel(StatusView):
@@ -118,7 +137,9 @@ class StepsPanel(StatusView):
     def render_status(self, status: Status) -> RenderableType:
         lines: list[RenderableType] = []
         # What needs doing first: restoring illegal or hand-edited flags comes before the rest.
-        steps = sorted(status.assessment.steps, key=lambda s: s.action != "restore-flags")
+        # ... and a pending deploy before everything it gates.
+        first = ("restore-flags", "deploy") if status.deploy_pending else ("restore-flags",)
+        steps = sorted(status.assessment.steps, key=lambda s: s.action not in first)
         for step in steps:
             key = KEY_OF_STEP.get((step.action, step.target))
             line = Text()
