@@ -232,7 +232,7 @@ def _scale(rows: dict[str, int], timings: Timings, workers: int) -> tuple[float,
         total = rows.get(table.legacy, 0)
         tables[table.v2] = {"rows": total, "sampleRows": count, "sampleSeconds": round(seconds, 4),
                             "rowsPerSecond": round(count / seconds, 1) if count and seconds > 0 else None,
-                            "seconds": round(total * cost, 3)}
+                            "seconds": float(f"{total * cost:.3g}")}  # small tables: never rounded to 0
         pieces = ranges.pieces(total, workers)
         waves.setdefault(depth[table.v2], []).append((table.v2, total * cost, pieces))
     wall = 0.0

@@ -6,30 +6,20 @@ against a running API, and a deploy that reads back, are walked in test_demo_con
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 from helpers import age_journal, record_report
 
-from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.screens.archive import ArchiveConfirm
 from cutover_tui.tui.screens.confirm import Confirm
 from cutover_tui.tui.screens.dashboard import DashboardScreen
 from cutover_tui.tui.screens.deploy import ConfirmDeploy
-from cutover_tui.work.migrate import apply_legacy_baseline
 
-from .support import ROOT, flags, last_action, run_job, screen_text, settings_for, settle, toasts
+from .support import flags, last_action, run_job, screen_text, settings_for, settle, toasts
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def clean_legacy_url(empty_db_url) -> str:
-    """The legacy schema only (Stage A not applied), seeded without anomalies, so the gates open."""
-    with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        apply_legacy_baseline(conn, ROOT / "sql")
-        seed_legacy(conn, workspaces=20, clean=True)
-    return empty_db_url
 
 
 

@@ -54,7 +54,8 @@ async def test_before_write_cutover_reads_go_back_and_dual_write_can_go_too(v2_d
 
 
 async def test_after_write_cutover_writes_go_back_dual_write_stays_and_the_archive_is_refused(
-        backfilled_url, env_file):
+        clean_backfilled_url, env_file):
+    backfilled_url = clean_backfilled_url
     promoted(backfilled_url, env_file, "C", "D", "E")
     app = make_app(settings_for(backfilled_url, env_file))
     async with app.run_test(size=(100, 34), notifications=True) as pilot:
