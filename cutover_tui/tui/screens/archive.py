@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from rich.text import Text
-from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from ...work.archive import ArchivePlan
 from ..text import literal
+from .confirm import TypedConfirm
 
 
-class ArchiveConfirm(ModalScreen[str | None]):
+class ArchiveConfirm(TypedConfirm):
     """Dismisses with what the operator typed (checked by the engine), or None."""
 
     HELP = ("Stage F moves the legacy platform_* tables out of the way in one transaction; it drops "
             "nothing. It is the one step with no way back through the console, so it asks for the "
             "database's name, typed in full. escape leaves everything as it is.")
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, plan: ArchivePlan) -> None:
         super().__init__()
@@ -39,13 +33,3 @@ class ArchiveConfirm(ModalScreen[str | None]):
             yield Static(Text.assemble("Type the database name (", literal(self.plan.database, "bold"),
                                        ") and press enter:"), id="question")
             yield Input(placeholder=self.plan.database, id="confirm-name")
-
-    def on_mount(self) -> None:
-        self.query_one(Input).focus()
-
-    @on(Input.Submitted)
-    def _typed(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

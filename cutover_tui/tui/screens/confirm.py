@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from ...ops.transitions import FlagChange
 from ..text import literal
@@ -64,3 +65,20 @@ class ConfirmChange(Confirm):
                          coloured_diff(diff) if diff else literal("(the env file already declares these flags)"),
                          "Write the env file?  y = yes   n = no")
         self.change = change
+
+
+class TypedConfirm(ModalScreen[str | None]):
+    """A confirmation typed in full (a name, a stage): dismisses with what was typed, which the
+    engine checks, or None on escape. Subclasses compose the dialog around one Input."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    def _typed(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -18,6 +18,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
+from ...ops.activity import RunningJob
 from ...ops.overview import Status
 from ...rules.matrix import Step
 from ...rules.steps import JobKind
@@ -26,7 +27,7 @@ from ..console import Console, console_of
 from ..messages import ChangeKey, ChangeRequested
 from ..protocols import TrafficFigures
 from ..step_keys import STEP_KEYS
-from ..text import literal
+from ..text import field, literal
 from ..widgets.status_view import FactsPanel, FlagsPanel, StageLine, StepsPanel
 
 WIDE = 110  # columns from which flags and facts sit side by side
@@ -46,6 +47,24 @@ def traffic_line(stats: TrafficFigures, running: bool) -> Text:
         figure(stats.errors, "errors"), figure(stats.mirror_failures, "mirror failures")])
 
 
+def activity_line(job: RunningJob) -> Text:
+    """Another console's job as an observer sees it: a backfill's rows per table from its checkpoints."""
+    if job.kind == "verify":
+        return Text.assemble(("verify running", "bold yellow"),
+                             " in the operator's console: its checks show in its report when it ends (o)")
+    who = field(f" by {job.operator}") if job.operator else Text()
+    parts = []
+    for table in job.tables:
+        if table.total:
+            share = min(table.done / table.total, 1.0)
+            bar = "█" * round(share * 10)
+            parts.append(Text(f"{table.table} {bar:░<10} {share:4.0%} {table.done:,}/~{table.total:,}"))
+        else:
+            parts.append(Text(f"{table.table} {table.done:,} rows"))
+    return Text.assemble(("backfill running", "bold yellow"), who, f", pass {job.pass_no}: ",
+                         Text(" · ").join(parts) if parts else "starting…")
+
+
 class DashboardScreen(Screen):
     HELP = ("Where the Accounts V2 cutover stands: the stage line, the four flags as the deploy env "
             "file declares them against what the promotion matrix expects, the last backfill and "
@@ -60,6 +79,7 @@ class DashboardScreen(Screen):
     problem: reactive[str | None] = reactive(None)
     label: reactive[str] = reactive("connecting to the database…")
     traffic: reactive[tuple[TrafficFigures, bool] | None] = reactive(None)  # the demo's traffic: figures, running
+    activity: reactive[RunningJob | None] = reactive(None)  # an observer's view of another console's job
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -67,6 +87,7 @@ class DashboardScreen(Screen):
         yield Static(id="problem", markup=False)
         yield StageLine(id="stage-line")
         yield Static(id="traffic")
+        yield Static(id="activity", markup=False)
         with Horizontal(id="top"):
             yield FlagsPanel(id="flags")
             yield FactsPanel(id="facts")
@@ -135,6 +156,13 @@ class DashboardScreen(Screen):
             if traffic is not None:
                 box.update(traffic_line(*traffic))
 
+    def watch_activity(self, job: RunningJob | None) -> None:
+        if self.is_mounted:
+            box = self.query_one("#activity", Static)
+            box.display = job is not None
+            if job is not None:
+                box.update(activity_line(job))
+
     def watch_label(self, label: str) -> None:
         if self.is_mounted:
             self.query_one("#target", Static).update(literal(label))
@@ -143,6 +171,7 @@ class DashboardScreen(Screen):
         self._status_changed()
         self.watch_problem(self.problem)
         self.watch_traffic(self.traffic)
+        self.watch_activity(self.activity)
 
     @property
     def cutover(self) -> Console:

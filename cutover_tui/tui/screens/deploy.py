@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -14,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, RichLog, Static
 
 from ..text import literal
+from .confirm import TypedConfirm
 
 MAX_LOG_LINES = 2000  # a rollout's log can be long; the journal keeps a failure's tail anyway
 
@@ -61,7 +61,7 @@ class DeployRun(ModalScreen[None]):
         self.dismiss(None)
 
 
-class ConfirmDeploy(ModalScreen[str | None]):
+class ConfirmDeploy(TypedConfirm):
     """Without a [deploy] section: dismisses with what the operator typed (checked by the
     engine), or None to confirm later."""
 
@@ -69,8 +69,6 @@ class ConfirmDeploy(ModalScreen[str | None]):
             "to run the deployment and read it back. Deploy the flags the team's way (restart the "
             "pods or recreate the container), then type the stage's name to confirm the API runs "
             "them: it is journaled as confirmed by you, not read back. escape confirms later (key p).")
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Later")]
 
     def __init__(self, stage: str, flags: str) -> None:
         super().__init__()
@@ -84,13 +82,3 @@ class ConfirmDeploy(ModalScreen[str | None]):
                 " the team's way; once the API runs them, type ", literal(self.stage, "bold"),
                 " and press enter (escape: later)."), id="question")
             yield Input(placeholder=self.stage, id="confirm-stage")
-
-    def on_mount(self) -> None:
-        self.query_one(Input).focus()
-
-    @on(Input.Submitted)
-    def _typed(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
