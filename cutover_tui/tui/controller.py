@@ -13,10 +13,12 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from textual.widget import Widget
 from textual.worker import Worker
 
 from ..errors import CutoverError
 from ..ops import transitions
+from ..ops.activity import read_activity
 from ..ops.overview import gather
 from ..reports.models import VerifyReport
 from ..rules.steps import JobKind
@@ -26,6 +28,7 @@ from ..work import jobs
 from ..work.jobs import ApiTarget, JobPlan
 from ..work.verify import VerifyOptions
 from .messages import (
+    ActivityRead,
     ChangeApplied,
     ChangeKey,
     ChangePlanned,
@@ -48,6 +51,14 @@ if TYPE_CHECKING:
 
 JOURNAL_ROWS = 500
 T = TypeVar("T")
+
+
+def _unless_closed(done: Callable[[T], object], result: T) -> None:
+    """A result for a screen the operator has closed meanwhile goes nowhere: its widgets are gone."""
+    owner = getattr(done, "__self__", None)
+    if isinstance(owner, Widget) and not owner.is_attached:
+        return
+    done(result)
 
 
 class NoSession(CutoverError):
@@ -141,10 +152,10 @@ class Controller:
             except CutoverError as error:
                 self.app.post_message(OperationFailed(error, refresh=refresh))
                 if failed is not None:
-                    self.app.call_from_thread(failed, error)
+                    self.app.call_from_thread(_unless_closed, failed, error)
                 return
             if done is not None:
-                self.app.call_from_thread(done, result)
+                self.app.call_from_thread(_unless_closed, done, result)
         self._worker(work, group=group, exclusive=exclusive)
 
     def gather(self) -> None:
@@ -152,6 +163,21 @@ class Controller:
             with self._reported() as session:
                 self.app.post_message(StatusGathered(gather(session)))
         self._worker(work, group="status", exclusive=True)
+
+    def read_activity(self) -> None:
+        """For an observer: the lock and another console's job, every second (a few cheap reads)."""
+        session = self.session
+        if session is None:
+            return
+
+        def work() -> None:
+            try:
+                with self._engine, session.translated():
+                    activity = read_activity(session.conn)
+            except CutoverError:
+                return  # the status refresh says what is wrong, once, not every second
+            self.app.post_message(ActivityRead(activity))
+        self._worker(work, group="activity", exclusive=True)
 
     def load_journal(self) -> None:
         def work() -> None:

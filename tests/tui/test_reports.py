@@ -229,3 +229,19 @@ async def test_odd_console_fields_in_a_recon_file_do_not_break_it():
     assert [(item.tag, item.name) for item in shown][-2:] == [("anomaly", "identities: dup"),
                                                              ("estimate", "backfill duration")]
     assert details(shown[-1]).plain.splitlines() == ["estimate  backfill duration", "seconds: 1.5", "tables: none"]
+
+
+async def test_leaving_the_list_before_its_rows_arrive_is_no_failure(v2_db_url, env_file):
+    """o, enter, d at once (as a new operator did, 3 of 3 tries): the list's reload lands after
+    its screen is closed and is dropped; no "Unexpected failure", the dashboard stays."""
+    from cutover_tui.tui.screens.dashboard import DashboardScreen
+
+    two_verifies(v2_db_url)
+    app = make_app(settings_for(v2_db_url, env_file))
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await settle(pilot)
+        for _ in range(3):
+            await pilot.press("o", "enter", "d")
+            await settle(pilot)
+            assert isinstance(app.screen, DashboardScreen)
+            assert not any("Unexpected failure" in text for text in toasts(app)), toasts(app)
