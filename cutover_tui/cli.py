@@ -28,6 +28,7 @@ from .reports.store import load_report
 from .rules.mapping import BY_NAME
 from .rules.matrix import refuse
 from .rules.runbook import DEFAULT_RUNBOOK
+from .serve import DEFAULT_HOST, DEFAULT_PORT, serve
 from .store import journal
 from .store.db import redact
 from .store.session import Session, Settings, resolve_settings
@@ -125,6 +126,8 @@ def cmd_migrate(session: Session, args: argparse.Namespace) -> int:
 
 def _flag_change(session: Session, change: transitions.FlagChange, yes: bool) -> int:
     print(change.describe())
+    for warning in change.warnings:
+        print(f"WARNING: {warning}")
     print(change.diff or "(the env file already declares these flags)")
     _confirm(f"Write {session.settings.env_file}?", yes)
     entry = transitions.apply_change(session, change)
@@ -356,8 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .demo.cli import add_demo_parser  # its options only: the demo itself loads when it runs
 
-    sub.add_parser("tui", help="Open the console (the default with no command).",
-                   description="Open the console on the configured database and env file.")
+    tui = sub.add_parser("tui", help="Open the console (the default with no command).",
+                         description="Open the console on the configured database and env file.")
+    # What `cutover serve` runs for each browser: no terminal needed, every step refused, no lock taken.
+    tui.add_argument("--observer", action="store_true", help=argparse.SUPPRESS)
+    tui.add_argument("--notice", help=argparse.SUPPRESS)
     command("status", cmd_status, "Where the cutover stands and what may happen next.").add_argument(
         "--json", action="store_true")
     command("migrate", cmd_migrate, "Stage A: apply 0005_accounts_v2_schema.sql.").add_argument(
@@ -409,6 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--sample-rows", type=int, default=2000,
                    help="rows per table read and timed for the estimate (nothing is written); 0 skips it")
+    p = sub.add_parser("serve", help="Serve the console read-only to browsers, for those who watch.",
+                       description="Serve the console read-only to browsers (textual-serve): each browser gets "
+                       "its own console on the same database, which refuses every step and never takes the "
+                       "operator lock. The page has no authentication of its own.")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default {DEFAULT_HOST}); another needs an SSH tunnel or an "
+                   "authenticated proxy in front")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--read-only", action="store_true",
+                   help="the only mode, stated: a served console never writes; act from a terminal console")
     p = command("diff", cmd_diff, "Compare two reports (either producer), check by check.")
     p.add_argument("before", type=Path)
     p.add_argument("after", type=Path)
@@ -464,12 +480,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "offline", False):
             with _shown_literally():
                 return args.run(None, args)
-        if args.command in (None, "tui"):
-            if not _on_a_terminal():
-                raise BadInput("The console needs a terminal; use `cutover status` and the other commands in scripts.")
-            return run_console(resolve_settings(runbook_path=args.runbook, env_file=args.env_file,
-                                                database_url=args.database_url, operator=args.operator))
-        settings: Settings = resolve_settings(runbook_path=args.runbook, env_file=args.env_file,
+        observer = getattr(args, "observer", False)
+        if args.command in (None, "tui") and not observer and not _on_a_terminal():
+            raise BadInput("The console needs a terminal; use `cutover status` and the other commands in scripts.")
+        if args.command in (None, "tui", "serve"):
+            settings = resolve_settings(runbook_path=args.runbook, env_file=args.env_file,
+                                        database_url=args.database_url, operator=args.operator)
+            url_hint = settings.database_url
+            if args.command == "serve":
+                return serve(settings, args.runbook, host=args.host, port=args.port)
+            if observer:
+                return run_console(settings.watching_only(), args.notice)
+            return run_console(settings)
+        settings = resolve_settings(runbook_path=args.runbook, env_file=args.env_file,
                                               database_url=args.database_url, operator=args.operator)
         url_hint = settings.database_url
         with Session(settings) as session, _shown_literally(), session.translated():

@@ -7,16 +7,21 @@ operator lock after the gates are checked again, so a plan can never outlive its
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import Literal
 
+import psycopg
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import BadInput, CutoverError, Refused
 from ..files.envfile import EnvFile, env_diff, write_flags
 from ..rules.flags import Flags
+from ..rules.mapping import TABLES
 from ..rules.matrix import Assessment, Step, refuse, rollback_flags
 from ..rules.runbook import PROMOTABLE, StageId
 from ..store import flag_writes, journal
+from ..store.db import scalar
 from ..store.flag_writes import JournalRow
 from ..store.session import Session
 from ..work import migrate
@@ -33,6 +38,7 @@ class FlagChange(BaseModel):
     flags_after: Flags
     env: EnvFile
     diff: str
+    warnings: tuple[str, ...] = ()  # what the operator must know before saying yes
 
     def describe(self) -> str:
         what = {"promote": f"Promote to {self.target}", "rollback-opened": "Roll back",
@@ -54,7 +60,36 @@ def _plan(session: Session, action: ChangeAction, step: Step, flags_after: Flags
     if not step.allowed or flags_after is None:  # an allowed flag change always has the row it writes
         raise refuse(step)
     return FlagChange(action=action, target=target, flags_before=assessment.flags,
-                      flags_after=flags_after, env=env, diff=env_diff(env, flags_after.as_env()))
+                      flags_after=flags_after, env=env, diff=env_diff(env, flags_after.as_env()),
+                      warnings=_warnings(session, assessment, flags_after))
+
+
+def _warnings(session: Session, assessment: Assessment, flags_after: Flags) -> tuple[str, ...]:
+    """Dual-write going off, and a rollback from E' that leaves E's writes behind in v2 alone."""
+    warnings = []
+    if assessment.flags.dual_write and not flags_after.dual_write and flags_after.writes:
+        warnings.append("Dual-write goes off: from now on nothing is mirrored, legacy stops changing while v2 takes "
+                        "every write, and a rollback after this leaves those writes in v2 alone.")
+    if assessment.stage == "E'" and not flags_after.writes:
+        since = session.facts().stage_began
+        written = v2_writes_since(session.conn, since) if since is not None else {}
+        if written:
+            counts = ", ".join(f"{count:,} in {table}" for table, count in written.items())
+            warnings.append(f"Rows written since E' began exist only in v2 ({counts}): legacy, the write primary "
+                            "again after this rollback, does not have them; copy them back by hand or roll forward.")
+    return tuple(warnings)
+
+
+def v2_writes_since(conn: psycopg.Connection, since: datetime) -> dict[str, int]:
+    """Per v2 table, the rows created or changed at or after `since` (nothing mirrors them in E')."""
+    found = {}
+    for table in TABLES:
+        column = "updated_at" if "updated_at" in table.columns else "created_at"
+        count = scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s").format(
+            sql.Identifier(table.v2), sql.Identifier(column)), (since,))
+        if count:
+            found[table.v2] = count
+    return found
 
 
 def plan_promotion(session: Session, target: StageId) -> FlagChange:

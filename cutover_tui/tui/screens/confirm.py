@@ -26,6 +26,11 @@ def coloured_diff(diff: str) -> Text:
     return Text("\n").join(lines)
 
 
+def warned(change: FlagChange) -> list[Text]:
+    """The change's warnings, each on its own, to read before the diff."""
+    return [Text.assemble(("WARNING: ", "bold red"), literal(warning, "red")) for warning in change.warnings]
+
+
 class Confirm(ModalScreen[bool]):
     """Shows exactly what will happen (a diff, SQL), then asks y or n."""
 
@@ -61,8 +66,8 @@ class ConfirmChange(Confirm):
     def __init__(self, change: FlagChange, env_file: str, env_label: str | None = None) -> None:
         shown = env_label or env_file
         diff = change.diff.replace(env_file, shown) if env_label else change.diff
-        super().__init__(change.describe(), f"in {shown}:",
-                         coloured_diff(diff) if diff else literal("(the env file already declares these flags)"),
+        body = coloured_diff(diff) if diff else literal("(the env file already declares these flags)")
+        super().__init__(change.describe(), f"in {shown}:", Text("\n\n").join([*warned(change), body]),
                          "Write the env file?  y = yes   n = no")
         self.change = change
 

@@ -26,7 +26,7 @@ from ...store.session import Session
 from ..compat.footer import Footer
 from ..console import Console, console_of
 from ..text import literal
-from .confirm import coloured_diff
+from .confirm import coloured_diff, warned
 
 
 def _path(change: FlagChange) -> tuple[str, str]:
@@ -109,7 +109,7 @@ class RollbackWizard(Screen):
                                         (change.flags_after.short(), "bold"),
                                         ("   dual-write kept" if change.flags_after.dual_write else
                                          "   dual-write off"), style="")))
-        diff.update(Group(literal(f"in {self.env_label}:", "dim"),
+        diff.update(Group(*warned(change), literal(f"in {self.env_label}:", "dim"),
                           coloured_diff(change.diff.replace(self.cutover.env_path, self.env_label))
                           if change.diff else literal("(the env file already declares these flags)")))
         if self.written is None:
