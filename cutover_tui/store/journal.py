@@ -22,6 +22,7 @@ JournalAction = Literal[
     "deploy",
 ]
 FLAG_WRITING_ACTIONS = ("promote", "rollback-opened", "restore-flags")
+JOURNAL_CHANNEL = "cutover_journal"  # every journal row notifies it, so other consoles look again at once
 CONFIRMED = "confirmed by operator, not read back"  # a `deploy` row's `how` when nothing was read back
 
 
@@ -93,6 +94,7 @@ def record(conn: psycopg.Connection, operator: str, action: JournalAction, *,
          Jsonb(runbook) if runbook is not None else None),
     ).fetchone()
     assert row is not None  # INSERT ... RETURNING returns the row it inserted
+    conn.execute("SELECT pg_notify(%s, %s)", (JOURNAL_CHANNEL, str(row[0])))  # sent when the row commits
     return _entry(row)
 
 

@@ -16,7 +16,7 @@ from cutover_tui.tui.screens.dashboard import DashboardScreen
 from cutover_tui.tui.screens.deploy import ConfirmDeploy
 from cutover_tui.tui.screens.journal import JournalScreen
 
-from .support import ROOT, screen_text, settings_for, settle
+from .support import ROOT, screen_text, settings_for, settle, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -230,3 +230,30 @@ async def test_the_journal_opens_again_after_leaving_it(v2_db_url, env_file):
             await pilot.press("d")
             await settle(pilot)
         assert app.return_code is None  # still running: nothing crashed
+
+
+async def test_another_operators_promotion_and_a_hand_edit_show_within_two_seconds(v2_db_url, env_file):
+    """No key pressed: the journal's notification and the env file's change bring the dashboard
+    up to date well before its periodic refresh (15 s)."""
+    import time
+
+    record_report(v2_db_url, "backfill", ok=True)
+    record_report(v2_db_url, "verify", ok=True)
+    app = make_app(settings_for(v2_db_url, env_file))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert app.dashboard.status.stage == "G"
+        bob = resolve_settings(runbook_path=ROOT / "runbook.toml", env_file=env_file, database_url=v2_db_url,
+                               operator="bob", environ={})
+        with Session(bob) as session:  # another operator's CLI, as far as this console knows
+            transitions.apply_change(session, transitions.plan_promotion(session, "C"))
+        started = time.monotonic()
+        await wait_until(pilot, lambda: app.dashboard.status.stage == "C")
+        assert time.monotonic() - started < 2
+
+        text = env_file.read_text(encoding="utf-8")  # a hand edit, to an illegal row
+        env_file.write_text(text.replace("V2_READS=true", "V2_READS=false").replace("V2_WRITES=false", "V2_WRITES=true"),
+                            encoding="utf-8")
+        started = time.monotonic()
+        await wait_until(pilot, lambda: not app.dashboard.status.assessment.flags_legal)
+        assert time.monotonic() - started < 2
