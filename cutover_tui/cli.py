@@ -88,6 +88,9 @@ def render_status(status: Status) -> str:
         summary = (f"{report.generated_at:%Y-%m-%d %H:%M:%S} {'ok' if report.ok else 'FAILED'}"
                    if report else "none yet")
         lines.append(f"{label:<10} {summary}")
+    if status.predicted_errors:
+        lines.append(f"recon      FAIL: the backfill will leave out {sum(status.predicted_errors.values()):,} rows")
+        lines.extend(f"             {count:>8,}  {name}" for name, count in status.predicted_errors.items())
     lines.append("next steps")
     for step in a.steps:
         mark = "ok " if step.allowed else "no "
@@ -425,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--read-only", action="store_true",
                    help="the only mode, stated: a served console never writes; act from a terminal console")
+    p.add_argument("--notice", help=argparse.SUPPRESS)  # the demo's line under the target, for each browser
     p = command("diff", cmd_diff, "Compare two reports (either producer), check by check.")
     p.add_argument("before", type=Path)
     p.add_argument("after", type=Path)
@@ -488,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         database_url=args.database_url, operator=args.operator)
             url_hint = settings.database_url
             if args.command == "serve":
-                return serve(settings, args.runbook, host=args.host, port=args.port)
+                return serve(settings, args.runbook, host=args.host, port=args.port, notice=args.notice)
             if observer:
                 return run_console(settings.watching_only(), args.notice)
             return run_console(settings)

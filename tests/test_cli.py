@@ -292,13 +292,18 @@ def test_diff_of_two_reports(cutover, tmp_path):
 def test_recon_command_prints_counts_anomalies_and_estimate(cutover, tmp_path):
     assert cutover("migrate")[0] == 0
     code, out, err = cutover("recon", "--out", str(tmp_path / "recon.json"))
-    assert (code, err) == (0, "")
+    assert (code, err) == (1, "")  # FAIL: it predicts the backfill errors of the seed's anomalies
     assert "platform_book_snapshots" in out and "ERROR    pixbooks: identity belongs to another account" in out
     assert "Estimated backfill time" in out
     body = json.loads((tmp_path / "recon.json").read_text())
     assert body["mapping"]["platform_workspaces"] == "accounts"
     assert json.loads(cutover("journal", "--json")[1])[-1]["action"] == "recon"
     assert status_json(cutover)["stage"] == "0"
+    predicted = sum(a["count"] for found in body["anomalies"].values() for a in found.values() if a["kind"] == "error")
+    status = cutover("status")[1]  # before B, the dashboard and status show what the backfill will leave out
+    assert f"recon      FAIL: the backfill will leave out {predicted:,} rows" in status
+    assert "pixbooks: identity belongs to another account" in status
+    assert status_json(cutover)["predicted_errors"]["pixbooks: identity belongs to another account"] > 0
     code, _, err = cutover("recon", "--sample-rows", "-1")
     assert code == 2 and "--sample-rows" in err
 

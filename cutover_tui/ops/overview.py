@@ -29,6 +29,8 @@ class Status(BaseModel):
     assessment: Assessment
     lock_holder: LockHolder | None
     last_backfill: report_store.StoredReport | None
+    # Before the first backfill: the errors the latest recon predicts, "table: issue" -> rows.
+    predicted_errors: dict[str, int] = {}
     last_verify: report_store.StoredReport | None
     clock_skew_seconds: float  # this machine's clock minus the database server's
     deployed: DeployFact | None = None  # the latest deployment on record
@@ -63,6 +65,18 @@ class Status(BaseModel):
 
 CLOCK_TOLERANCE_SECONDS = 60
 
+_PREDICTED = """
+    SELECT t.key || ': ' || a.key, (a.value->>'count')::bigint
+    FROM (SELECT body FROM cutover.reports WHERE kind = 'recon' ORDER BY generated_at DESC, id DESC LIMIT 1) r,
+         jsonb_each(CASE WHEN jsonb_typeof(r.body->'anomalies') = 'object' THEN r.body->'anomalies' END) t,
+         jsonb_each(CASE WHEN jsonb_typeof(t.value) = 'object' THEN t.value END) a
+    WHERE a.value->>'kind' = 'error' AND (a.value->>'count') ~ '^[0-9]+$' AND (a.value->>'count')::bigint > 0
+    ORDER BY 1"""
+
+
+def _predicted_errors(session: Session) -> dict[str, int]:
+    return dict(session.conn.execute(_PREDICTED).fetchall())
+
 
 def gather(session: Session, *, read_back: bool = False) -> Status:
     """Where things stand; with `read_back`, also what the running API runs now (the runbook's
@@ -86,7 +100,8 @@ def gather(session: Session, *, read_back: bool = False) -> Status:
         declared=env.flags,
         assessment=assessment,
         lock_holder=session.lock_holder(),
-        last_backfill=report_store.latest(session.conn, "backfill"),
+        last_backfill=(backfilled := report_store.latest(session.conn, "backfill")),
+        predicted_errors={} if backfilled is not None else _predicted_errors(session),
         last_verify=report_store.latest(session.conn, "verify"),
         clock_skew_seconds=skew,
         deployed=facts.deployed,

@@ -207,6 +207,7 @@ class ReconReport(_Report):
     estimate: ReconEstimate | Any | None = Field(default=None, union_mode="left_to_right")
     duration_seconds: float | Any | None = Field(default=None, alias="durationSeconds", union_mode="left_to_right")
     read_only: StrictBool | Any | None = Field(default=None, alias="readOnly", union_mode="left_to_right")
+    predicted_errors: StrictInt | Any | None = Field(default=None, alias="predictedErrors", union_mode="left_to_right")
 
     # The console's fields where they are as it writes them; empty where a file's are odd.
     @property
@@ -314,20 +315,24 @@ class BackfillReport(_Report):
 
 # The details each of the console's check types writes beside the common fields, flat as
 # upstream's checks are; `VerifyCheck.detail` reads only these, so a misspelt name fails loudly.
+# What a stage's rule sets aside (counted and shown, never failed): work.verify.SET_ASIDE, with the rule's name.
+SET_ASIDE_DETAILS = frozenset({"rule", "timestampsSinceBackfill", "legacyAuditSinceBackfill", "v2AuditSinceBackfill",
+                               "newInV2", "changedInV2", "removedInV2"})
 CHECK_DETAILS: dict[str, frozenset[str]] = {
     "count": frozenset({"leftOutByBackfill", "leftOutByIssue", "landedWithWarning", "missingRows", "extraRows",
-                        "backfillRun", "reportedByBackfill", "unreportedMissing"}),
+                        "backfillRun", "reportedByBackfill", "unreportedMissing"}) | SET_ASIDE_DETAILS,
     "content": frozenset({"compared", "different", "expectedLeftOut", "differentByColumn", "ranges",
                           "rangesRechecked", "rangesSettled", "seconds", "longestRangeSeconds", "missingInV2",
-                          "extraInV2"}),
+                          "extraInV2", "rowsInFlight"}) | SET_ASIDE_DETAILS,
     "reconcile": frozenset({"expected", "actual", "legacyDeleted", "forcedByFingerprintRule"}),
     "integrity": frozenset({"count", "rowCount", "rows", "warning", "alsoOnIdentitiesDeletedInLegacy", "accounts",
                             "seconds"}),
     "sample": frozenset({"sampleSize", "sampled", "accountsWithMismatch", "expectedIdentities", "expectedPixbooks",
                          "count", "accounts", "rows", "identities", "identitiesWithMismatch", "seconds",
-                         "firstLookCount"}),
+                         "firstLookCount", "changedInV2"}),
     "repair": frozenset({"requested", "repaired", "inserted", "updated", "leftOutByRules", "failed", "failedRows",
-                         "foundMissing", "foundDifferent", "extraLeftAlone", "stillDifferent", "rechecked"}),
+                         "foundMissing", "foundDifferent", "extraLeftAlone", "stillDifferent", "rechecked",
+                         "keptNewerInV2"}),
     "run": frozenset({"message"}),
     "reads": frozenset({"store", "accountIdsMatch", "aliasAccepted", "status", "profileId", "collectionId",
                         "accountId", "workspaceId", "bookId", "actualCount", "mismatches", "mismatchCount",

@@ -284,8 +284,8 @@ def run_recon(url: str, *, sample_rows: int = 2000, progress: ProgressCallback |
               backfill_options: BackfillOptions | None = None) -> dict[str, Any]:
     """The recon report body (§4 recon fields plus `tables`, `anomalies`, `estimate`, ...).
 
-    `ok` is true when every legacy table the backfill reads exists and its rules run; the
-    anomalies are reported, never failed on. The estimate assumes the backfill runs with
+    `ok` is true when every legacy table the backfill reads exists, its rules run, and they
+    predict no backfill error (a row the backfill would leave out); warnings do not fail it. The estimate assumes the backfill runs with
     `backfill_options` (default: its defaults). Raises DatabaseUnreachable when it cannot connect.
     """
     workers = (backfill_options or BackfillOptions()).workers
@@ -349,8 +349,10 @@ def _recon(conn: psycopg.Connection, sample_rows: int, workers: int, progress: P
                              all(v2_tables.values()), workers)
     steps.finish()
 
+    predicted = sum(a["count"] for found in anomalies.values() for a in found.values() if a["kind"] == "error")
     return {
-        "ok": not missing and not problems,
+        "ok": not missing and not problems and not predicted,
+        "predictedErrors": predicted,
         "generatedAt": _now_iso(),
         "authUserIdType": auth_id_type,
         "discoveredBetterAuthTables": auth_tables,

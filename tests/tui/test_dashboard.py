@@ -257,3 +257,17 @@ async def test_another_operators_promotion_and_a_hand_edit_show_within_two_secon
         started = time.monotonic()
         await wait_until(pilot, lambda: not app.dashboard.status.assessment.flags_legal)
         assert time.monotonic() - started < 2
+
+
+async def test_before_the_backfill_the_dashboard_shows_the_errors_recon_predicts(v2_db_url, env_file):
+    from cutover_tui.work import jobs
+
+    with Session(settings_for(v2_db_url, env_file)) as session:
+        stored, report = jobs.recon(session, sample_rows=0)
+    assert not stored.ok and report.predicted_errors
+    app = make_app(settings_for(v2_db_url, env_file))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        text = screen_text(app)
+        assert f"FAIL: the backfill will leave out {report.predicted_errors:,} rows" in text
+        assert "pixbooks: identity belongs to another account" in text

@@ -123,6 +123,11 @@ class FactsPanel(StatusView):
                     f"{report.generated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ",
                     ("ok", "green") if report.ok else ("FAILED", "bold red"),
                     *((f"  (in {report.stage})",) if report.stage else ())))
+        if status.predicted_errors:
+            total = sum(status.predicted_errors.values())
+            table.add_row("recon", Text(f"FAIL: the backfill will leave out {total:,} rows", style="bold red"))
+            for name, count in status.predicted_errors.items():
+                table.add_row("", literal(f"{count:,}  {name}", "red"))
         holder = status.lock_holder
         table.add_row("lock", field(f"held by {holder.describe()}", "yellow") if holder
                       else Text("free", style="green"))
