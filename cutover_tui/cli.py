@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 
 from .display import one_line, visible
 from .errors import BadInput, CutoverError
-from .ops import deploy, transitions
+from .ops import deploy, remedies, transitions
 from .ops.overview import Status, gather
 from .reports.diff import diff_reports, render_diff
 from .reports.models import VerifyCheck, dump_report
@@ -183,6 +183,58 @@ def cmd_rollback(session: Session, args: argparse.Namespace) -> int:
 
 def cmd_restore_flags(session: Session, args: argparse.Namespace) -> int:
     return _flag_change(session, transitions.plan_restore(session), args.yes)
+
+
+SHOWN_IDS = 100  # on the terminal; --export writes every one
+
+
+def cmd_remedy(session: Session, args: argparse.Namespace) -> int:
+    if args.remedy_command == "list":
+        found = remedies.states(session)
+        if args.json:
+            _print_json([state.model_dump() for state in found])
+            return 0
+        for state in found:
+            accepted = f", {state.accepted:,} accepted as lost" if state.accepted else ""
+            print(f"{state.key:<72} {state.count:>8,} rows{accepted}  remedies: {', '.join(state.choices)}")
+        return 0
+    if args.remedy_command == "show":
+        cls = remedies.anomaly_class(args.anomaly)
+        ids = list(remedies.affected_ids_of(session, cls))
+        print(f"{cls.key}: {cls.issue} ({cls.table})\nrule: {cls.rule}\nrows now: {len(ids):,}")
+        for choice in cls.choices:
+            print(f"  --choice {choice.name}: {choice.summary}")
+        if args.export:
+            remedies.export(ids, cls, args.export)
+            print(f"Wrote the {len(ids):,} ids to {args.export}.")
+        else:
+            print("\n".join(ids[:SHOWN_IDS]) + (f"\n… {len(ids) - SHOWN_IDS:,} more: --export PATH writes them all"
+                                                if len(ids) > SHOWN_IDS else ""))
+        return 0
+    if args.remedy_command == "apply":
+        plan = remedies.plan(session, args.anomaly, args.choice)
+        print(f"{plan.key} --choice {plan.choice}: {plan.summary}")
+        print(f"{len(plan.ids):,} rows of the class; it changes, in legacy: "
+              + ", ".join(f"{count:,} in {table}" for table, count in plan.counts.items()))
+        print("\n".join(f"  {statement};" for statement in plan.sql))
+        _confirm("Apply it to legacy (every touched row kept for `cutover remedy undo`)?", args.yes)
+        entry = remedies.apply(session, plan)
+        print(f"Remedy {entry.detail['remedy']} applied; journal entry {entry.id}. Run the backfill again.")
+        return 0
+    entry = remedies.undo(session, args.remedy_id)
+    print(f"Remedy {args.remedy_id} undone: {entry.detail['rows']:,} rows of legacy as they were; journal entry "
+          f"{entry.id}.")
+    return 0
+
+
+def cmd_accept_loss(session: Session, args: argparse.Namespace) -> int:
+    ids = remedies.read_ids(args.ids) if args.ids else None
+    cls = remedies.anomaly_class(args.anomaly)
+    _confirm(f"Accept the loss of {'every row' if ids is None else f'{len(ids):,} rows'} of {cls.key}?", args.yes)
+    entry = remedies.accept_loss(session, cls.key, args.reason, ids)
+    print(f"{entry.detail['rows']:,} rows of {cls.key} accepted as lost by {entry.operator}; journal entry "
+          f"{entry.id}.")
+    return 0
 
 
 def cmd_close_rollback_window(session: Session, args: argparse.Namespace) -> int:
@@ -384,6 +436,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("deploy", cmd_deploy, "Run the runbook's deploy (apply, then read back what the API runs).")
     p.add_argument("--confirm", metavar="STAGE",
                    help="without a [deploy] section: the declared stage's name, typed to confirm the API runs it")
+    remedy = command("remedy", cmd_remedy, "The backfill's anomalies: their rules, rows and remedies on legacy.")
+    remedy_sub = remedy.add_subparsers(dest="remedy_command", metavar="ACTION", required=True)
+    remedy_sub.add_parser("list", help="every error class with its rows now").add_argument(
+        "--json", action="store_true")
+    p = remedy_sub.add_parser("show", help="one class: its rule, remedies and every affected id")
+    p.add_argument("anomaly", metavar="CLASS")
+    p.add_argument("--export", type=Path, metavar="PATH", help="write every id (.csv or .json)")
+    p = remedy_sub.add_parser("apply", help="run one remedy on legacy, after showing what it changes")
+    p.add_argument("anomaly", metavar="CLASS")
+    p.add_argument("--choice", required=True)
+    p.add_argument("--yes", action="store_true")
+    remedy_sub.add_parser("undo", help="put back every row a remedy touched").add_argument(
+        "remedy_id", type=int, metavar="N")
+    p = command("accept-loss", cmd_accept_loss, "Accept the loss of an error class's rows, with a reason.")
+    p.add_argument("anomaly", metavar="CLASS")
+    p.add_argument("--ids", type=Path, metavar="FILE", help="only these ids (one per line, or a JSON list)")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--yes", action="store_true")
     command("close-rollback-window", cmd_close_rollback_window, "Close the rollback window (E' only).")
     command("archive", cmd_archive, "Stage F: archive the legacy tables.").add_argument(
         "--confirm", required=True, metavar="DBNAME", help="the database name, typed to confirm")

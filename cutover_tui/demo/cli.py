@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 
@@ -19,6 +23,7 @@ from ..cli import _on_a_terminal, _print_json, render_status, run_console
 from ..errors import BadInput, CutoverError
 from ..ops.overview import gather
 from ..rules.runbook import DEFAULT_RUNBOOK, load_runbook, packaged_runbook
+from ..serve import DEFAULT_HOST, DEFAULT_PORT, serve
 from ..store import history
 from ..store.db import connect, redact
 from ..store.session import Session, resolve_settings
@@ -37,6 +42,10 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=("S", "M"), help=f"seed size S or M (default: {DEMO_WORKSPACES} workspaces)")
     p.add_argument("--postgres", type=int, choices=servers.SUPPORTED, default=servers.DEFAULT,
                    help=f"the embedded server's version (default {servers.DEFAULT}; production runs 17)")
+    p.add_argument("--serve", action="store_true",
+                   help="also serve the console read-only to browsers, so a rehearsal can be watched")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"with --serve: address to listen on (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"with --serve: port (default {DEFAULT_PORT})")
     p.set_defaults(run=None)
     demo_sub = p.add_subparsers(dest="demo_command", metavar="seed|traffic")
     seed = demo_sub.add_parser("seed", help="Fill a legacy schema with deterministic demo data and anomalies.",
@@ -137,6 +146,45 @@ def _unwound_by_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+SERVE_START_SECONDS = 15.0
+
+
+@contextmanager
+def _served_beside(args: argparse.Namespace, runbook: Path, env_file: Path, database_url: str, notice: str,
+                   log: Path) -> Iterator[str]:
+    """`cutover serve` in a process of its own while the terminal console runs (both want the main
+    thread's event loop); its output goes to `log`, not over the console. Yields the page's address."""
+    command = [sys.executable, "-m", "cutover_tui.cli", "--runbook", str(runbook), "--env-file", str(env_file),
+               "serve", "--host", args.host, "--port", str(args.port), "--notice", notice]
+    with log.open("w", encoding="utf-8") as out:
+        child = subprocess.Popen(command, env={**os.environ, "DATABASE_URL": database_url}, stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + SERVE_START_SECONDS
+        while not _listening(args.host, args.port):
+            if child.poll() is not None or time.monotonic() > deadline:
+                said = log.read_text(encoding="utf-8").strip().splitlines()
+                raise BadInput(f"Serving the demo failed ({said[-1] if said else 'no output'}); pick another "
+                               "--port, or run without --serve.")
+            time.sleep(0.1)
+        yield f"http://{args.host}:{args.port}"
+    finally:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.demo_command == "seed":
         return cmd_demo_seed(args)
@@ -156,15 +204,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                     database_url=demo.database_url, operator=args.operator,
                                     report_dir=demo.report_dir)
         account, user, cookie = demo_session(api, demo.database_url)
-        notice = f"embedded PostgreSQL {demo.server_version} · stand-in API {api} · cookie for {user}: {cookie}"
+        public = f"embedded PostgreSQL {demo.server_version} · stand-in API {api}"  # what browsers see: no cookie
+        notice = f"{public} · cookie for {user}: {cookie}"
         if not args.no_tui and _on_a_terminal():
-            return run_console(settings, notice, jobs.ApiTarget(api=api, cookie=cookie),
-                               TrafficSwitch(api, demo.database_url, exclude={account}))
+            def console(extra: str = "") -> int:
+                return run_console(settings, notice + extra, jobs.ApiTarget(api=api, cookie=cookie),
+                                   TrafficSwitch(api, demo.database_url, exclude={account}))
+            if not args.serve:
+                return console()
+            with _served_beside(args, demo_runbook, demo.env_file, demo.database_url, public,
+                                demo.folder / "serve.log") as page:
+                return console(f" · served read-only at {page}")
         if not args.no_tui:
             print("cutover: no terminal to open the console on; printing the demo's status.", file=sys.stderr)
         with Session(settings) as session:
             print(render_status(gather(session)))
         print(notice)
+        if args.serve:  # no terminal console to keep: serve until Ctrl-C or SIGTERM, then remove the demo
+            return serve(settings, demo_runbook, host=args.host, port=args.port, notice=public)
     return 0
 
 

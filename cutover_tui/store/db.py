@@ -110,6 +110,39 @@ CREATE TABLE IF NOT EXISTS cutover.flag_writes (
     finished_at timestamptz,
     outcome text CHECK (outcome IN ('written', 'not written', 'written, journaled by the next console'))
 );
+""", """
+-- Remedies of the backfill's anomalies: each one transaction on legacy, every row it touched kept
+-- whole as it was (to_jsonb of the row), so that undoing it restores legacy exactly.
+CREATE TABLE IF NOT EXISTS cutover.remedies (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    operator text NOT NULL,
+    class text NOT NULL,
+    choice text NOT NULL,
+    counts jsonb NOT NULL DEFAULT '{}',
+    undone_at timestamptz,
+    undone_by text
+);
+CREATE TABLE IF NOT EXISTS cutover.remedy_rows (
+    remedy_id bigint NOT NULL REFERENCES cutover.remedies(id),
+    seq integer NOT NULL,
+    table_name text NOT NULL,
+    row_id text NOT NULL,
+    change text NOT NULL CHECK (change IN ('deleted', 'updated')),
+    before jsonb NOT NULL,
+    PRIMARY KEY (remedy_id, seq)
+);
+-- Rows an operator accepted as lost, with the reason: the backfill gate counts them as settled.
+CREATE TABLE IF NOT EXISTS cutover.accepted_losses (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    operator text NOT NULL,
+    table_name text NOT NULL,
+    issue text NOT NULL,
+    row_id text NOT NULL,
+    reason text NOT NULL,
+    UNIQUE (table_name, issue, row_id)
+);
 """)
 
 CONSOLE_SCHEMA_STEPS = len(_CONSOLE_STEPS)

@@ -43,6 +43,8 @@ from .db import (
 from .facts import load_facts
 
 OPERATOR_MAX = 64  # characters of --operator (or $USER): it names a person in the journal
+# Why a console served to a browser refuses every step: it watches while one operator drives.
+SERVED_READ_ONLY = "Served read-only: a console in a browser only watches; act from a terminal console."
 
 
 class Settings(BaseModel):
@@ -55,6 +57,10 @@ class Settings(BaseModel):
     env_file: Path
     report_dir: Path
     operator: str
+    observer: bool = False  # served to a browser: reads only, never takes the operator lock
+
+    def watching_only(self) -> Settings:
+        return self.model_copy(update={"observer": True})
 
     @property
     def safe_database_url(self) -> str:
@@ -107,6 +113,13 @@ class Session:
     def _open_console_schema(self) -> None:
         """Create or upgrade the console's schema only when it needs it; a role that can only read
         an up-to-date one watches (nothing is created for it, so no CREATE privilege is asked)."""
+        if self.settings.observer:
+            if console_schema_version(self.conn) != CONSOLE_SCHEMA_STEPS:
+                raise CutoverError("The console's records on this database are missing or older than this "
+                                   "console, and a served console writes nothing: run `cutover status` once as "
+                                   "the operator, then reload the page.")
+            self.read_only = SERVED_READ_ONLY
+            return
         if console_schema_version(self.conn) == CONSOLE_SCHEMA_STEPS:
             self.read_only = read_only_reason(self.conn)
             if self.read_only is not None:

@@ -8,6 +8,7 @@ protocol this app implements, and every failure reaches the operator through `sh
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from functools import partial
 from typing import ClassVar, TypeVar
 
@@ -17,19 +18,21 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
+from ..display import one_line, visible
 from ..errors import CutoverError
 from ..ops import transitions
 from ..reports.models import VerifyReport
 from ..rules import steps
 from ..rules.matrix import Assessment
 from ..rules.steps import JobKind
-from ..store.session import Session, Settings
+from ..store.session import SERVED_READ_ONLY, Session, Settings
 from ..work.jobs import ApiTarget, JobPlan
 from .compat.watchers import forget_closed_watchers
 from .controller import Controller
 from .dialogs import StepDialogs
 from .idle_collector import IdleCollector
 from .messages import (
+    ActivityRead,
     ChangeApplied,
     ChangePlanned,
     ChangeRequested,
@@ -54,10 +57,12 @@ from .screens.report_diff import ReportDiffScreen
 from .screens.reports import ReportsScreen
 from .screens.rollback import RollbackWizard
 from .step_keys import STEP_KEYS
+from .watch import ExternalChanges
 
 TRAFFIC_SECONDS = 1.0
 STATUS_SECONDS = 15.0
 COLLECTOR_SECONDS = 0.25
+ACTIVITY_SECONDS = 1.0  # an observer sees another console's job move within a second or two
 T = TypeVar("T")
 
 
@@ -91,6 +96,10 @@ class CutoverApp(App[int]):
         self.fixed_label = target_label
         self.dashboard = DashboardScreen()
         self.collector = IdleCollector()
+        self.external = ExternalChanges(settings.env_file, settings.database_url, self._changed_elsewhere)
+        self.observer = settings.observer
+        if self.observer:
+            self.title = f"{self.TITLE} · observer"
 
     @property
     def api_target(self) -> ApiTarget | None:
@@ -107,14 +116,22 @@ class CutoverApp(App[int]):
         self.controller.open_session()
         # Gates move with time (the confidence period) and with other operators' changes.
         self.set_interval(STATUS_SECONDS, self._refresh_quietly)
+        self.external.start()  # another operator's change or a hand edit shows within a second
         if self.controller.traffic is not None:
             self.set_interval(TRAFFIC_SECONDS, self.controller.read_traffic)
         self.collector.start()
         self.set_interval(COLLECTOR_SECONDS, self._between_keys)
+        if self.observer:
+            self.set_interval(ACTIVITY_SECONDS, self.controller.read_activity)
 
     def on_unmount(self) -> None:
+        self.external.stop()
         self.collector.stop()
         self.controller.close()
+
+    def _changed_elsewhere(self, what: str) -> None:
+        with suppress(RuntimeError):  # the console is closing: nobody to show it to
+            self.call_from_thread(self._refresh_quietly)
 
     def _between_keys(self) -> None:
         forget_closed_watchers(self)  # the title watchers of every screen's Header
@@ -131,6 +148,8 @@ class CutoverApp(App[int]):
         self.dashboard.label = label + (f"\n{self.notice}" if self.notice else "")
         self.dashboard.problem = None
         self.controller.gather()
+        if self.observer:
+            self.controller.read_activity()  # the lock in the header now, not a second later
 
     # -- the Console protocol: what screens may ask ----------------------------------------------
 
@@ -153,6 +172,21 @@ class CutoverApp(App[int]):
         self.dashboard.problem = None
         self.dashboard.status = message.status
 
+    def on_activity_read(self, message: ActivityRead) -> None:
+        activity = message.activity
+        holder = activity.lock_holder
+        who = visible(one_line(holder.operator)) if holder else None
+        self.title = f"{self.TITLE} · observer · " + (f"lock: {who}" if who else "lock free")
+        if self.dashboard.activity is not None and activity.job is None:
+            self.controller.gather()  # the job ended: its report is the last run now
+        self.dashboard.activity = activity.job
+
+    def _served(self, title: str) -> bool:
+        """True (and says so, as a refused step does) when this console is served read-only."""
+        if self.observer:
+            self.notify(SERVED_READ_ONLY, title=f"{title} is refused", severity="error", timeout=10, markup=False)
+        return self.observer
+
     def on_journal_loaded(self, message: JournalLoaded) -> None:
         if isinstance(self.screen, JournalScreen):  # the operator may have left it meanwhile
             self.screen.entries = message.entries
@@ -164,7 +198,9 @@ class CutoverApp(App[int]):
 
     @on(ChangeRequested)
     def _change_requested(self, message: ChangeRequested) -> None:
-        if not self._job_in_the_way():
+        title = "Promote" if message.action == "promote" else steps.BY_NAME[
+            "rollback" if message.action == "rollback" else "restore-flags"].title
+        if not self._served(title) and not self._job_in_the_way():
             self.controller.plan_change(message.action, message.target)
 
     def on_change_planned(self, message: ChangePlanned) -> None:
@@ -220,13 +256,15 @@ class CutoverApp(App[int]):
     def open_job(self, kind: JobKind) -> None:
         """The job's screen: the running or last run of `kind`, else a fresh plan for it."""
         job = self.controller.job
+        if self._served(steps.job(kind).title):
+            return
         if job is not None and job.running and job.kind != kind:
             self._job_in_the_way()
             return
         self.push_screen(JobScreen(kind, job if job is not None and job.kind == kind and job.running else None))
 
     def start_job(self, kind: JobKind, plan: JobPlan, previous: VerifyReport | None) -> JobRun | None:
-        if self._job_in_the_way():
+        if self._served(steps.job(kind).title) or self._job_in_the_way():
             return None
         return self.controller.start_job(kind, plan, previous)
 
@@ -266,15 +304,15 @@ class CutoverApp(App[int]):
     # -- the one-off steps, each asked in a dialog first (dialogs.py) --------------------------------
 
     def open_migrate(self) -> None:
-        if not self._job_in_the_way():
+        if not self._served(steps.BY_NAME["migrate"].title) and not self._job_in_the_way():
             self.dialogs.migrate()
 
     def open_close_window(self) -> None:
-        if not self._job_in_the_way():
+        if not self._served(steps.BY_NAME["close-rollback-window"].title) and not self._job_in_the_way():
             self.dialogs.close_window()
 
     def open_archive(self) -> None:
-        if not self._job_in_the_way():
+        if not self._served(steps.BY_NAME["archive"].title) and not self._job_in_the_way():
             self.dialogs.archive()
 
     def open_deploy(self, assessment: Assessment | None = None) -> None:
@@ -282,11 +320,11 @@ class CutoverApp(App[int]):
         engine checks the gate again."""
         status = self.dashboard.status
         assessment = assessment or (status.assessment if status is not None else None)
-        if assessment is not None and not self._job_in_the_way():
+        if assessment is not None and not self._served(steps.BY_NAME["deploy"].title) and not self._job_in_the_way():
             self.dialogs.deploy(assessment)
 
     def open_rollback(self) -> None:
-        if not self._job_in_the_way():
+        if not self._served(steps.BY_NAME["rollback"].title) and not self._job_in_the_way():
             self.push_screen(RollbackWizard(self.env_label))
 
     def changed(self, text: str, title: str) -> None:

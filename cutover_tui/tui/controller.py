@@ -223,8 +223,9 @@ class Controller:
 
     def _run_job(self, run: JobRun) -> None:
         try:
-            session = self._session()
-            with session.translated():
+            self._session()  # not connected: say so, as every call does
+            # A connection of its own for as long as the job runs: the dashboard's calls share theirs.
+            with Session(self.settings) as session, session.translated():
                 stored, report = self._job_call(session, run)
         except CutoverError as error:
             run.fail(error.message)

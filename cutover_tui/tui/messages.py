@@ -8,6 +8,7 @@ from typing import Literal
 from textual.message import Message
 
 from ..errors import CutoverError
+from ..ops.activity import Activity
 from ..ops.overview import Status
 from ..ops.transitions import FlagChange
 from ..rules.matrix import Assessment
@@ -88,3 +89,10 @@ class TrafficRead(Message):
     """The demo traffic's figures and whether it runs; None when they could not be read."""
 
     figures: tuple[TrafficFigures, bool] | None
+
+
+@dataclass
+class ActivityRead(Message):
+    """An observer's poll: who holds the operator lock, and the job another console runs."""
+
+    activity: Activity

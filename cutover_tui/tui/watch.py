@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from ..errors import CutoverError
 from ..store.db import connect
 from ..store.journal import JOURNAL_CHANNEL
 
@@ -71,7 +72,7 @@ class ExternalChanges:
             conn = connect(self.database_url, autocommit=True)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(JOURNAL_CHANNEL)))
             return conn
-        except psycopg.Error:
+        except (psycopg.Error, CutoverError):  # unreachable: the console says so itself; try again later
             return None
 
     @staticmethod
