@@ -23,11 +23,16 @@ def _fact(report: report_store.StoredReport | None) -> ReportFact | None:
 
 
 # Per table, whether its latest backfill run (full or partial) was clean: no error of that
-# table, and none of the run as a whole (a cancelled run's); a table no run covered is missing.
+# table but those accepted as lost, and none of the run as a whole (a cancelled run's); a table
+# no run covered is missing.
 _TABLE_RUNS = """
     SELECT DISTINCT ON (t.name) t.name,
            NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(r.body->'errors', '[]')) e
-                       WHERE e->>'stage' = t.name OR NOT coalesce(e->>'stage' = ANY(%(tables)s), false))
+                       WHERE (e->>'stage' = t.name OR NOT coalesce(e->>'stage' = ANY(%(tables)s), false))
+                         -- an error class whose rows an operator accepted as lost is settled
+                         AND NOT coalesce((SELECT count(*) FROM cutover.accepted_losses a
+                                           WHERE a.table_name = e->>'stage' AND a.issue = e->>'error')
+                                          >= (e->>'count')::bigint, false))
     FROM unnest(%(tables)s::text[]) AS t(name)
     JOIN cutover.reports r ON r.kind = 'backfill'
      AND r.body->'stages' @> jsonb_build_array(jsonb_build_object('stage', t.name))

@@ -19,7 +19,7 @@ from ..rules.flags import Flags
 JournalAction = Literal[
     "migrate", "promote", "rollback-opened", "rollback-closed", "rollback-window-closed",
     "restore-flags", "archive", "backfill", "verify", "repair", "recon", "verify-reads", "setting",
-    "deploy",
+    "deploy", "remedy", "remedy-undone", "accept-loss",
 ]
 FLAG_WRITING_ACTIONS = ("promote", "rollback-opened", "restore-flags")
 JOURNAL_CHANNEL = "cutover_journal"  # every journal row notifies it, so other consoles look again at once
