@@ -62,6 +62,7 @@ def render_status(status: Status) -> str:
     a = status.assessment
     line = " ".join(f"[{s}]" if s == status.stage else s for s in status.stage_order)
     lines = [
+        *([f"rehearsal  {note}"] if (note := status.rehearsal) else []),
         f"database   {status.database}  ({status.database_url})",
         f"env file   {status.env_file}",
         f"stage      {status.stage or 'not started (Stage A not applied)'}    {line}",

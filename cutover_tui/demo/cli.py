@@ -42,6 +42,8 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=("S", "M"), help=f"seed size S or M (default: {DEMO_WORKSPACES} workspaces)")
     p.add_argument("--postgres", type=int, choices=servers.SUPPORTED, default=servers.DEFAULT,
                    help=f"the embedded server's version (default {servers.DEFAULT}; production runs 17)")
+    p.add_argument("--rehearsal", action="store_true",
+                   help="short gates (a confidence period of a minute), marked on every screen and journal row")
     p.add_argument("--serve", action="store_true",
                    help="also serve the console read-only to browsers, so a rehearsal can be watched")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"with --serve: address to listen on (default {DEFAULT_HOST})")
@@ -199,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .traffic import TrafficSwitch
     with _unwound_by_signals(), _demo_extra(), demo_environment(
             runbook.paths.sql_dir, workspaces, _SeedProgress(sys.stderr.isatty()), args.postgres) as demo, \
-            demo_api(runbook, demo) as (demo_runbook, api):
+            demo_api(runbook, demo, rehearsal=args.rehearsal) as (demo_runbook, api):
         settings = resolve_settings(runbook_path=demo_runbook, env_file=demo.env_file,
                                     database_url=demo.database_url, operator=args.operator,
                                     report_dir=demo.report_dir)

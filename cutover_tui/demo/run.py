@@ -50,9 +50,13 @@ def prepare_demo(server_url: str, folder: Path, sql_dir: Path, workspaces: int =
                            report_dir=folder / "reports")
 
 
-def write_demo_runbook(runbook: Runbook, demo: DemoEnvironment) -> Path:
+REHEARSAL_CONFIDENCE_HOURS = 1 / 60  # a minute: a newcomer walks A to F in minutes
+
+
+def write_demo_runbook(runbook: Runbook, demo: DemoEnvironment, *, rehearsal: bool = False) -> Path:
     """The loaded runbook file's text, its paths pointed at the demo's files and a [deploy] table
-    added that restarts the demo's API process, so a flag write reaches the API as in production."""
+    added that restarts the demo's API process, so a flag write reaches the API as in production;
+    a rehearsal's also has a confidence period of a minute, marked as such everywhere."""
     if runbook.source is None:
         raise ValueError("The demo needs a runbook loaded from a file.")
     document = tomlkit.parse(runbook.source.read_text(encoding="utf-8"))
@@ -66,18 +70,21 @@ def write_demo_runbook(runbook: Runbook, demo: DemoEnvironment) -> Path:
     deploy.add("read_back", f"{command} read-back")
     deploy.add("timeout_seconds", 60)
     document["deploy"] = deploy
+    if rehearsal:
+        document["rehearsal"] = True
+        document["gates"]["confidence_period_hours"] = REHEARSAL_CONFIDENCE_HOURS
     path = demo.folder / DEMO_RUNBOOK
     path.write_text(tomlkit.dumps(document), encoding="utf-8")
     return path
 
 
 @contextmanager
-def demo_api(runbook: Runbook, demo: DemoEnvironment) -> Iterator[tuple[Path, str]]:
+def demo_api(runbook: Runbook, demo: DemoEnvironment, *, rehearsal: bool = False) -> Iterator[tuple[Path, str]]:
     """The demo runbook file and the stand-in API running as its own process (flags from the
     env file as it is now): (runbook path, base URL); the process is stopped on exit."""
     from .deployment import start_api, stop_api
 
-    runbook_path = write_demo_runbook(runbook, demo)
+    runbook_path = write_demo_runbook(runbook, demo, rehearsal=rehearsal)
     try:
         yield runbook_path, start_api(demo.folder, demo.database_url, demo.env_file, os.getpid())
     finally:

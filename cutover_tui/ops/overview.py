@@ -33,6 +33,7 @@ class Status(BaseModel):
     predicted_errors: dict[str, int] = {}
     last_verify: report_store.StoredReport | None
     clock_skew_seconds: float  # this machine's clock minus the database server's
+    rehearsal: str | None = None  # the runbook is a rehearsal's: what its short gates are
     deployed: DeployFact | None = None  # the latest deployment on record
     deploy_pending: bool = False  # the declared flags must run, and are not shown to
     deploy_reads_back: bool = False  # the runbook has a [deploy] whose read_back tells what runs
@@ -104,6 +105,7 @@ def gather(session: Session, *, read_back: bool = False) -> Status:
         predicted_errors={} if backfilled is not None else _predicted_errors(session),
         last_verify=report_store.latest(session.conn, "verify"),
         clock_skew_seconds=skew,
+        rehearsal=session.runbook.rehearsal_note(),
         deployed=facts.deployed,
         deploy_pending=facts.needs_deploy and not facts.is_deployed,
         deploy_reads_back=session.runbook.deploy is not None,

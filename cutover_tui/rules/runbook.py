@@ -120,6 +120,9 @@ class Runbook(_Strict):
     database: Database = Database()
     api: Api = Api()
     deploy: Deploy | None = None  # without it the operator confirms each deployment by hand
+    # A rehearsal's runbook (`cutover demo --rehearsal`): its short gates are marked on every
+    # screen and recorded with every journal row.
+    rehearsal: bool = Field(False, strict=True)
     gates: Gates
     stages: list[Stage]
     rollback: list[RollbackPath]
@@ -162,7 +165,13 @@ class Runbook(_Strict):
     def in_force(self) -> dict[str, Any]:
         """What a journal row records of this file: its hash and the gates it set."""
         return {"file": str(self.source) if self.source else None, "sha256": self.source_sha256,
-                "gates": self.gates.model_dump()}
+                "gates": self.gates.model_dump(), **({"rehearsal": True} if self.rehearsal else {})}
+
+    def rehearsal_note(self) -> str | None:
+        """What every screen says of a rehearsal's runbook."""
+        if not self.rehearsal:
+            return None
+        return f"REHEARSAL: short gates (confidence period {self.gates.confidence_period_hours * 60:g} min)"
 
     @property
     def folder(self) -> Path:

@@ -55,7 +55,8 @@ class JournalEntry(BaseModel):
         if not self.runbook:
             return ""
         gates = self.runbook.get("gates") or {}
-        return (f"runbook {str(self.runbook.get('sha256') or '?')[:12]}: confidence "
+        rehearsal = "REHEARSAL " if self.runbook.get("rehearsal") else ""
+        return rehearsal + (f"runbook {str(self.runbook.get('sha256') or '?')[:12]}: confidence "
                 f"{gates.get('confidence_period_hours', '?')} h, {gates.get('passing_verifies_before_archive', '?')} "
                 "passing verifies before the archive")
 

@@ -98,6 +98,8 @@ class CutoverApp(App[int]):
         self.collector = IdleCollector()
         self.external = ExternalChanges(settings.env_file, settings.database_url, self._changed_elsewhere)
         self.observer = settings.observer
+        if (note := settings.runbook.rehearsal_note()) is not None:
+            self.sub_title = f"{self.SUB_TITLE} · {note}"
         if self.observer:
             self.title = f"{self.TITLE} · observer"
 
