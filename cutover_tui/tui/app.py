@@ -52,6 +52,7 @@ from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
 from .screens.job import JobScreen
 from .screens.journal import JournalScreen
+from .screens.remedies import RemediesScreen
 from .screens.report import ReportScreen
 from .screens.report_diff import ReportDiffScreen
 from .screens.reports import ReportsScreen
@@ -316,6 +317,11 @@ class CutoverApp(App[int]):
     def open_archive(self) -> None:
         if not self._served(steps.BY_NAME["archive"].title) and not self._job_in_the_way():
             self.dialogs.archive()
+
+    def open_remedies(self) -> None:
+        """The anomalies' remedies (they write legacy: refused while a job runs, and to observers)."""
+        if not self._job_in_the_way() and not isinstance(self.screen, RemediesScreen):
+            self.push_screen(RemediesScreen())
 
     def open_deploy(self, assessment: Assessment | None = None) -> None:
         """Deploy the declared flags, as `assessment` (else the dashboard's) last saw them; the

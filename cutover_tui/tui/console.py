@@ -52,6 +52,8 @@ class Console(Protocol):
 
     def open_deploy(self, assessment: Assessment | None = None) -> None: ...
 
+    def open_remedies(self) -> None: ...
+
 
 def console_of(node: DOMNode) -> Console:
     """The console a screen runs in (the app, seen only through the protocol)."""

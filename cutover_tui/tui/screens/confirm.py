@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.console import RenderableType
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -44,7 +45,7 @@ class Confirm(ModalScreen[bool]):
         Binding("escape", "answer(False)", "Cancel", show=False),
     ]
 
-    def __init__(self, title: str, where: str, body: Text, question: str) -> None:
+    def __init__(self, title: str, where: str, body: RenderableType, question: str) -> None:
         super().__init__()
         self.title_text, self.where, self.body, self.question = title, where, body, question
 

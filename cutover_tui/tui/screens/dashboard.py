@@ -11,7 +11,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual import actions
 from textual.app import ComposeResult
-from textual.binding import BindingType
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.events import Key, Resize
 from textual.reactive import reactive
@@ -73,7 +73,8 @@ class DashboardScreen(Screen):
             "job shows what it will do before it starts, a flag change shows the env diff and "
             "asks. A dimmed key is refused now; pressing it says why.")
 
-    BINDINGS: ClassVar[list[BindingType]] = [key.binding() for key in STEP_KEYS]
+    BINDINGS: ClassVar[list[BindingType]] = [*(key.binding() for key in STEP_KEYS),
+                                             Binding("x", "remedies", "Remedies")]
 
     status: reactive[Status | None] = reactive(None, always_update=True)
     problem: reactive[str | None] = reactive(None)
@@ -194,6 +195,9 @@ class DashboardScreen(Screen):
 
     def action_archive(self) -> None:
         self.cutover.open_archive()
+
+    def action_remedies(self) -> None:
+        self.cutover.open_remedies()
 
     def action_deploy(self) -> None:
         self.cutover.open_deploy()
