@@ -22,14 +22,27 @@ from .models import (
 )
 from .store import FILE_PREFIX
 
+# What a stage's rule set aside, as a line says it (verify's SET_ASIDE).
+_ASIDE_WORDS = {"newInV2": "new in v2", "changedInV2": "changed in v2", "removedInV2": "removed in v2",
+                "timestampsSinceBackfill": "with timestamps of their own since the backfill",
+                "legacyAuditSinceBackfill": "legacy's own audit events since the backfill",
+                "v2AuditSinceBackfill": "v2's own audit events since the backfill"}
+
 
 def check_line(check: VerifyCheck) -> str:
     """`PASS name` / `FAIL name`, as upstream prints a check (name or `count:<table>`); a
-    failed count of the console's says how much of the gap the latest backfill reported."""
+    failed count of the console's says how much of the gap the latest backfill reported, and a
+    count or content check what the stage's rule set aside."""
     line = f"{'PASS' if check.ok else 'FAIL'} {check.key}"
-    if check.ok or check.type != "count" or check.detail("missingRows") is None:
+    if check.type not in ("count", "content"):
         return line
-    return f"{line} ({_count_gap(check)})"
+    parts = []
+    if not check.ok and check.type == "count" and check.detail("missingRows") is not None:
+        parts.append(_count_gap(check))
+    aside = [f"{check.detail(key):,} {words}" for key, words in _ASIDE_WORDS.items() if check.detail(key)]
+    if aside:
+        parts.append(f"set aside by the {check.detail('rule')} rule: {', '.join(aside)}")
+    return f"{line} ({'; '.join(parts)})" if parts else line
 
 
 def _count_gap(check: VerifyCheck) -> str:

@@ -169,8 +169,18 @@ class TableSQL:
                                for c in self._rerun),
             sql.SQL(", ").join(self._as_compared(c, self._rerun_value(c, v2, source)) for c in self._rerun))
 
-    def upsert(self, where: sql.Composable, *, empty: bool = False) -> sql.Composed:
-        """Write the source rows passing `where`; `empty`: v2 holds none of them yet."""
+    def _kept(self, v2: str, source: str, keep_newer_v2: bool) -> sql.Composable:
+        """Whether the v2 row is left as it is: already as a re-run leaves it, or (`keep_newer_v2`)
+        written later than the source row, by an API that writes v2 too."""
+        same = self._as_rerun_leaves(v2, source)
+        if not (keep_newer_v2 and "updated_at" in self.map.columns):
+            return same
+        # Fixed aliases of ours (EXCLUDED must stay unquoted).
+        return sql.SQL("({} OR {}.updated_at > {}.updated_at)").format(same, sql.SQL(v2), sql.SQL(source))
+
+    def upsert(self, where: sql.Composable, *, empty: bool = False, keep_newer_v2: bool = False) -> sql.Composed:
+        """Write the source rows passing `where`; `empty`: v2 holds none of them yet;
+        `keep_newer_v2`: never overwrite a v2 row updated later than its source row."""
         cols = sql.SQL(", ").join(map(sql.Identifier, self.map.columns))
         kept: sql.Composable = sql.SQL("")
         conflict: sql.Composable = sql.SQL("")
@@ -178,12 +188,12 @@ class TableSQL:
             # Rows already as a re-run leaves them are left out before the insert (ON CONFLICT
             # would lock each); the conflict's own test covers a row written meanwhile.
             kept = sql.SQL("AND NOT EXISTS (SELECT 1 FROM {} v WHERE v.id = s.id AND {})").format(
-                self.v2, self._as_rerun_leaves("v", "s"))
-            conflict = sql.SQL("ON CONFLICT (id) DO UPDATE SET {sets} WHERE NOT {same}").format(
+                self.v2, self._kept("v", "s", keep_newer_v2))
+            conflict = sql.SQL("ON CONFLICT (id) DO UPDATE SET {sets} WHERE NOT {kept}").format(
                 sets=sql.SQL(", ").join(
                     sql.SQL("{} = {}").format(sql.Identifier(c), self._rerun_value(c, "t", "EXCLUDED"))
                     for c in self._rerun),
-                same=self._as_rerun_leaves("t", "EXCLUDED"))
+                kept=self._kept("t", "EXCLUDED", keep_newer_v2))
         return sql.SQL(_WRITE).format(source=source_query(self.map, where), v2=self.v2, cols=cols,
                                       kept=kept, conflict=conflict)
 
@@ -252,8 +262,8 @@ def _run_range(conn: psycopg.Connection, table: TableSQL, lo: str | None, hi: st
 
 
 def _upsert(conn: psycopg.Connection, table: TableSQL, where: sql.Composable, params: dict,
-            empty: bool = False) -> _Result:
-    rows = conn.execute(table.upsert(where, empty=empty), params).fetchall()
+            empty: bool = False, keep_newer_v2: bool = False) -> _Result:
+    rows = conn.execute(table.upsert(where, empty=empty, keep_newer_v2=keep_newer_v2), params).fetchall()
     result = _Result(rows=rows[0][4], inserted=rows[0][5], updated=rows[0][6])
     result.unchanged = result.rows - result.inserted - result.updated
     for _, kind, text, row, *_ in rows[1:]:
@@ -267,14 +277,18 @@ class RepairResult(BaseModel):
     inserted: int
     updated: int
     left_out: dict[str, int]  # issue -> rows the rules still leave out
+    kept_newer: int = 0  # rows left as v2 has them: written there later than legacy's (or agreeing by now)
 
 
-def repair_rows(conn: psycopg.Connection, table_name: str, ids: list[str]) -> RepairResult:
-    """Re-copy exactly these legacy ids through the backfill rules, in the caller's transaction."""
+def repair_rows(conn: psycopg.Connection, table_name: str, ids: list[str], *,
+                keep_newer_v2: bool = False) -> RepairResult:
+    """Re-copy exactly these legacy ids through the backfill rules, in the caller's transaction;
+    `keep_newer_v2`: leave a v2 row updated later than its legacy row (the API wrote it last)."""
     table = TableSQL(BY_NAME[table_name], column_types(conn, table_name))
-    result = _upsert(conn, table, ids_filter("l"), {"ids": ids})
+    result = _upsert(conn, table, ids_filter("l"), {"ids": ids}, keep_newer_v2=keep_newer_v2)
     return RepairResult(table=table_name, requested=len(ids), inserted=result.inserted, updated=result.updated,
-                        left_out={e["issue"]: e["count"] for e in result.issues.values() if e["kind"] == "error"})
+                        left_out={e["issue"]: e["count"] for e in result.issues.values() if e["kind"] == "error"},
+                        kept_newer=result.unchanged if keep_newer_v2 else 0)
 
 
 class _Part(BaseModel):

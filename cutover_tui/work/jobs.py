@@ -96,7 +96,10 @@ def backfill(session: Session, options: BackfillOptions | None = None, *,
 def verify(session: Session, options: VerifyOptions | None = None, *,
            progress: verify_.ProgressCallback | None = None, cancel: threading.Event | None = None,
            on_check: verify_.CheckCallback | None = None, report_path: Path | None = None) -> Stored:
-    options = options or VerifyOptions()
+    # What "v2 matches legacy" means depends on the stage the verify counts for, and in E' on when it began.
+    facts = session.facts()
+    options = (options or VerifyOptions()).model_copy(
+        update={"stage": verify_stage(facts, session.runbook), "stage_began": facts.stage_began})
     return run_job(session, "verify", lambda: verify_.run_verify(
         session.settings.database_url, options, progress=progress, cancel=cancel, on_check=on_check),
         report_path=report_path, detail={"repair": options.repair, "sample_size": options.sample_size},

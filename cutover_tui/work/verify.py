@@ -3,10 +3,13 @@
 Counts, row contents and the reconcile figures come from one walk over each legacy
 primary key in ranges, comparing count + xor of row hashes per range and joining the
 two sides only where they differ; integrity and sample checks are single set-wise queries.
+What "v2 matches legacy" means depends on the stage the verify counts for (`_Rule`, and the
+README's "The verify"): exact before C, business columns from C on, legacy frozen in E'.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -19,10 +22,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ..errors import CutoverError, Refused
 from ..rules.mapping import (
+    AUDIT_EVENTS,
     BY_NAME,
     PIXBOOKS,
     TABLES,
@@ -33,6 +37,7 @@ from ..rules.mapping import (
     row_hash,
     source_query,
 )
+from ..rules.runbook import StageId
 from ..store.db import JOB_LOCK_KEY, one_row, scalar
 from . import ranges
 from .backfill import TableSQL, repair_rows
@@ -43,6 +48,8 @@ FIRST_RANGE_ROWS = 20_000
 MIN_RANGE_ROWS, MAX_RANGE_ROWS = 1_000, 200_000
 TARGET_RANGE_SECONDS = 0.25  # each range is one short read-only transaction
 SETTLE_SECONDS = 0.5  # time for a dual-write in flight to reach its mirror
+LOOKS = 3  # at most this many looks at what differs: a write in flight at every one is no accident
+FOUND_LIMIT = 10_000  # differing rows a sample check keeps to compare looks; beyond, the last look stands
 REPAIR_CHUNK = 5_000  # ids re-copied per committed transaction
 LANDED_BOOKS = "cutover_verify_landed_books"  # per connection: the books the rules land
 _LANDED = sql.Identifier("pg_temp", LANDED_BOOKS)
@@ -64,6 +71,10 @@ class VerifyOptions(BaseModel):
     reconcile: bool = True
     repair: bool = False
     workers: int = Field(2, ge=1)
+    # The stage the verify counts for (None: compared exactly, as before C) and when it began
+    # (E': legacy stands still from then); jobs.verify fills both in from the facts.
+    stage: StageId | None = None
+    stage_began: AwareDatetime | None = None
 
 
 class VerifyProgress(BaseModel):
@@ -75,7 +86,7 @@ class VerifyProgress(BaseModel):
 ProgressCallback = Callable[[VerifyProgress], None]
 CheckCallback = Callable[[dict[str, Any]], None]
 # A set-wise check: its result and the keys it found differing; given keys, it looks at just those.
-_Check = Callable[[psycopg.Connection, list[str] | None], tuple[dict[str, Any], list[str]]]
+_Check = Callable[[psycopg.Connection, list[str] | None], tuple[dict[str, Any], list[dict[str, Any]]]]
 
 
 # --- connections -----------------------------------------------------------------------
@@ -142,6 +153,60 @@ def _check_ready(conn: psycopg.Connection) -> None:
                                "verify needs the legacy tables in place (they are only archived in Stage F).")
 
 
+# --- what "matches" means at a stage ---------------------------------------------------
+
+MIRRORED_STAGES = ("C", "D", "E", "E'")  # the API writes both stores (E' only v2, but its past was mirrored)
+_STAMPS = ("created_at", "updated_at")
+# A v2 table's parent by a cascading foreign key: a row whose parent is gone from v2 went with it.
+_CASCADE_PARENT = {"account_members": ("account_id", "accounts"), "identities": ("account_id", "accounts"),
+                   "pixbooks": ("identity_id", "identities"), "pixbook_snapshots": ("pixbook_id", "pixbooks")}
+# Why the stage's rule sets a differing row aside (counted and shown, never failed), by the names reports use.
+SET_ASIDE = ("timestampsSinceBackfill", "legacyAuditSinceBackfill", "v2AuditSinceBackfill", "newInV2",
+             "changedInV2", "removedInV2")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What "v2 matches legacy" means at the stage a verify counts for (README, "The verify").
+
+    Before C: exactly, as a re-run of the backfill would leave v2. From C on the API writes
+    both stores, each with its own NOW() and its own audit rows: ids and business columns
+    still agree, but timestamps written since the backfill (`since`, per table) may differ
+    either way (the mirror lands later than the primary, in v2 in C/D and in legacy in E;
+    the re-run rules keep the later updated_at and the earlier created_at, so rows written
+    before the backfill began are as exact as ever), and audit rows written since are each
+    store's own. In E' legacy stands still from `began`: a v2 row changed since differs,
+    a new one is v2's alone, one removed is gone from v2 only."""
+
+    stage: StageId | None = None
+    since: dict[str, datetime] = field(default_factory=dict)  # per table: its latest finished backfill's start
+    began: datetime | None = None  # E' only
+
+    @property
+    def mirrored(self) -> bool:
+        return self.stage in MIRRORED_STAGES
+
+    @property
+    def steady(self) -> bool:
+        """E' with a known start (without one, nothing can be told new, and E's rule holds)."""
+        return self.stage == "E'" and self.began is not None
+
+    @property
+    def name(self) -> str:
+        return "E'" if self.steady else "mirrored" if self.mirrored else "exact"
+
+    def params(self, table: str) -> dict[str, Any]:
+        return {"since": self.since.get(table), "began": self.began if self.steady else None}
+
+
+_SINCE = sql.SQL("coalesce(%(since)s::timestamptz, 'infinity')")  # no backfill on record: nothing is newer
+_BEGAN = sql.SQL("coalesce(%(began)s::timestamptz, 'infinity')")
+
+
+def _col(alias: str, name: str) -> sql.Composable:
+    return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
+
+
 # --- the statements for one table ------------------------------------------------------
 
 def _differs(table: TableMap, name: str, kind: str) -> sql.Composable:
@@ -156,7 +221,7 @@ def _differs(table: TableMap, name: str, kind: str) -> sql.Composable:
     other column must equal the source, compared like `row_hash` compares it (typed, or by
     canonical text).
     """
-    v2 = sql.SQL("t.{}").format(sql.Identifier(name))
+    v2 = _col("t", name)
     rerun = table.rerun_value(name, "t", "s")
     if rerun is None:
         return sql.SQL("false")
@@ -169,14 +234,21 @@ def _differs(table: TableMap, name: str, kind: str) -> sql.Composable:
 class _Statements(TableSQL):
     """The SQL of one table's content walk: the backfill's statements, plus the comparison."""
 
-    def __init__(self, table: TableMap, types: tuple[tuple[str, str], ...]):
+    def __init__(self, table: TableMap, types: tuple[tuple[str, str], ...], rule: _Rule):
         super().__init__(table, types)
+        self.rule = rule
         self.needs_landed = "{landed_books}" in table.joins
         self.has_status = "status" in table.columns
         self.compared = [(n, k) for n, k in self.types if n != "id"]
 
-    def source(self, lo: str | None, hi: str | None) -> sql.Composed:
-        return source_query(self.map, range_filter("l", lo, hi), landed_books=_LANDED)
+    def source(self, lo: str | None, hi: str | None, fresh: bool = False) -> sql.Composed:
+        """The range's source rows; `fresh`: the books that land read now, in this snapshot, not
+        from the landed-books table (a book the API created since it was built has landed too)."""
+        landed: sql.Composable = _LANDED
+        if fresh and self.needs_landed:
+            landed = _landing_books(sql.SQL("l.id IN (SELECT x.book_id FROM {} x WHERE {})").format(
+                self.legacy, range_filter("x", lo, hi)))
+        return source_query(self.map, range_filter("l", lo, hi), landed_books=landed)
 
     def _issue_in(self, kind: str) -> sql.Composable:
         """Whether a source row's issue (each issue text belongs to one kind) is of `kind`."""
@@ -185,7 +257,7 @@ class _Statements(TableSQL):
             return sql.SQL("false")
         return sql.SQL("coalesce(s.issue IN ({}), false)").format(sql.SQL(", ").join(texts))
 
-    def digest(self, lo: str | None, hi: str | None) -> sql.Composed:
+    def digest(self, lo: str | None, hi: str | None, fresh: bool = False) -> sql.Composed:
         """Per range, in one snapshot: count and xor of row hashes of the landing source rows
         and of the v2 rows, the rows per issue, and the deleted ones.
 
@@ -207,16 +279,66 @@ class _Statements(TableSQL):
         return sql.SQL("""
             SELECT * FROM (SELECT {source} FROM (SELECT {columns}, x.issue FROM ({query}) x OFFSET 0) s) a,
                           (SELECT {v2} FROM {table} t WHERE {range_t}) b""").format(
-            source=sql.SQL(", ").join(source), columns=columns, query=self.source(lo, hi),
+            source=sql.SQL(", ").join(source), columns=columns, query=self.source(lo, hi, fresh),
             v2=sql.SQL(", ").join(v2), table=self.v2, range_t=range_filter("t", lo, hi))
 
-    def _differences(self, lo: str | None, hi: str | None) -> sql.Composed:
+    def _strict(self, name: str, kind: str) -> sql.Composable:
+        """Whether column `name` differs in a way the stage's rule does not accept: from C on, a
+        timestamp both stores wrote since the backfill may differ either way."""
+        differs = _differs(self.map, name, kind)
+        if not (self.rule.mirrored and name in _STAMPS):
+            return differs
+        return sql.SQL("({} AND NOT ({} >= {since} AND {} >= {since}))").format(
+            differs, _col("t", name), _col("s", name), since=_SINCE)
+
+    def _set_aside(self) -> sql.Composable:
+        """Why the stage's rule accepts a differing row (one of SET_ASIDE), or NULL: over the
+        joined `s` and `t` and the row's strict differences `c.columns`."""
+        rule, name = self.rule, self.map.v2
+        if not rule.mirrored:
+            return sql.SQL("NULL::text")
+        stamps = [(n, k) for n, k in self.compared if n in _STAMPS]
+        loose = sql.SQL(" OR ").join(_differs(self.map, n, k) for n, k in stamps) if stamps else sql.SQL("false")
+        missing: list[sql.Composable] = []
+        extra: list[sql.Composable] = []
+        changed: list[sql.Composable] = [sql.SQL("WHEN cardinality(c.columns) = 0 AND ({}) "
+                                                 "THEN 'timestampsSinceBackfill'").format(loose)]
+        if self.map is AUDIT_EVENTS:  # each store writes its own audit row, with a fresh id
+            missing.append(sql.SQL("WHEN s.created_at >= {} THEN 'legacyAuditSinceBackfill'").format(_SINCE))
+            extra.append(sql.SQL("WHEN t.created_at >= {} THEN 'v2AuditSinceBackfill'").format(_SINCE))
+        if rule.steady:
+            extra.append(sql.SQL("WHEN t.created_at >= {} THEN 'newInV2'").format(_BEGAN))
+            # Removed in v2 only: the API's audit trail since E' began names it, or its parent went (the cascade).
+            gone: list[sql.Composable] = [sql.SQL(
+                "EXISTS (SELECT 1 FROM audit_events e WHERE e.created_at >= {} AND jsonb_path_exists("
+                "e.payload, '$.** ? (@ == $id)', jsonb_build_object('id', s.id)))").format(_BEGAN)]
+            if name in _CASCADE_PARENT:
+                column, parent = _CASCADE_PARENT[name]
+                gone.append(sql.SQL("NOT EXISTS (SELECT 1 FROM {} p WHERE p.id = {})").format(
+                    sql.Identifier(parent), _col("s", column)))
+            missing.append(sql.SQL("WHEN {} THEN 'removedInV2'").format(sql.SQL(" OR ").join(gone)))
+            if "updated_at" in self.map.columns:
+                changed.append(sql.SQL("WHEN t.updated_at >= {} THEN 'changedInV2'").format(_BEGAN))
+            if self.map is AUDIT_EVENTS:  # its account removed in v2 only: the foreign key set it null there
+                changed.append(sql.SQL(
+                    "WHEN c.columns = ARRAY['account_id'] AND t.account_id IS NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = s.account_id) THEN 'changedInV2'"))
+
+        def case(whens: list[sql.Composable]) -> sql.Composable:
+            return sql.SQL("CASE {} END").format(sql.SQL(" ").join(whens)) if whens else sql.SQL("NULL")
+
+        return sql.SQL("CASE WHEN t.id IS NULL THEN {} WHEN s.id IS NULL THEN {} ELSE {} END").format(
+            case(missing), case(extra), case(changed))
+
+    def _differences(self, lo: str | None, hi: str | None, fresh: bool) -> sql.Composed:
         """The rows of a range that differ: missing (a landing source row, no v2 row), extra
-        (a v2 row, no landing source row) or different (with the columns that differ)."""
+        (a v2 row, no landing source row) or different (with the columns that differ the
+        stage's rule does not accept), each with why the rule sets it aside, if it does."""
         cols = sql.SQL(", ").join(sql.Identifier(n) for n, _ in self.types)
         checks = sql.SQL(", ").join(
-            sql.SQL("CASE WHEN {} THEN {} END").format(_differs(self.map, n, k), sql.Literal(n))
-            for n, k in self.compared)
+            sql.SQL("CASE WHEN {} THEN {} END").format(self._strict(n, k), sql.Literal(n)) for n, k in self.compared)
+        deleted = [sql.SQL("coalesce({}.status = 'deleted', false)").format(sql.Identifier(a)) if self.has_status
+                   else sql.SQL("false") for a in ("s", "t")]
         return sql.SQL("""
             WITH s AS MATERIALIZED (SELECT {cols} FROM ({source}) x WHERE x.issue_kind IS DISTINCT FROM 'error'),
             t AS MATERIALIZED (SELECT {cols} FROM {v2} t WHERE {range_t}),
@@ -224,23 +346,26 @@ class _Statements(TableSQL):
                 SELECT coalesce(s.id, t.id) AS id,
                        CASE WHEN t.id IS NULL THEN 'missing' WHEN s.id IS NULL THEN 'extra'
                             ELSE 'different' END AS kind,
-                       CASE WHEN s.id IS NOT NULL AND t.id IS NOT NULL
-                            THEN array_remove(ARRAY[{checks}]::text[], NULL) END AS columns
-                FROM s FULL JOIN t ON t.id = s.id),
-            f AS MATERIALIZED (SELECT * FROM d WHERE kind <> 'different' OR cardinality(columns) > 0)
-            """).format(cols=cols, source=self.source(lo, hi), v2=self.v2, range_t=range_filter("t", lo, hi),
-                        checks=checks)
+                       c.columns, {set_aside} AS set_aside, {s_deleted} AS s_deleted, {t_deleted} AS t_deleted
+                FROM s FULL JOIN t ON t.id = s.id
+                CROSS JOIN LATERAL (SELECT CASE WHEN s.id IS NOT NULL AND t.id IS NOT NULL
+                                           THEN array_remove(ARRAY[{checks}]::text[], NULL) END AS columns) c),
+            f AS MATERIALIZED (SELECT * FROM d
+                               WHERE kind <> 'different' OR cardinality(columns) > 0 OR set_aside IS NOT NULL)
+            """).format(cols=cols, source=self.source(lo, hi, fresh), v2=self.v2,
+                        range_t=range_filter("t", lo, hi), checks=checks, set_aside=self._set_aside(),
+                        s_deleted=deleted[0], t_deleted=deleted[1])
 
-    def diff(self, lo: str | None, hi: str | None) -> sql.Composed:
-        return self._differences(lo, hi) + sql.SQL("""
-            SELECT kind, count(*), (array_agg(id ORDER BY id))[1:%(examples)s],
-                   (array_agg(array_to_string(columns, ',') ORDER BY id))[1:%(examples)s]
-            FROM f GROUP BY kind
-            UNION ALL
-            SELECT 'column', count(*), ARRAY[c], NULL FROM f, unnest(f.columns) c GROUP BY c""")
-
-    def repair_ids(self, lo: str | None, hi: str | None) -> sql.Composed:
-        return self._differences(lo, hi) + sql.SQL("SELECT id FROM f WHERE kind <> 'extra' ORDER BY id")
+    def diff(self, lo: str | None, hi: str | None, fresh: bool = False) -> sql.Composed:
+        """Per kind and reason set aside: rows, of them deleted in legacy and in v2; and for the
+        rows the rule does not accept, every id with its columns and deleted flags (to compare looks)."""
+        return self._differences(lo, hi, fresh) + sql.SQL("""
+            SELECT kind, set_aside, count(*), count(*) FILTER (WHERE s_deleted), count(*) FILTER (WHERE t_deleted),
+                   array_agg(id ORDER BY id) FILTER (WHERE set_aside IS NULL),
+                   array_agg(array_to_string(columns, ',') ORDER BY id) FILTER (WHERE set_aside IS NULL),
+                   array_agg(s_deleted ORDER BY id) FILTER (WHERE set_aside IS NULL),
+                   array_agg(t_deleted ORDER BY id) FILTER (WHERE set_aside IS NULL)
+            FROM f GROUP BY kind, set_aside""")
 
 
 # --- what a walk finds ----------------------------------------------------------------
@@ -266,7 +391,11 @@ class _Tally:
     different: int = 0
     by_column: Counter = field(default_factory=Counter)
     examples: dict[str, list] = field(default_factory=lambda: {"missing": [], "extra": [], "different": []})
-    to_repair: list[tuple[str | None, str | None]] = field(default_factory=list)
+    to_repair: list[str] = field(default_factory=list)  # ids found missing or different at every look
+    set_aside: Counter = field(default_factory=Counter)  # SET_ASIDE reason -> rows the stage's rule accepts
+    in_flight: int = 0  # rows that differed at the last look only: a write on its way to its mirror
+    aside_deleted: int = 0  # of the rows set aside or in flight: deleted in legacy (they leave the reconcile)
+    aside_v2_deleted: int = 0  # and deleted in v2
     ranges: int = 0
     rechecked: int = 0
     settled: int = 0  # ranges that differed at first look and agreed a moment later
@@ -274,16 +403,36 @@ class _Tally:
     longest: float = 0.0
 
     _SUMS = ("legacy", "expected", "landed_deleted", "forced_deleted", "v2_rows", "v2_deleted", "missing", "extra",
-             "different", "to_repair", "ranges", "rechecked", "settled", "seconds")
+             "different", "to_repair", "in_flight", "aside_deleted", "aside_v2_deleted", "ranges", "rechecked",
+             "settled", "seconds")
 
     def add(self, other: _Tally) -> None:
         for name in self._SUMS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.issues.update(other.issues)
         self.by_column.update(other.by_column)
+        self.set_aside.update(other.set_aside)
         for kind in self.examples:
             self.examples[kind] = _capped(self.examples[kind], other.examples[kind])
         self.longest = max(self.longest, other.longest)
+
+    def found(self, last: dict[str, _Row], persistent: dict[str, _Row]) -> None:
+        """The differences are the rows that differed at every look (`persistent`); the rows
+        only the last look saw are in flight, and leave the reconcile like those set aside."""
+        for row_id in sorted(persistent):
+            kind, columns, _, _ = persistent[row_id]
+            setattr(self, kind, getattr(self, kind) + 1)
+            if kind == "different":
+                self.by_column.update(columns)
+            if len(self.examples[kind]) < EXAMPLE_ROWS:
+                self.examples[kind].append({"id": row_id, "columns": columns} if kind == "different" else row_id)
+            if kind != "extra":
+                self.to_repair.append(row_id)
+        for row_id, (_, _, legacy_deleted, v2_deleted) in last.items():
+            if row_id not in persistent:
+                self.in_flight += 1
+                self.aside_deleted += legacy_deleted
+                self.aside_v2_deleted += v2_deleted
 
     @property
     def left_out(self) -> int:
@@ -295,6 +444,10 @@ class _Tally:
 
     def of_kind(self, kind: str) -> dict[str, int]:
         return {text: n for (k, text), n in sorted(self.issues.items()) if k == kind and n}
+
+
+# A row found differing, by id: its kind, the columns that differ, deleted in legacy, deleted in v2.
+_Row = tuple[str, list[str], bool, bool]
 
 
 @dataclass
@@ -330,21 +483,44 @@ def _reported_errors(conn: psycopg.Connection) -> dict[str, _Reported]:
     return found
 
 
-def _count_check(name: str, tally: _Tally, reported: _Reported) -> dict[str, Any]:
-    """Legacy against v2 rows: any difference fails (the runbook: a count mismatch blocks
-    cutover); the rows the latest backfill reported as errors are told apart from the rest."""
-    missing = max(tally.legacy - tally.v2_rows, 0)
+def _backfill_starts(conn: psycopg.Connection) -> dict[str, datetime]:
+    """Per table, when its latest finished backfill began: rows written before are as a re-run left
+    them (its rules keep the later updated_at and the earlier created_at), rows since may differ."""
+    if scalar(conn, "SELECT to_regclass('cutover.backfill_runs')") is None:
+        return {}
+    return dict(conn.execute(
+        "SELECT t.name, max(r.started_at) FROM cutover.backfill_runs r CROSS JOIN unnest(r.tables) AS t(name) "
+        "WHERE r.state = 'done' GROUP BY t.name").fetchall())
+
+
+def _count_check(name: str, tally: _Tally, reported: _Reported, rule: _Rule) -> dict[str, Any]:
+    """Legacy against v2 rows. Before C any difference fails (the runbook: a count mismatch
+    blocks cutover); from C on, the rows the stage's rule sets aside are counted apart and
+    every other legacy row must be in v2 and every other v2 row in legacy. The rows the
+    latest backfill reported as errors are told apart from the rest."""
+    if rule.mirrored:
+        missing, extra = tally.left_out + tally.missing, tally.extra
+    else:
+        missing, extra = max(tally.legacy - tally.v2_rows, 0), max(tally.v2_rows - tally.legacy, 0)
     explained = min(sum(reported.errors.values()), missing)
-    return {"type": "count", "table": name, "oldTable": BY_NAME[name].legacy, "ok": tally.legacy == tally.v2_rows,
+    return {"type": "count", "table": name, "oldTable": BY_NAME[name].legacy, "ok": missing == extra == 0,
             "oldCount": tally.legacy, "newCount": tally.v2_rows, "expectedCount": tally.expected,
-            "missingRows": missing, "extraRows": max(tally.v2_rows - tally.legacy, 0),
+            "missingRows": missing, "extraRows": extra,
             "backfillRun": reported.run_id, "reportedByBackfill": dict(reported.errors),
             "unreportedMissing": missing - explained,
             "leftOutByBackfill": tally.left_out, "leftOutByIssue": tally.of_kind("error"),
-            "landedWithWarning": tally.of_kind("warning")}
+            "landedWithWarning": tally.of_kind("warning"), **_set_aside(tally, rule, counts=True)}
 
 
-def _content_check(name: str, tally: _Tally) -> dict[str, Any]:
+def _set_aside(tally: _Tally, rule: _Rule, counts: bool = False) -> dict[str, Any]:
+    """The stage's rule and what it set aside; a count check leaves out the rows both stores hold."""
+    if not rule.mirrored:
+        return {}
+    reasons = [r for r in SET_ASIDE if not counts or r not in ("timestampsSinceBackfill", "changedInV2")]
+    return {"rule": rule.name, **{r: tally.set_aside[r] for r in reasons if tally.set_aside[r]}}
+
+
+def _content_check(name: str, tally: _Tally, rule: _Rule) -> dict[str, Any]:
     return {
         "type": "content", "name": f"content:{name}", "table": name,
         "ok": tally.missing == tally.extra == tally.different == 0,
@@ -352,14 +528,16 @@ def _content_check(name: str, tally: _Tally) -> dict[str, Any]:
         "different": tally.different, "expectedLeftOut": tally.left_out,
         "differentByColumn": dict(sorted(tally.by_column.items())),
         "examples": tally.examples, "ranges": tally.ranges, "rangesRechecked": tally.rechecked,
-        "rangesSettled": tally.settled,
+        "rangesSettled": tally.settled, "rowsInFlight": tally.in_flight, **_set_aside(tally, rule),
         "seconds": round(tally.seconds, 3), "longestRangeSeconds": round(tally.longest, 3),
     }
 
 
 def _reconcile_check(name: str, tally: _Tally) -> dict[str, Any]:
-    check = {"type": "reconcile", "name": name, "ok": tally.landed_deleted == tally.v2_deleted,
-             "expected": tally.landed_deleted, "actual": tally.v2_deleted,
+    """Deleted rows the rules land against deleted v2 rows, both without the rows the stage's
+    rule set aside or that were in flight (the content check accounts for those)."""
+    expected, actual = tally.landed_deleted - tally.aside_deleted, tally.v2_deleted - tally.aside_v2_deleted
+    check = {"type": "reconcile", "name": name, "ok": expected == actual, "expected": expected, "actual": actual,
              "legacyDeleted": tally.landed_deleted - tally.forced_deleted}
     if name == "deleted_identity_count":
         check["forcedByFingerprintRule"] = tally.forced_deleted
@@ -459,11 +637,12 @@ def _landing_books(where: sql.Composable) -> sql.Composable:
                    "WHERE s.issue_kind IS DISTINCT FROM 'error')").format(source_query(PIXBOOKS, where))
 
 
-def _sample_check(conn: psycopg.Connection, size: int, accounts: list[str] | None = None,
-                  ) -> tuple[dict[str, Any], list[str]]:
+def _sample_check(conn: psycopg.Connection, size: int, began: datetime | None, accounts: list[str] | None = None,
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """For accounts picked by a hash of their id (or these `accounts`, looked at again): the
     active identities and books v2 holds against those the rules land from legacy; with the
-    accounts found differing."""
+    rows found differing (at most FOUND_LIMIT). In E' (`began`), a row v2 changed since, or
+    whose account v2 removed, is set aside."""
     books: sql.Composable = _LANDED
     if accounts is None:
         accounts = [r[0] for r in conn.execute(
@@ -471,6 +650,13 @@ def _sample_check(conn: psycopg.Connection, size: int, accounts: list[str] | Non
     else:
         books = _landing_books(sql.SQL("l.workspace_id = ANY(%(accounts)s)"))
     identities = source_query(BY_NAME["identities"], sql.SQL("l.workspace_id = ANY(%(accounts)s)"))
+    aside: sql.Composable = sql.SQL("false")
+    if began is not None:
+        aside = sql.SQL("""(NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = d0.account_id)
+            OR CASE d0.kind WHEN 'identity' THEN EXISTS (SELECT 1 FROM identities x WHERE x.id = d0.id
+                                                         AND x.updated_at >= %(began)s)
+                            ELSE EXISTS (SELECT 1 FROM pixbooks x WHERE x.id = d0.id AND x.updated_at >= %(began)s)
+               END)""")
     row = one_row(conn, sql.SQL("""
         WITH ei AS (SELECT s.account_id, s.id FROM ({identities}) s
                     WHERE s.issue_kind IS DISTINCT FROM 'error' AND s.status <> 'deleted'),
@@ -479,7 +665,7 @@ def _sample_check(conn: psycopg.Connection, size: int, accounts: list[str] | Non
                WHERE account_id = ANY(%(accounts)s) AND status <> 'deleted'),
         ab AS (SELECT account_id, id, identity_id, collection_id FROM pixbooks
                WHERE account_id = ANY(%(accounts)s) AND status <> 'deleted'),
-        d AS MATERIALIZED (
+        d0 AS MATERIALIZED (
             SELECT 'identity' AS kind, coalesce(e.account_id, a.account_id) AS account_id, coalesce(e.id, a.id) AS id,
                    CASE WHEN a.id IS NULL THEN 'missing in v2' ELSE 'extra in v2' END AS problem
             FROM ei e FULL JOIN ai a ON a.account_id = e.account_id AND a.id = e.id
@@ -490,54 +676,76 @@ def _sample_check(conn: psycopg.Connection, size: int, accounts: list[str] | Non
                         ELSE 'identity or collection differs' END
             FROM eb e FULL JOIN ab a ON a.account_id = e.account_id AND a.id = e.id
             WHERE e.id IS NULL OR a.id IS NULL
-               OR (e.identity_id, e.collection_id) IS DISTINCT FROM (a.identity_id, a.collection_id))
+               OR (e.identity_id, e.collection_id) IS DISTINCT FROM (a.identity_id, a.collection_id)),
+        d AS MATERIALIZED (SELECT * FROM d0 WHERE NOT {aside})
         SELECT (SELECT count(*) FROM ei), (SELECT count(*) FROM eb), (SELECT count(*) FROM d),
                (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.account_id, x.kind, x.id), '[]')
-                FROM (SELECT * FROM d ORDER BY account_id, kind, id LIMIT %(examples)s) x),
-               (SELECT coalesce(array_agg(DISTINCT account_id ORDER BY account_id), '{{}}') FROM d)""").format(
-        identities=identities, books=books), {"accounts": accounts, "examples": EXAMPLE_ROWS})
-    ids, books_count, count, examples, bad = row
-    return {"type": "sample", "name": "account_identity_pixbook_samples", "ok": count == 0,
-            "sampleSize": size, "sampled": len(accounts), "accountsWithMismatch": len(bad),
-            "expectedIdentities": ids, "expectedPixbooks": books_count, "count": count,
-            "accounts": accounts[:EXAMPLE_ROWS], "rows": examples}, bad
+                FROM (SELECT * FROM d ORDER BY account_id, kind, id LIMIT %(found)s) x),
+               (SELECT count(*) FROM d0) - (SELECT count(*) FROM d)""").format(
+        identities=identities, books=books, aside=aside),
+        {"accounts": accounts, "found": FOUND_LIMIT, "began": began})
+    ids, books_count, count, found, changed = row
+    result = {"type": "sample", "name": "account_identity_pixbook_samples", "ok": count == 0,
+              "sampleSize": size, "sampled": len(accounts), "expectedIdentities": ids,
+              "expectedPixbooks": books_count, "count": count, "accounts": accounts[:EXAMPLE_ROWS]}
+    if began is not None:
+        result["changedInV2"] = changed
+    return result, found
 
 
-def _collections_check(conn: psycopg.Connection, identities: list[str] | None = None,
-                       ) -> tuple[dict[str, Any], list[str]]:
+def _collections_check(conn: psycopg.Connection, began: datetime | None, identities: list[str] | None = None,
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Per identity (or these `identities`, looked at again), the collections of its active
     books: as the rules land them (the collection rule applied to legacy) against v2, one set
-    difference over all identities; with the identities found differing."""
+    difference over all identities; with the rows found differing (at most FOUND_LIMIT). In E'
+    (`began`), a collection of a book or identity v2 changed since, or of an identity v2
+    removed, is set aside."""
     books: sql.Composable = _LANDED
     only: sql.Composable = sql.SQL("true")
     if identities is not None:
         books = _landing_books(sql.SQL("l.managed_user_id = ANY(%(ids)s)"))
         only = sql.SQL("identity_id = ANY(%(ids)s)")
+    aside: sql.Composable = sql.SQL("false")
+    if began is not None:
+        aside = sql.SQL("""(NOT EXISTS (SELECT 1 FROM identities i WHERE i.id = d0.identity_id)
+            OR EXISTS (SELECT 1 FROM identities i WHERE i.id = d0.identity_id AND i.updated_at >= %(began)s)
+            OR EXISTS (SELECT 1 FROM pixbooks x WHERE x.identity_id = d0.identity_id
+                       AND x.collection_id = d0.collection_id AND x.updated_at >= %(began)s)
+            OR EXISTS (SELECT 1 FROM {books} b JOIN pixbooks x ON x.id = b.id WHERE b.identity_id = d0.identity_id
+                       AND b.collection_id = d0.collection_id AND x.updated_at >= %(began)s))""").format(books=books)
     row = one_row(conn, sql.SQL("""
         WITH e AS (SELECT DISTINCT identity_id, collection_id FROM {books} b WHERE status <> 'deleted'),
         a AS (SELECT DISTINCT identity_id, collection_id FROM pixbooks WHERE status <> 'deleted' AND {only}),
-        d AS MATERIALIZED (
+        d0 AS MATERIALIZED (
             SELECT coalesce(e.identity_id, a.identity_id) AS identity_id,
                    coalesce(e.collection_id, a.collection_id) AS collection_id,
                    CASE WHEN a.identity_id IS NULL THEN 'missing in v2' ELSE 'extra in v2' END AS problem
             FROM e FULL JOIN a ON a.identity_id = e.identity_id AND a.collection_id = e.collection_id
-            WHERE e.identity_id IS NULL OR a.identity_id IS NULL)
+            WHERE e.identity_id IS NULL OR a.identity_id IS NULL),
+        d AS MATERIALIZED (SELECT * FROM d0 WHERE NOT {aside})
         SELECT (SELECT count(DISTINCT identity_id) FROM e), (SELECT count(*) FROM d),
                (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.identity_id, x.collection_id), '[]')
-                FROM (SELECT * FROM d ORDER BY identity_id, collection_id LIMIT %(examples)s) x),
-               (SELECT coalesce(array_agg(DISTINCT identity_id ORDER BY identity_id), '{{}}') FROM d)""").format(
-        books=books, only=only), {"examples": EXAMPLE_ROWS, "ids": identities})
-    expected, count, examples, bad = row
-    return {"type": "sample", "name": "identity_expected_collections", "ok": count == 0,
-            "identities": expected, "identitiesWithMismatch": len(bad), "count": count, "rows": examples}, bad
+                FROM (SELECT * FROM d ORDER BY identity_id, collection_id LIMIT %(found)s) x),
+               (SELECT count(*) FROM d0) - (SELECT count(*) FROM d)""").format(
+        books=books, only=only, aside=aside), {"found": FOUND_LIMIT, "ids": identities, "began": began})
+    expected, count, found, changed = row
+    result = {"type": "sample", "name": "identity_expected_collections", "ok": count == 0,
+              "identities": expected, "count": count}
+    if began is not None:
+        result["changedInV2"] = changed
+    return result, found
 
 
 # A check that compares legacy with v2 can catch a write between the API's two transactions
-# (primary, then mirror): name -> the figures a second look at what it found replaces.
+# (primary, then mirror): name -> what a second look is scoped by, and the figure counting it.
 _SECOND_LOOK = {
-    "account_identity_pixbook_samples": ("ok", "count", "accountsWithMismatch", "rows"),
-    "identity_expected_collections": ("ok", "count", "identitiesWithMismatch", "rows"),
+    "account_identity_pixbook_samples": ("account_id", "accountsWithMismatch"),
+    "identity_expected_collections": ("identity_id", "identitiesWithMismatch"),
 }
+
+
+def _row_key(row: dict[str, Any]) -> str:
+    return json.dumps(row, sort_keys=True)
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -559,6 +767,7 @@ class _RepairStats:
     left_out: Counter = field(default_factory=Counter)
     failed: list[dict[str, Any]] = field(default_factory=list)
     failed_count: int = 0
+    kept_newer: int = 0  # rows v2 holds from a later write than legacy's: a repair would revert it
 
 
 def _order(check: dict[str, Any]) -> tuple[int, int]:
@@ -623,24 +832,34 @@ class _Verify:
         raise _Stopped
 
     def _check_range(self, conn: psycopg.Connection, st: _Statements, lo: str | None, hi: str | None) -> _Tally:
-        tally = self._look(conn, st, lo, hi)
-        if tally.differs and not self._stopping():
+        tally, last = self._look(conn, st, lo, hi)
+        persistent, looks = last, 1
+        while persistent and looks < LOOKS and not self._stopping():
             # Under live traffic the API commits a write to its primary, then mirrors it in a
-            # second transaction: look once more after a moment, and report only what stays.
+            # second transaction: look again after a moment (reading the landed books afresh),
+            # and report only what differed at every look.
             self._settle(f"content:{st.map.v2}")
-            tally = self._look(conn, st, lo, hi)
-            tally.settled = 0 if tally.differs else 1
+            tally, last = self._look(conn, st, lo, hi, fresh=True)
+            looks += 1
+            persistent = {k: v for k, v in last.items() if k in persistent}
+            if persistent.keys() == last.keys():
+                break
+        tally.found(last, persistent)
+        tally.settled = int(looks > 1 and not persistent)
         return tally
 
     def _settle(self, check: str) -> None:
         """The moment a write in flight needs to reach its mirror, before `check` looks again."""
         self.cancel.wait(SETTLE_SECONDS)
 
-    def _look(self, conn: psycopg.Connection, st: _Statements, lo: str | None, hi: str | None) -> _Tally:
+    def _look(self, conn: psycopg.Connection, st: _Statements, lo: str | None, hi: str | None,
+              fresh: bool = False) -> tuple[_Tally, dict[str, _Row]]:
+        """One look at a range in one snapshot: its figures, and the rows the stage's rule does not accept."""
         tally = _Tally(ranges=1)
-        params = {"lo": lo, "hi": hi, "examples": EXAMPLE_ROWS}
+        rows: dict[str, _Row] = {}
+        params = {"lo": lo, "hi": hi} | self.rule.params(st.map.v2)
         with conn.transaction():
-            row = list(one_row(conn, st.digest(lo, hi), params))
+            row = list(one_row(conn, st.digest(lo, hi, fresh), params))
             tally.legacy, tally.expected, digest = row[:3]
             issues, row = row[3:3 + len(st.map.issues)], row[3 + len(st.map.issues):]
             tally.issues.update({(i.kind, i.text): n for i, n in zip(st.map.issues, issues)})
@@ -651,20 +870,18 @@ class _Verify:
             if st.has_status:
                 tally.v2_deleted = row[2]
             if (tally.expected, digest) == (tally.v2_rows, v2_digest):
-                return tally
+                return tally, rows
             tally.rechecked = 1
-            for kind, count, ids, columns in conn.execute(st.diff(lo, hi), params):
-                if kind == "column":
-                    tally.by_column[ids[0]] += count
+            for kind, reason, count, legacy_deleted, v2_deleted, ids, columns, s_del, t_del in conn.execute(
+                    st.diff(lo, hi, fresh), params):
+                if reason is not None:
+                    tally.set_aside[reason] += count
+                    tally.aside_deleted += legacy_deleted
+                    tally.aside_v2_deleted += v2_deleted
                     continue
-                setattr(tally, kind, count)
-                if kind == "different":
-                    tally.examples[kind] = [{"id": i, "columns": c.split(",")} for i, c in zip(ids, columns)]
-                else:
-                    tally.examples[kind] = list(ids)
-        if tally.missing or tally.different:
-            tally.to_repair.append((lo, hi))
-        return tally
+                for i, row_id in enumerate(ids):
+                    rows[row_id] = (kind, columns[i].split(",") if columns[i] else [], s_del[i], t_del[i])
+        return tally, rows
 
     def _phase(self, tables: list[str], others: list[tuple[str, _Check, bool]]) -> dict[str, _Tally]:
         """Walk `tables` and run `others` (name, check, needs landed books) on the worker
@@ -717,24 +934,45 @@ class _Verify:
         with conn.transaction():
             result, found = check(conn, None)
         if name in _SECOND_LOOK:
-            result["firstLookCount"] = result["count"]
-            if found and not self._stopping():
-                # What differs may be a write in flight: look at just that again after a
-                # moment, in a new snapshot, and report only what stays.
-                self._settle(name)
-                with conn.transaction():
-                    again, _ = check(conn, found)
-                result |= {key: again[key] for key in _SECOND_LOOK[name]}
+            result = self._look_again(conn, name, check, result, found)
         result["seconds"] = round(time.monotonic() - started, 3)
         self.progress(VerifyProgress(check=name, done=1, total=1))
+        return result
+
+    def _look_again(self, conn: psycopg.Connection, name: str, check: _Check, result: dict[str, Any],
+                    found: list[dict[str, Any]]) -> dict[str, Any]:
+        """What differs may be a write in flight: look at just its scope again after a moment, in
+        a new snapshot, and report only the rows that differed at every look (when the first look
+        found more than it keeps, the last look's own figures stand)."""
+        scope, figure = _SECOND_LOOK[name]
+        result["firstLookCount"] = result["count"]
+        whole = result["count"] <= len(found)
+        persistent, last, looks = found, found, 1
+        while persistent and looks < LOOKS and not self._stopping():
+            self._settle(name)
+            with conn.transaction():
+                again, last = check(conn, sorted({row[scope] for row in persistent}))
+            looks += 1
+            if not whole:
+                result |= {key: again[key] for key in ("count", "ok")}
+                persistent = last
+                break
+            keys = {_row_key(row) for row in persistent}
+            persistent = [row for row in last if _row_key(row) in keys]
+            if len(persistent) == len(last):
+                break
+        if whole:
+            result |= {"count": len(persistent), "ok": not persistent}
+        result[figure] = len({row[scope] for row in persistent})
+        result["rows"] = persistent[:EXAMPLE_ROWS]
         return result
 
     def _finish_table(self, name: str, parts: dict[int, _Tally]) -> _Tally:
         tally = _Tally()
         for index in sorted(parts):
             tally.add(parts[index])
-        self._emit(_count_check(name, tally, self.reported.get(name, _Reported())))
-        self._emit(_content_check(name, tally))
+        self._emit(_count_check(name, tally, self.reported.get(name, _Reported()), self.rule))
+        self._emit(_content_check(name, tally, self.rule))
         if self.options.reconcile:
             for check, table in RECONCILE_CHECKS.items():
                 if table == name:
@@ -745,37 +983,33 @@ class _Verify:
         def once(check: Callable[[psycopg.Connection], dict]) -> _Check:
             return lambda conn, _found: (check(conn), [])
 
+        began = self.rule.began if self.rule.steady else None
         checks: list[tuple[str, _Check, bool]] = [(n, once(partial(_orphan_check, name=n)), False) for n in _ORPHANS]
         checks += [(n, once(partial(_duplicate_check, name=n)), False) for n in _DUPLICATES]
         checks.append(("pixbook_on_deleted_identity", once(_deleted_identity_books), False))
         checks.append(("account_identity_pixbook_samples",
-                       lambda conn, found: _sample_check(conn, self.options.sample_size, found), True))
-        checks.append(("identity_expected_collections", _collections_check, True))
+                       lambda conn, found: _sample_check(conn, self.options.sample_size, began, found), True))
+        checks.append(("identity_expected_collections",
+                       lambda conn, found: _collections_check(conn, began, found), True))
         return checks
 
     # -- repair ---------------------------------------------------------------------
 
     def _repair(self, tallies: dict[str, _Tally]) -> dict[str, _RepairStats]:
-        """Re-copy the missing and different rows through the backfill rules, parents first;
-        extra rows are never touched."""
+        """Re-copy the rows found missing or different at every look through the backfill rules,
+        parents first; extra rows and the rows the stage's rule set aside are never touched."""
         done: dict[str, _RepairStats] = {}
-        landed = False
         for table in TABLES:
             tally = tallies.get(table.v2)
             if tally is None or not tally.to_repair or self._stopping():
                 continue
-            st, stats = self.statements[table.v2], _RepairStats()
-            if st.needs_landed and not landed:
-                _create_landed_books(self.main)
-                landed = True
-            for lo, hi in tally.to_repair:
-                ids = [r[0] for r in self.main.execute(st.repair_ids(lo, hi), {"lo": lo, "hi": hi})]
-                for start in range(0, len(ids), REPAIR_CHUNK):
-                    if self._stopping():
-                        break
-                    self._repair_ids(table.v2, ids[start:start + REPAIR_CHUNK], stats)
-                    self.progress(VerifyProgress(check=f"repair:{table.v2}", done=stats.requested,
-                                                 total=tally.missing + tally.different))
+            stats = _RepairStats()
+            for start in range(0, len(tally.to_repair), REPAIR_CHUNK):
+                if self._stopping():
+                    break
+                self._repair_ids(table.v2, tally.to_repair[start:start + REPAIR_CHUNK], stats)
+                self.progress(VerifyProgress(check=f"repair:{table.v2}", done=stats.requested,
+                                             total=len(tally.to_repair)))
             done[table.v2] = stats
         return done
 
@@ -783,7 +1017,8 @@ class _Verify:
         """One committed transaction; on a conflict, halve until the offending rows stand alone."""
         try:
             with self.main.transaction():
-                result = repair_rows(self.main, name, ids)
+                # From C on the API writes v2 too: a row it wrote there later than legacy's stays.
+                result = repair_rows(self.main, name, ids, keep_newer_v2=self.rule.mirrored)
         except psycopg.errors.IntegrityError as exc:
             if len(ids) > 1:
                 half = len(ids) // 2
@@ -799,6 +1034,7 @@ class _Verify:
         stats.requested += result.requested
         stats.inserted += result.inserted
         stats.updated += result.updated
+        stats.kept_newer += result.kept_newer
         stats.left_out.update(result.left_out)
 
     def _repair_check(self, name: str, stats: _RepairStats, before: _Tally, after: _Tally | None) -> dict[str, Any]:
@@ -808,6 +1044,7 @@ class _Verify:
                 "requested": stats.requested, "repaired": stats.inserted + stats.updated,
                 "inserted": stats.inserted, "updated": stats.updated,
                 "leftOutByRules": dict(stats.left_out), "failed": stats.failed_count, "failedRows": stats.failed,
+                "keptNewerInV2": stats.kept_newer,
                 "foundMissing": before.missing, "foundDifferent": before.different,
                 "extraLeftAlone": before.extra, "stillDifferent": still,
                 "rechecked": after is not None}
@@ -815,6 +1052,9 @@ class _Verify:
     # -- the whole run ----------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        if self.options.repair and self.options.stage in ("E", "E'"):
+            raise Refused("A repair copies legacy over v2, so it is refused while v2 is the write primary "
+                          f"(stage {self.options.stage}); run verify without repair.")
         started = time.monotonic()
         self.main = _connect(self.url, read_only=False)
         try:
@@ -831,7 +1071,8 @@ class _Verify:
         return self._report(time.monotonic() - started)
 
     def _run(self) -> None:
-        self.statements = {t.v2: _Statements(t, column_types(self.main, t.v2)) for t in TABLES}
+        self.rule = _Rule(self.options.stage, _backfill_starts(self.main), self.options.stage_began)
+        self.statements = {t.v2: _Statements(t, column_types(self.main, t.v2), self.rule) for t in TABLES}
         self.reported = _reported_errors(self.main)
         if self._stopping():
             return
@@ -855,7 +1096,7 @@ class _Verify:
             "ok": not cancelled and all(c["ok"] for c in checks),
             "generatedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "checks": checks, "cancelled": cancelled, "durationSeconds": round(seconds, 3),
-            "options": self.options.model_dump(by_alias=True),
+            "options": self.options.model_dump(mode="json", by_alias=True),
         }
 
 

@@ -1,5 +1,6 @@
 """Demo traffic against the real stand-in API on a real (embedded) Postgres: the runbook walk
-under load, and a mirror broken on purpose, found by verify and mended by its repair."""
+under load with every verify passing by its stage's rule, a corruption planted at each stage and
+caught there, and a mirror broken on purpose, found by verify and mended by its repair."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from cutover_tui.demo.traffic import Traffic, TrafficStats, demo_cookies, requir
 from cutover_tui.files.envfile import DUAL_WRITE, READS, WRITES, read_env_file, write_flags
 from cutover_tui.ops import deploy as deployment
 from cutover_tui.ops import transitions
+from cutover_tui.reports.models import VerifyCheck
+from cutover_tui.reports.present import check_line
 from cutover_tui.rules.runbook import load_runbook
 from cutover_tui.store.db import ensure_console_schema
 from cutover_tui.store.session import Session, resolve_settings
@@ -29,7 +32,7 @@ from cutover_tui.work.backfill import Backfill, BackfillOptions
 from cutover_tui.work.verify import VerifyOptions, run_verify
 
 READ_ACCOUNT, READ_USER = "ws_1", "user_1"  # verify-reads looks here; the traffic stays out of it
-RATE = 40.0
+RATE = 60.0  # operations per second: what both cores sustain beside a verify and the API
 
 
 def apply_v2(url: str) -> None:
@@ -103,28 +106,21 @@ def failing(report: dict) -> list[dict]:
     return [c for c in report["checks"] if not c["ok"]]
 
 
-def verify_ok(session: Session, traffic: Traffic | None = None) -> dict:
-    """A verify recorded through the job runner (so the gates see it); must pass, content included.
+def verify(session: Session, options: VerifyOptions | None = None) -> dict:
+    """A verify as the console runs it (jobs.verify: the stage it counts for decides what matches),
+    recorded so the gates see it, with no pause of whatever traffic is running."""
+    stored, report = jobs.verify(session, options)
+    body = report.model_dump(mode="json", by_alias=True)
+    assert stored.ok == body["ok"]
+    return body
 
-    With traffic, the verify runs while the traffic is held at a request boundary: the API commits
-    the primary and the mirror write in two transactions, so a verify that reads both stores
-    while a write is between the two sees it on one side only (see the module's last test)."""
-    url = session.settings.database_url
-    box: dict = {}
 
-    def work() -> dict:
-        box["report"] = run_verify(url, VerifyOptions())
-        return box["report"]
-
-    if traffic is None:
-        stored, _ = jobs.run_job(session, "verify", work)
-    else:
-        with traffic.paused():
-            stored, _ = jobs.run_job(session, "verify", work)
-    report = box["report"]
+def verify_ok(session: Session) -> dict:
+    """A verify that must pass, content included."""
+    report = verify(session)
     assert {c["name"] for c in report["checks"] if c["type"] == "content"} >= {
         "content:accounts", "content:identities", "content:pixbooks", "content:pixbook_snapshots"}
-    assert report["ok"] and stored.ok, failing(report)
+    assert report["ok"], failing(report)
     return report
 
 
@@ -268,7 +264,14 @@ def test_run_traffic_reports_about_once_a_second(session, api, deploy):
 
 # -- the walk under load --------------------------------------------------------------------------
 
+def content_of(report: dict) -> dict[str, dict]:
+    return {c["table"]: c for c in report["checks"] if c["type"] == "content"}
+
+
 def test_the_runbook_walk_under_steady_traffic(session, api, deploy, env_file):
+    """G, C, D, E, a rollback to D and E again, then E' with three verifies: every verify runs
+    beside live traffic (never held) and passes by its stage's rule, and the archive's verify gate
+    holds in E' while v2 keeps taking writes."""
     url = session.settings.database_url
     reader = reader_cookie(api)
     verify_ok(session)  # G: before any traffic (B/G write v1 only, so traffic there would drift v2)
@@ -278,33 +281,37 @@ def test_the_runbook_walk_under_steady_traffic(session, api, deploy, env_file):
     deploy()
     cookies = demo_cookies(api, url, 3, exclude={READ_ACCOUNT})
     held = 0.0  # seconds the traffic was held for deploys
-    with Traffic(api, cookies, RATE, seed=7, max_seconds=120) as traffic:
+    with Traffic(api, cookies, RATE, seed=7, max_seconds=180) as traffic:
         steady(traffic)
         reads_ok(session, api, reader)
-        verify_ok(session, traffic)  # C: writes v1, mirror = read store v2
+        verify_ok(session)  # C: writes v1, mirror = read store v2
         promote(session, "D")
         assert flags(env_file) == (True, False, True)
         held += deployed(deploy, traffic)
         steady(traffic)
         reads_ok(session, api, reader)
-        verify_ok(session, traffic)
+        in_d = verify_ok(session)
+        # Each store writes its own audit rows (fresh ids) and timestamps: counted per store, not failed.
+        audit = content_of(in_d)["audit_events"]
+        assert audit["rule"] == "mirrored" and audit["legacyAuditSinceBackfill"] > 0 and audit["v2AuditSinceBackfill"] > 0
+        assert "legacy's own audit events since the backfill" in check_line(VerifyCheck.model_validate(audit))
         promote(session, "E")
         assert flags(env_file) == (True, True, True)
         held += deployed(deploy, traffic)
         steady(traffic)
         reads_ok(session, api, reader)
-        verify_ok(session, traffic)
+        verify_ok(session)
         # Roll back from E (v1 primary again, dual-write kept), verify, and come forward again.
         transitions.apply_change(session, transitions.plan_rollback(session))
         assert flags(env_file) == (True, False, True)
         held += deployed(deploy, traffic)
         steady(traffic)
         reads_ok(session, api, reader)
-        verify_ok(session, traffic)
+        verify_ok(session)
         promote(session, "E")
         held += deployed(deploy, traffic)
         steady(traffic)
-        verify_ok(session, traffic)
+        verify_ok(session)
         age_journal(url, 25)  # the confidence period has passed
         promote(session, "E'")
         assert flags(env_file) == (True, True, False)
@@ -312,21 +319,98 @@ def test_the_runbook_walk_under_steady_traffic(session, api, deploy, env_file):
         e_steady_at = time.monotonic()  # from here the running API writes v2 only
         stats = steady(traffic)
         reads_ok(session, api, reader)
-        # E': v2 only, legacy gets nothing. A verify now legitimately differs, and only in the
-        # rows the traffic wrote since E' began: new ones extra in v2, changed ones different.
-        with traffic.paused():
-            drift = run_verify(url, VerifyOptions())
-            since = traffic.writes_log(since=e_steady_at)
-    written = {w.id for w in since} | {w.book_id for w in since if w.book_id} | {a for w in since for a in w.also}
-    removed = {r for w in since if w.op in ("remove_member", "remove_account") for r in (w.id, *w.also)}
-    assert not drift["ok"] and since
-    for check in (c for c in drift["checks"] if c["type"] == "content"):
-        assert set(check["examples"]["missing"]) <= removed, check  # deleted in v2 only
-        assert set(check["examples"]["extra"]) | {d["id"] for d in check["examples"]["different"]} <= written, check
+        # E': legacy stands still, v2 takes every write; what v2 wrote since E' began is set aside.
+        steady_reports = []
+        for _ in range(3):
+            steady(traffic)
+            steady_reports.append(verify_ok(session))
+        since = traffic.writes_log(since=e_steady_at)
+    new_rows = {t: c.get("newInV2", 0) for t, c in content_of(steady_reports[-1]).items()}
+    created = {w.table for w in since if w.op.startswith("create_")} - {"accounts"}
+    assert created and all(new_rows[t] > 0 for t in created), (created, new_rows)
+    assert all(c["rule"] == "E'" for c in content_of(steady_reports[-1]).values())
+    counts = {c["table"]: c for c in steady_reports[-1]["checks"] if c["type"] == "count"}
+    assert all(c["ok"] for c in counts.values()) and counts["identities"]["newCount"] > counts["identities"]["oldCount"]
+    transitions.close_rollback_window(session)
+    archive = session.assess().step("archive")
+    assert not any("verifies must all have passed" in r for r in archive.reasons), archive.reasons
     final = traffic.stats()
     assert final.errors == 0 and final.mirror_failures == 0 and final.result_mismatches == 0, traffic.last_error
-    assert final.writes > 50 and final.requests > stats.requests
+    assert final.writes > 100 and final.requests > stats.requests
     assert final.requests / (final.elapsed - held) > RATE * 0.6
+
+
+# Business-column corruptions no API write makes, one per stage, outside the accounts the traffic writes.
+CORRUPTIONS = {
+    # C and D: legacy (the primary) changed without a mirror, updated_at moved as a write moves it.
+    "C": ("accounts", "UPDATE platform_workspaces SET name = name || ' (unmirrored)', updated_at = now() "
+                      "WHERE id = %s RETURNING id"),
+    # D, E, E': v2 changed behind the API's back, its updated_at left as it was.
+    "D": ("pixbooks", "UPDATE pixbooks SET name = name || '!' WHERE account_id = %s AND id = "
+                      "(SELECT min(id) FROM pixbooks WHERE account_id = %s) RETURNING id"),
+    "E": ("identities", "UPDATE identities SET display_name = display_name || '!' WHERE account_id = %s AND id = "
+                        "(SELECT min(id) FROM identities WHERE account_id = %s) RETURNING id"),
+    "E'": ("accounts", "UPDATE accounts SET name = name || '!' WHERE id = %s RETURNING id"),
+}
+
+
+def planted(url: str, stage: str, account: str) -> tuple[str, str, tuple]:
+    """Plant the stage's corruption; returns the table, the row, and how to put it back."""
+    table, statement = CORRUPTIONS[stage]
+    with psycopg.connect(url, autocommit=True) as conn:
+        snapshot = conn.execute("SELECT (SELECT to_jsonb(w) FROM platform_workspaces w WHERE id = %s), "
+                                "(SELECT to_jsonb(a) FROM accounts a WHERE id = %s)", (account, account)).fetchone()
+        params = (account,) * statement.count("%s")
+        row = conn.execute(statement, params).fetchone()[0]
+        undo = {"accounts": "SELECT 1", "pixbooks": "UPDATE pixbooks SET name = left(name, -1) WHERE id = %s",
+                "identities": "UPDATE identities SET display_name = left(display_name, -1) WHERE id = %s"}[table]
+    return table, row, (undo, snapshot)
+
+
+def put_back(url: str, stage: str, row: str, undo: tuple) -> None:
+    statement, (legacy, v2) = undo
+    with psycopg.connect(url, autocommit=True) as conn:
+        if stage == "C":
+            conn.execute("UPDATE platform_workspaces SET name = %s, updated_at = %s::timestamptz WHERE id = %s",
+                         (legacy["name"], legacy["updated_at"], row))
+        elif stage == "E'":
+            conn.execute("UPDATE accounts SET name = %s WHERE id = %s", (v2["name"], row))
+        else:
+            conn.execute(statement, (row,))
+
+
+def test_a_corruption_planted_at_each_stage_is_caught_at_that_stage(session, api, deploy):
+    """C, D, E and E' under live traffic: each stage's planted corruption of a business column fails
+    that stage's verify on exactly that row; put back, the verify passes and the walk goes on."""
+    url = session.settings.database_url
+    verify_ok(session)
+    promote(session, "C")
+    deploy()
+    cookies = demo_cookies(api, url, 3, exclude={READ_ACCOUNT})
+    quiet = next(a for a in demo_cookies(api, url, 5, exclude={READ_ACCOUNT}) if a not in cookies)
+    with Traffic(api, cookies, RATE, seed=13, max_seconds=180) as traffic:
+        for stage in ("C", "D", "E", "E'"):
+            if stage == "D":
+                reads_ok(session, api, reader_cookie(api))
+            if stage != "C":
+                if stage == "E'":
+                    age_journal(url, 25)
+                promote(session, stage)
+                deployed(deploy, traffic)
+            steady(traffic)
+            table, row, undo = planted(url, stage, quiet)
+            caught = verify(session)
+            check = content_of(caught)[table]
+            assert not caught["ok"] and not check["ok"], stage
+            assert [d["id"] for d in check["examples"]["different"]] == [row], (stage, check)
+            assert [c["key"] for c in failing_checks(caught)] == [f"content:{table}"], (stage, failing(caught))
+            put_back(url, stage, row, undo)
+            verify_ok(session)
+    assert traffic.stats().errors == 0, traffic.last_error
+
+
+def failing_checks(report: dict) -> list[dict]:
+    return [{"key": c.get("name") or f"{c['type']}:{c['table']}"} for c in failing(report)]
 
 
 # -- a mirror broken on purpose -----------------------------------------------------------------------
@@ -368,8 +452,8 @@ def test_a_broken_mirror_is_found_row_for_row_and_repaired(session, api, deploy)
             log = traffic.writes_log(until=done_at)
             failures = traffic.stats().mirror_failures - before.mirror_failures
             mismatches = traffic.stats().result_mismatches - before.result_mismatches
-            found = run_verify(url, VerifyOptions())
-            repaired = run_verify(url, VerifyOptions(repair=True))
+            found = verify(session)
+            repaired = verify(session, VerifyOptions(repair=True))
             after = verify_ok(session)
         stats = traffic.stop()
     assert stats.errors == 0, traffic.last_error  # a mirror failure never fails the request
@@ -442,11 +526,11 @@ class WriteInFlight:
 
 
 def test_a_verify_sees_a_write_caught_between_primary_and_mirror(session, api, deploy):
-    """Why the walk's verifies hold the traffic at a request boundary: in D the API commits the
-    v1 write, then mirrors it to v2 in a second transaction. A verify that runs in between
-    reports the row as different, although nothing is wrong once the mirror lands."""
+    """In D the API commits the v1 write, then mirrors it to v2 in a second transaction. A mirror
+    held back through every look of a verify leaves the row reported as different (a mirror that
+    never lands is a difference), although nothing is wrong once the mirror lands."""
     with WriteInFlight(session, api, deploy) as flight:
-        mid = run_verify(flight.url, VerifyOptions())
+        mid = run_verify(flight.url, VerifyOptions(stage="D"))
     accounts = content(mid, "accounts")
     assert not mid["ok"] and accounts["different"] == 1
     assert [d["id"] for d in accounts["examples"]["different"]] == [flight.account]
@@ -463,7 +547,7 @@ def test_a_write_that_reaches_its_mirror_while_verify_looks_again_is_no_differen
                 flight.land()
                 return super().wait(timeout)
 
-        report = run_verify(flight.url, VerifyOptions(), cancel=MirrorLandsWhileVerifyWaits())
+        report = run_verify(flight.url, VerifyOptions(stage="D"), cancel=MirrorLandsWhileVerifyWaits())
     accounts = content(report, "accounts")
     assert report["ok"], failing(report)
     assert accounts["rangesSettled"] == 1 and accounts["different"] == 0
