@@ -285,7 +285,8 @@ def run_recon(url: str, *, sample_rows: int = 2000, progress: ProgressCallback |
     """The recon report body (§4 recon fields plus `tables`, `anomalies`, `estimate`, ...).
 
     `ok` is true when every legacy table the backfill reads exists, its rules run, and they
-    predict no backfill error (a row the backfill would leave out); warnings do not fail it. The estimate assumes the backfill runs with
+    predict no backfill error (a row the backfill would leave out); warnings do not fail it.
+    The estimate assumes the backfill runs with
     `backfill_options` (default: its defaults). Raises DatabaseUnreachable when it cannot connect.
     """
     workers = (backfill_options or BackfillOptions()).workers
