@@ -320,7 +320,8 @@ SET_ASIDE_DETAILS = frozenset({"rule", "timestampsSinceBackfill", "legacyAuditSi
                                "newInV2", "changedInV2", "removedInV2"})
 CHECK_DETAILS: dict[str, frozenset[str]] = {
     "count": frozenset({"leftOutByBackfill", "leftOutByIssue", "landedWithWarning", "missingRows", "extraRows",
-                        "backfillRun", "reportedByBackfill", "unreportedMissing"}) | SET_ASIDE_DETAILS,
+                        "backfillRun", "reportedByBackfill", "unreportedMissing", "acceptedAsLost",
+                        "acceptedByIssue"}) | SET_ASIDE_DETAILS,
     "content": frozenset({"compared", "different", "expectedLeftOut", "differentByColumn", "ranges",
                           "rangesRechecked", "rangesSettled", "seconds", "longestRangeSeconds", "missingInV2",
                           "extraInV2", "rowsInFlight"}) | SET_ASIDE_DETAILS,

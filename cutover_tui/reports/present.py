@@ -39,6 +39,8 @@ def check_line(check: VerifyCheck) -> str:
     parts = []
     if not check.ok and check.type == "count" and check.detail("missingRows") is not None:
         parts.append(_count_gap(check))
+    if check.type == "count" and (accepted := check.detail("acceptedAsLost")):
+        parts.append(f"{accepted:,} rows accepted as lost by an operator")
     aside = [f"{check.detail(key):,} {words}" for key, words in _ASIDE_WORDS.items() if check.detail(key)]
     if aside:
         parts.append(f"set aside by the {check.detail('rule')} rule: {', '.join(aside)}")

@@ -456,6 +456,7 @@ class _Reported:
 
     run_id: int | None = None
     errors: dict[str, int] = field(default_factory=dict)
+    accepted: dict[str, int] = field(default_factory=dict)  # rows per error an operator accepted as lost
 
 
 def _reported_errors(conn: psycopg.Connection) -> dict[str, _Reported]:
@@ -480,6 +481,11 @@ def _reported_errors(conn: psycopg.Connection) -> dict[str, _Reported]:
         found.setdefault(table, _Reported(run_id))
         if issue is not None and count:
             found[table].errors[issue] = int(count)
+    if scalar(conn, "SELECT to_regclass('cutover.accepted_losses')") is not None:
+        for table, issue, count in conn.execute("SELECT table_name, issue, count(*) FROM cutover.accepted_losses "
+                                                "GROUP BY 1, 2").fetchall():
+            if table in found and issue in found[table].errors:
+                found[table].accepted[issue] = min(int(count), found[table].errors[issue])
     return found
 
 
@@ -497,17 +503,20 @@ def _count_check(name: str, tally: _Tally, reported: _Reported, rule: _Rule) -> 
     """Legacy against v2 rows. Before C any difference fails (the runbook: a count mismatch
     blocks cutover); from C on, the rows the stage's rule sets aside are counted apart and
     every other legacy row must be in v2 and every other v2 row in legacy. The rows the
-    latest backfill reported as errors are told apart from the rest."""
+    latest backfill reported as errors are told apart from the rest, and those an operator
+    accepted as lost (with a reason, journaled) are the one difference that passes."""
     if rule.mirrored:
         missing, extra = tally.left_out + tally.missing, tally.extra
     else:
         missing, extra = max(tally.legacy - tally.v2_rows, 0), max(tally.v2_rows - tally.legacy, 0)
     explained = min(sum(reported.errors.values()), missing)
-    return {"type": "count", "table": name, "oldTable": BY_NAME[name].legacy, "ok": missing == extra == 0,
+    accepted = min(sum(reported.accepted.values()), missing)
+    return {"type": "count", "table": name, "oldTable": BY_NAME[name].legacy, "ok": missing == accepted and not extra,
             "oldCount": tally.legacy, "newCount": tally.v2_rows, "expectedCount": tally.expected,
             "missingRows": missing, "extraRows": extra,
             "backfillRun": reported.run_id, "reportedByBackfill": dict(reported.errors),
             "unreportedMissing": missing - explained,
+            **({"acceptedAsLost": accepted, "acceptedByIssue": dict(reported.accepted)} if accepted else {}),
             "leftOutByBackfill": tally.left_out, "leftOutByIssue": tally.of_kind("error"),
             "landedWithWarning": tally.of_kind("warning"), **_set_aside(tally, rule, counts=True)}
 
