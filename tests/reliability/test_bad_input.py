@@ -434,7 +434,7 @@ CASES = [
          "cannot be read by this user (permission denied)", child=True),
     # -- runbook.toml -------------------------------------------------------------------------
     Case("runbook: unknown key", lambda c: c.argv("status", runbook=c.runbook_with("\n[surprise]\nkey = 1\n")), 2,
-         "key `surprise`: not a known key; allowed here: api, database, deploy, gates, paths, rollback, stages"),
+         "key `surprise`: not a known key; allowed here: api, database, deploy, gates, paths, rehearsal, rollback, stages"),
     Case("runbook: wrong type",
          lambda c: c.argv("status", runbook=c.runbook_with(replace=[("confidence_period_hours = 24.0",
                                                                       'confidence_period_hours = "soon"')])),

@@ -71,7 +71,8 @@ class DashboardScreen(Screen):
             "verify, who holds the operator lock, and every next step, green when the runbook "
             "allows it and red with each reason when it does not. One key per stage runs it: a "
             "job shows what it will do before it starts, a flag change shows the env diff and "
-            "asks. A dimmed key is refused now; pressing it says why.")
+            "asks, then deploys it (p deploys again). x opens the remedies of the backfill's anomalies. "
+            "A dimmed key is refused now; pressing it says why.")
 
     BINDINGS: ClassVar[list[BindingType]] = [*(key.binding() for key in STEP_KEYS),
                                              Binding("x", "remedies", "Remedies")]
