@@ -103,6 +103,33 @@ def record_report(url: str, kind: ReportKind, *, ok: bool, stage: str | None = N
         return report_store.store(conn, kind, body, generated_at=at, stage=stage, path=None)
 
 
+@contextmanager
+def password_role(server_url: str, database_url: str, secret: str) -> Iterator[str]:
+    """`database_url` through a new superuser role that must give `secret` (scram over the socket):
+    its URL, with the password in it; the server's pg_hba.conf is restored and the role dropped after."""
+    import uuid
+
+    role = f"pw_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{secret}'")
+        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
+    original = hba.read_text()
+    hba.write_text(f"local all {role} scram-sha-256\n" + original)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        url = database_url.replace("postgres:@", f"{role}:{secret}@")
+        assert url != database_url
+        yield url
+    finally:
+        hba.write_text(original)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"REASSIGN OWNED BY {role} TO postgres")
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute(f"DROP ROLE {role}")
+
+
 def age_journal(url: str, hours: float) -> None:
     """Pretend every journal entry happened `hours` earlier (for the confidence period)."""
     with psycopg.connect(url, autocommit=True) as conn:

@@ -26,13 +26,12 @@ import logging
 import os
 import random
 import socket
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 import pytest
-from helpers import ROOT, age_journal
+from helpers import ROOT, age_journal, password_role
 
 from cutover_tui.cli import main
 from cutover_tui.demo.api import serve_api
@@ -61,27 +60,10 @@ def password_url(pg_server_url):
     """A seeded legacy database (no Stage A yet) and the URL of a superuser role that must give
     SECRET to log in; the server's pg_hba.conf is restored afterwards."""
     admin = seeded(pg_server_url, workspaces=SMALL, v2=False)
-    role = f"pw_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{SECRET}'")
-        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
-    original = hba.read_text()
-    hba.write_text(f"local all {role} scram-sha-256\n" + original)
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_reload_conf()")
-    try:
-        url = admin.replace("postgres:@", f"{role}:{SECRET}@")
-        assert url != admin
+    with password_role(pg_server_url, admin, SECRET) as url:
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(url.replace(SECRET, SECRET + "x")).close()  # the password really is needed
         yield admin, url
-    finally:
-        hba.write_text(original)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"REASSIGN OWNED BY {role} TO postgres")
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute("SELECT pg_reload_conf()")
-            conn.execute(f"DROP ROLE {role}")
 
 
 def forms(secret: str) -> list[str]:

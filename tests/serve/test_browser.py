@@ -20,13 +20,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-import psycopg
 import pytest
-from helpers import ROOT, apply_v2, deploying_runbook
+from helpers import ROOT, apply_v2, deploying_runbook, password_role
 
 from cutover_tui.store.session import Session, resolve_settings
 from cutover_tui.work import jobs
@@ -43,27 +41,10 @@ SCREENSHOT = os.environ.get("CUTOVER_SERVE_SCREENSHOT")  # where to save the REA
 
 @pytest.fixture
 def password_url(legacy_db_url, pg_server_url):
-    """The test database through a role that must give SECRET (scram over the socket), Stage A and the
-    console's schema applied by that role (the console uses only a schema of its own role)."""
-    role = f"pw_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{SECRET}'")
-        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
-    original = hba.read_text()
-    hba.write_text(f"local all {role} scram-sha-256\n" + original)
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_reload_conf()")
-    try:
-        url = legacy_db_url.replace("postgres:@", f"{role}:{SECRET}@")
-        assert url != legacy_db_url
+    """The test database through a role that must give SECRET, Stage A and the console's schema
+    applied by that role (the console uses only a schema of its own role)."""
+    with password_role(pg_server_url, legacy_db_url, SECRET) as url:
         yield apply_v2(url)
-    finally:
-        hba.write_text(original)
-        with psycopg.connect(legacy_db_url, autocommit=True) as conn:
-            conn.execute(f"REASSIGN OWNED BY {role} TO postgres")
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute("SELECT pg_reload_conf()")
-            conn.execute(f"DROP ROLE {role}")
 
 
 def _free_port() -> int:
