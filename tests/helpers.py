@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
@@ -137,6 +137,21 @@ def age_journal(url: str, hours: float) -> None:
         conn.execute("UPDATE cutover.journal SET detail = jsonb_set(detail, '{since}', to_jsonb(("
                      "(detail->>'since')::timestamptz - %s)::text)) WHERE detail ? 'since'", (timedelta(hours=hours),))
         conn.execute("UPDATE cutover.reports SET generated_at = generated_at - %s", (timedelta(hours=hours),))
+
+
+def promote_to_e_steady(cutover: Callable[..., tuple[int, str, str]], url: str) -> None:
+    """From G to E' through `cutover` (the CLI, its runbook deploying each write), every gate
+    opened by recorded reports: the read check in C, a verify in D and E, the confidence period."""
+    record_report(url, "backfill", ok=True)
+    record_report(url, "verify", ok=True, stage="B")
+    assert cutover("promote", "C", "--yes")[0] == 0
+    record_report(url, "verify-reads", ok=True)
+    assert cutover("promote", "D", "--yes")[0] == 0
+    record_report(url, "verify", ok=True, stage="D")
+    assert cutover("promote", "E", "--yes")[0] == 0
+    age_journal(url, 25)  # past the confidence period
+    record_report(url, "verify", ok=True, stage="E")
+    assert cutover("promote", "E-steady", "--yes")[0] == 0
 
 
 def fingerprint(url: str) -> dict[str, str]:

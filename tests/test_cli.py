@@ -6,7 +6,7 @@ import json
 
 import psycopg
 import pytest
-from helpers import age_journal, record_report
+from helpers import age_journal, promote_to_e_steady, record_report
 
 from cutover_tui.demo.envfile_text import DEMO_ENV
 
@@ -416,16 +416,7 @@ def test_demo_killed_with_sigterm_removes_its_embedded_server(tmp_path, after):
 def test_a_rollback_from_e_prime_warns_of_the_rows_only_v2_has(cutover):
     url = cutover.database_url
     assert cutover("migrate")[0] == 0 and cutover("backfill")[0] in (0, 1)  # v2 has rows (the seed's anomalies: 1)
-    record_report(url, "backfill", ok=True)
-    record_report(url, "verify", ok=True, stage="B")
-    assert cutover("promote", "C", "--yes")[0] == 0
-    record_report(url, "verify-reads", ok=True)
-    assert cutover("promote", "D", "--yes")[0] == 0
-    record_report(url, "verify", ok=True, stage="D")
-    assert cutover("promote", "E", "--yes")[0] == 0
-    age_journal(url, 25)
-    record_report(url, "verify", ok=True, stage="E")
-    assert cutover("promote", "E-steady", "--yes")[0] == 0
+    promote_to_e_steady(cutover, url)
     with psycopg.connect(url, autocommit=True) as conn:  # the API's writes in E': v2 only
         conn.execute("UPDATE accounts SET name = name || ' (renamed)', updated_at = now() "
                      "WHERE id IN (SELECT id FROM accounts ORDER BY id LIMIT 2)")

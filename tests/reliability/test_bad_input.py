@@ -608,7 +608,7 @@ def test_recon_with_sample_rows_0_skips_the_estimate(ctx, capsys):
 def test_archive_with_the_wrong_name_when_every_gate_passes(pg_server_url, tmp_path, capsys, figures):
     """Issue 2's `archive` with the wrong database name, met by its own check: every gate of
     Stage F passes (walked there through the CLI, verifies recorded), so only the name refuses."""
-    from helpers import DEPLOY_SECTION, age_journal, record_report
+    from helpers import DEPLOY_SECTION, promote_to_e_steady, record_report
 
     url = seeded(pg_server_url, workspaces=SMALL)
     env = tmp_path / "deploy.env"
@@ -620,16 +620,8 @@ def test_archive_with_the_wrong_name_when_every_gate_passes(pg_server_url, tmp_p
                      "--operator", "bad-input", *command])
         return (code, *capsys.readouterr())
 
-    record_report(url, "backfill", ok=True)
-    record_report(url, "verify", ok=True, stage="B")
-    assert cutover("promote", "C", "--yes")[0] == 0
-    record_report(url, "verify-reads", ok=True)
-    assert cutover("promote", "D", "--yes")[0] == 0
-    record_report(url, "verify", ok=True, stage="D")
-    assert cutover("promote", "E", "--yes")[0] == 0
-    age_journal(url, 25)  # past the confidence period
-    record_report(url, "verify", ok=True, stage="E")
-    assert cutover("promote", "E-steady", "--yes")[0] == 0 and cutover("close-rollback-window")[0] == 0
+    promote_to_e_steady(cutover, url)
+    assert cutover("close-rollback-window")[0] == 0
     for _ in range(3):
         record_report(url, "verify", ok=True, stage="E'")
     dbname = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
