@@ -57,3 +57,24 @@ async def test_x_shows_the_classes_and_a_remedy_runs_after_its_sql_is_shown(back
         assert journal_actions(backfilled_url)[-1] == "accept-loss"
         await wait_until(pilot, lambda: next(s for s in screen.states if s.key == movable.key).accepted
                          == movable.count)
+
+
+async def test_x_on_a_backfill_report_opens_the_remedies(backfilled_url, env_file):
+    from cutover_tui.ops import saved_reports
+    from cutover_tui.reports import store as report_store
+    from cutover_tui.store.session import Session
+    from cutover_tui.tui.screens.report import ReportScreen
+    from cutover_tui.work import jobs
+
+    with Session(settings_for(backfilled_url, env_file)) as session:
+        jobs.backfill(session)  # a report saved as the console saves it (errors: the seed's anomalies)
+        stored = report_store.latest(session.conn, "backfill")
+        report = saved_reports.load(session, stored=stored)
+    app = make_app(settings_for(backfilled_url, env_file))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.push_screen(ReportScreen(report, stored=stored))
+        await settle(pilot)
+        await pilot.press("x")
+        await settle(pilot)
+        assert isinstance(app.screen, RemediesScreen)

@@ -73,12 +73,14 @@ class ReportScreen(Screen):
             "warning group with its row count. Recon: the tables, the anomalies the backfill will "
             "meet, and the estimate. Below, the selected row in full with its example rows, exactly "
             "as the report holds them. tab moves between the list and the details; = compares this "
-            "report with the previous saved one of its kind (a file: with the latest saved one).")
+            "report with the previous saved one of its kind (a file: with the latest saved one). "
+            "x on a backfill or recon report opens the remedies of the anomalies it found.")
     CSS_PATH = "../reports.tcss"
     SUB_TITLE = "Report"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("equals_sign", "compare", "Diff with saved", key_display="="),
+        Binding("x", "remedies", "Remedies"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -141,6 +143,13 @@ class ReportScreen(Screen):
     def _show_diff(self, result: tuple[ReportDiff, Side, Side]) -> None:
         if self.is_active:  # the operator may have moved on meanwhile
             self.app.push_screen(ReportDiffScreen(*result))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Remedies are for the anomalies a backfill or a recon finds."""
+        return self.kind in ("backfill", "recon") if action == "remedies" else True
+
+    def action_remedies(self) -> None:
+        console_of(self).open_remedies()
 
     def action_back(self) -> None:
         self.dismiss()
