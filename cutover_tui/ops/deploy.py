@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from pydantic import BaseModel
 
@@ -27,6 +28,7 @@ from ..rules.flags import Flags
 from ..rules.matrix import refuse
 from ..rules.runbook import Deploy
 from ..store import journal
+from ..store.db import server_now
 from ..store.session import Session
 
 Output = Callable[[str], None]  # one line of a command's output, as it comes
@@ -175,6 +177,9 @@ def deploy(session: Session, output: Output) -> DeployOutcome:
         if not step.allowed:
             raise refuse(step)
         declared = assessment.flags
+        # The new flags may serve from the moment apply starts (a rollout's first new pod): the
+        # stage a successful deploy begins, begins then.
+        started = server_now(session.conn)
         output(f"$ {deploy_.apply}")
         applied, _ = run_command(deploy_.apply, cwd=session.runbook.folder, env_file=session.settings.env_file,
                                  timeout=deploy_.timeout_seconds, output=output)
@@ -198,7 +203,7 @@ def deploy(session: Session, output: Output) -> DeployOutcome:
             _journal(session, declared, None, detail | {"outcome": "read back failed", "error": exc.message})
             raise
         entry = _journal(session, declared, running,
-                         detail | {"outcome": "deployed" if running == declared else "read back differs"})
+                         detail | {"outcome": "deployed" if running == declared else "read back differs"}, started)
         if running != declared:
             raise CutoverError(f"The apply command exited 0, but the API runs {running.short()} while the env file "
                                f"declares {declared.short()}; check the apply command, then run deploy again.")
@@ -221,17 +226,20 @@ def confirm(session: Session, typed: str) -> journal.JournalEntry:
                          "env_file": str(session.settings.env_file)})
 
 
-def _journal(session: Session, declared: Flags, running: Flags | None, detail: dict[str, object]
-             ) -> journal.JournalEntry:
+def _journal(session: Session, declared: Flags, running: Flags | None, detail: dict[str, object],
+             started: datetime | None = None) -> journal.JournalEntry:
     """One `deploy` row. While the same flags stay deployed, `since` carries the first such
     deployment's time, so re-running deploy never restarts a stage's clock (the confidence
-    period counts from it); a row without `since` began its stage itself."""
+    period counts from it); else `since` is when this deploy's apply started, and a row without
+    one (a confirmation) began its stage when it was written."""
     if running is not None and running == declared:
         facts = session.facts()
         previous = facts.deployed
         if (previous is not None and previous.flags == running and previous.since is not None
                 and (facts.flags_since is None or previous.since >= facts.flags_since)):
             detail = detail | {"since": previous.since.isoformat()}
+        elif started is not None:
+            detail = detail | {"since": started.isoformat()}
     return session.record("deploy", flags_before=declared, flags_after=running, detail=detail)
 
 

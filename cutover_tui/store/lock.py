@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from datetime import datetime
 
 import psycopg
@@ -15,6 +16,8 @@ from pydantic import BaseModel
 
 from ..errors import Refused
 from .db import OPERATOR_LOCK_KEY, scalar
+
+UNKNOWN = "an unknown operator"  # the key is held, and no row says by whom
 
 
 class LockHolder(BaseModel):
@@ -52,15 +55,24 @@ def holder(conn: psycopg.Connection) -> LockHolder | None:
         return None
     operator, since, pid, client = row
     if operator is None:
-        operator, since = "an unknown operator", scalar(conn, "SELECT now()")
+        operator, since = UNKNOWN, scalar(conn, "SELECT now()")
     return LockHolder(operator=operator, since=since, backend_pid=pid, client=client)
+
+
+# A holder with no row is a console's moment of bookkeeping (finishing an interrupted flag write
+# takes the key for one transaction) or one between taking the key and writing its row: worth
+# a short wait, where a named operator's lock is refused at once.
+UNNAMED_WAIT_SECONDS = 3.0
 
 
 def acquire(conn: psycopg.Connection, operator: str) -> LockHolder:
     """Take the lock for this connection's session, or refuse naming who holds it."""
-    got = scalar(conn, "SELECT pg_try_advisory_lock(%s)", (OPERATOR_LOCK_KEY,))
-    if not got:
+    deadline = time.monotonic() + UNNAMED_WAIT_SECONDS
+    while not scalar(conn, "SELECT pg_try_advisory_lock(%s)", (OPERATOR_LOCK_KEY,)):
         other = holder(conn)
+        if other is not None and other.operator == UNKNOWN and time.monotonic() < deadline:
+            time.sleep(0.05)
+            continue
         who = other.describe() if other else "another console"
         raise LockHeld(f"The operator lock for this database is held by {who}; "
                        "this console is read-only until they finish.")

@@ -141,7 +141,7 @@ def test_deploy_by_hand_re_runs_both_and_keeps_the_time_the_stage_began(cutover)
     code, out, _ = cutover("deploy")
     assert code == 0 and "Deployed: the API runs READS=true" in out
     first, second = deploy_rows(cutover.database_url)
-    assert "since" not in first and second["since"]  # the second carries the first's time
+    assert second["since"] == first["since"]  # when the first's apply started: the stage's clock runs on
 
 
 def test_without_a_deploy_section_the_operator_confirms_by_typing_the_stage(capsys, legacy_db_url, env_file):
