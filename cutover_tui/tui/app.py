@@ -7,14 +7,17 @@ protocol this app implements, and every failure reaches the operator through `sh
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import suppress
+from datetime import datetime
 from functools import partial
 from typing import ClassVar, TypeVar
 
 from textual import actions, events, on
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import Notification, Notify
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
@@ -27,6 +30,7 @@ from ..rules.matrix import Assessment
 from ..rules.steps import JobKind
 from ..store.session import SERVED_READ_ONLY, Session, Settings
 from ..work.jobs import ApiTarget, JobPlan
+from .compat.toasts import show_newest
 from .compat.watchers import forget_closed_watchers
 from .controller import Controller
 from .dialogs import StepDialogs
@@ -57,13 +61,18 @@ from .screens.report import ReportScreen
 from .screens.report_diff import ReportDiffScreen
 from .screens.reports import ReportsScreen
 from .screens.rollback import RollbackWizard
-from .step_keys import STEP_KEYS
+from .step_keys import SHORT_LABELS, STEP_KEYS
 from .watch import ExternalChanges
 
 TRAFFIC_SECONDS = 1.0
 STATUS_SECONDS = 15.0
 COLLECTOR_SECONDS = 0.25
 ACTIVITY_SECONDS = 1.0  # an observer sees another console's job move within a second or two
+# Below either size the console is compact (app.tcss): sections titled by one line instead of boxed,
+# the target and the demo's notice one line each, one notification at a time in a strip at the top.
+COMPACT_WIDTH, COMPACT_HEIGHT = 100, 30
+TOASTS, COMPACT_TOASTS = 2, 1  # notifications on screen at once, the newest; `M` lists them all
+MESSAGES = 100  # notifications kept for `M`
 T = TypeVar("T")
 
 
@@ -82,7 +91,9 @@ class CutoverApp(App[int]):
         Binding("o", "reports", "Reports"),
         Binding("J", "watch_job", "Job"),
         Binding("t", "traffic", "Traffic on/off"),
+        Binding("M", "messages", "Messages", show=False),
     ]
+    SHORT_LABELS = SHORT_LABELS | {"Traffic on/off": "Traffic"}
 
     def __init__(self, settings: Settings, *, target_label: str | None = None,
                  env_label: str | None = None, notice: str | None = None,
@@ -99,6 +110,7 @@ class CutoverApp(App[int]):
         self.collector = IdleCollector()
         self.external = ExternalChanges(settings.env_file, settings.database_url, self._changed_elsewhere)
         self.observer = settings.observer
+        self.messages: deque[Notification] = deque(maxlen=MESSAGES)  # every notification, newest last
         if (note := settings.runbook.rehearsal_note()) is not None:
             self.sub_title = f"{self.SUB_TITLE} · {note}"
         if self.observer:
@@ -115,6 +127,7 @@ class CutoverApp(App[int]):
     # -- life cycle ---------------------------------------------------------------
 
     def on_mount(self) -> None:
+        self._fit(self.size.width, self.size.height)
         self.push_screen(self.dashboard)
         self.controller.open_session()
         # Gates move with time (the confidence period) and with other operators' changes.
@@ -126,6 +139,16 @@ class CutoverApp(App[int]):
         self.set_interval(COLLECTOR_SECONDS, self._between_keys)
         if self.observer:
             self.set_interval(ACTIVITY_SECONDS, self.controller.read_activity)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size.width, event.size.height)
+
+    def _fit(self, width: int, height: int) -> None:
+        self.set_class(width < COMPACT_WIDTH or height < COMPACT_HEIGHT, "-compact")
+
+    @property
+    def compact(self) -> bool:
+        return self.has_class("-compact")
 
     def on_unmount(self) -> None:
         self.external.stop()
@@ -148,7 +171,8 @@ class CutoverApp(App[int]):
     def on_session_opened(self, message: SessionOpened) -> None:
         label = self.fixed_label or (f"{self.settings.operator} @ database {message.database_name} "
                                      f"({self.settings.safe_database_url}) · env {self.env_label}")
-        self.dashboard.label = label + (f"\n{self.notice}" if self.notice else "")
+        self.dashboard.label = label
+        self.dashboard.notice = self.notice
         self.dashboard.problem = None
         self.controller.gather()
         if self.observer:
@@ -346,12 +370,27 @@ class CutoverApp(App[int]):
         if action == "traffic":
             return self.controller.traffic is not None
         modal = isinstance(self.screen, ModalScreen)
-        return not (modal and action in ("dashboard", "journal", "refresh", "help", "watch_job", "traffic", "reports"))
+        return not (modal and action in ("dashboard", "journal", "refresh", "help", "watch_job", "traffic", "reports",
+                                         "messages"))
 
     def action_quit_console(self) -> None:
         if self.controller.job is not None:
             self.controller.job.request_cancel()  # stops at the next batch boundary with its checkpoint kept
         self.exit(return_code=0)
+
+    def _on_notify(self, event: Notify) -> None:
+        """Every notification is kept for `M`; only the newest few are shown (compat/toasts.py)."""
+        event.prevent_default()  # Textual's own would show them all
+        self.messages.append(event.notification)
+        show_newest(self, event.notification, COMPACT_TOASTS if self.compact else TOASTS)
+
+    def action_messages(self) -> None:
+        """Every notification of this session in full, newest first."""
+        def line(note: Notification) -> str:
+            title = f"{note.title}: " if note.title else ""
+            return f"{datetime.fromtimestamp(note.raised_at):%H:%M:%S}  {note.severity:<11} {title}{note.message}"
+        text = "\n".join(line(note) for note in reversed(self.messages)) or "No messages yet."
+        self.push_screen(HelpScreen("Messages, newest first", text, [], closing="escape closes the messages"))
 
     def action_dashboard(self) -> None:
         while self.screen is not self.dashboard and len(self.screen_stack) > 1:
@@ -375,6 +414,7 @@ class CutoverApp(App[int]):
         screen = self.screen
         keys = [(b.binding.key_display or self.get_key_display(b.binding), b.binding.description)
                 for b in screen.active_bindings.values() if b.binding.show and b.binding.description]
+        keys.append(("M", "Every message of this session in full, newest first"))
         keys.append(("^p", "Command palette: every action by name"))
         title = {DashboardScreen: "Dashboard", JournalScreen: "Journal", RollbackWizard: "Rollback wizard",
                  ReportsScreen: "Reports", ReportScreen: "Report", ReportDiffScreen: "Two reports compared",
@@ -390,6 +430,7 @@ class CutoverApp(App[int]):
         yield SystemCommand("Journal", "Every recorded action", self.action_journal)
         yield SystemCommand("Refresh", "Read the env file and the database again", self.action_refresh)
         yield SystemCommand("Help", "Keys and purpose of this screen", self.action_help)
+        yield SystemCommand("Messages", "Every notification of this session in full", self.action_messages)
         for key in STEP_KEYS:  # each step as its dashboard key runs it
             _, name, parameters = actions.parse(key.action)
             yield SystemCommand(key.info.title, key.palette,

@@ -52,6 +52,13 @@ STEP_KEYS: tuple[StepKey, ...] = (
     StepKey("p", "deploy", "Deploy", "deploy", "Runs the runbook's deploy and reads back what the API runs, "
             "or asks you to confirm it"),
 )
+# The footer's labels below 100 columns (compat/footer.py), so the dashboard's keys fit 80.
+SHORT_LABELS: dict[str, str] = {
+    PROMOTE.description: "Promote", RUN.description: "Run", "Migrate (A)": "Migrate",
+    "Restore flags": "Restore", "Close window": "Close", "Archive (F)": "Archive",
+    "Pause/resume": "Pause", "Cancel job": "Cancel", "Open report": "Report",
+    "Write the rollback": "Write", "Keep dual-write on/off": "Dual-write", "Run verify": "Verify", "Connection": "Info",
+}
 # The key beside each next step the matrix lists, by (action, target).
 KEY_OF_STEP: dict[tuple[str, str | None], str] = {(k.info.action, k.info.target): k.key
                                                    for k in STEP_KEYS if k.info.action is not None}

@@ -19,6 +19,9 @@ from .support import (
     settle,
 )
 
+NOTICE = ("embedded PostgreSQL 17.4 · stand-in API http://127.0.0.1:8123 · cookie for demo@example.com: "
+          "__Secure-better-auth.session_token=0123456789abcdef.SIGNATURE0123456789")
+
 
 async def _settled(pilot) -> None:
     await settle(pilot)
@@ -58,11 +61,30 @@ class TestDashboard:
         assert snap_compare(app, terminal_size=(120, 36), run_before=_settled)
 
     def test_small_terminal(self, snap_compare, v2_db_url, env_file):
-        """80x24, stage G: everything stacked (stage line, flags, last runs), the steps box
-        scrollable below with at least its first lines visible, footer keys at the bottom."""
+        """80x24, stage G, compact: the header, the target and the stage line one line each; flags,
+        last runs and next steps each under a one-line titled rule instead of a box; the steps
+        scrollable with their first eight lines visible; the footer's keys short, refused ones
+        as their key alone, the app's bare but ? Help, nothing cut mid-word."""
         _backfilled_and_verified(v2_db_url)
         app = make_app(settings_for(v2_db_url, env_file), target_label=LABEL)
         assert snap_compare(app, terminal_size=(80, 24), run_before=_settled)
+
+    def test_small_terminal_refusal_with_notice(self, snap_compare, v2_db_url, env_file):
+        """80x24, stage D with the demo's notice, e pressed twice and D once: the notice on one line
+        cut with an ellipsis (i Connection in the footer shows it whole); one notification only, the
+        newest ('Promote D is refused', 'Stage D is already live.'), in a strip over the header rows,
+        full width; next steps and the footer uncovered."""
+        _backfilled_and_verified(v2_db_url)
+        promote_through(v2_db_url, env_file, "C", "D")
+        set_journal_times(v2_db_url, D_SINCE)
+        app = make_app(settings_for(v2_db_url, env_file), target_label=LABEL, notice=NOTICE)
+
+        async def refused(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("e", "e", "D")
+            await settle(pilot)
+
+        assert snap_compare(app, terminal_size=(80, 24), run_before=refused)
 
 
 class TestConfirmChange:

@@ -39,27 +39,46 @@ class TestJob:
         accounts (10,000/10,000) and account_members 100% 'done' in green, identities 60%
         (24,600/41,000) at 1,200 rows/s with '14s' left, pixbooks 10% at 800 rows/s with '46s' left; the log below with the
         catch-up pass line; footer with p Pause/resume and x Cancel job lit, Start dimmed."""
-        settings = settings_for(v2_db_url, env_file)
-        with Session(settings) as session:
-            plan = jobs.plan(session, "backfill")
-        now = [1000.0]
-        run = JobRun("backfill", plan, clock=lambda: now[0])
-        totals = {"accounts": 10_000, "account_members": 32_000, "identities": 41_000, "pixbooks": 41_000}
-        for name, share, rate in (("accounts", 1.0, 1500.0), ("account_members", 1.0, 2100.0),
-                                  ("identities", 0.6, 1200.0), ("pixbooks", 0.1, 800.0)):
-            run.on_backfill(BackfillProgress(table=name, pass_no=1, done=int(totals[name] * share),
-                                             total=totals[name], rows_per_second=rate))
-        run.on_backfill(BackfillProgress(table="accounts", pass_no=2, done=totals["accounts"],
-                                         total=totals["accounts"], rows_per_second=1500.0))
-        now[0] = 1042.0
-        app = make_app(settings, target_label=LABEL)
-
-        async def run_before(pilot) -> None:
-            await settle(pilot)
-            await app.push_screen(JobScreen("backfill", run))
-            await settle(pilot)
-
+        app, run_before = _backfill_42s_in(v2_db_url, env_file, TABLES[:4])
         assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+
+    def test_backfill_at_80x24(self, snap_compare, v2_db_url, env_file):
+        """80x24, the same backfill with all six tables: 'Backfill (stage B)', 'RUNNING · 42s', the plan
+        without a blank line after it, a bar for every table (accounts, account_members done in green;
+        identities 60%, pixbooks 10%, pixbook_snapshots 30%, audit_events 0%), the log as a one-line
+        titled rule with the catch-up line under it, and the footer's keys short: ⏎ dimmed, p Pause,
+        x Cancel, o dimmed, esc Back, then the app's keys bare and ? Help; nothing cut mid-word."""
+        app, run_before = _backfill_42s_in(v2_db_url, env_file, TABLES)
+        assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+# Each table's total rows, share done and rows/s, 42 s into a backfill.
+TABLES = (("accounts", 10_000, 1.0, 1500.0), ("account_members", 32_000, 1.0, 2100.0),
+          ("identities", 41_000, 0.6, 1200.0), ("pixbooks", 41_000, 0.1, 800.0),
+          ("pixbook_snapshots", 90_000, 0.3, 2400.0), ("audit_events", 120_000, 0.0, 0.0))
+
+
+def _backfill_42s_in(url: str, env_file, tables):
+    """The app and a `run_before` showing a backfill 42 s in, as the engine's progress callbacks
+    left it: `tables` in the first pass, accounts in the catch-up pass."""
+    settings = settings_for(url, env_file)
+    with Session(settings) as session:
+        plan = jobs.plan(session, "backfill")
+    now = [1000.0]
+    run = JobRun("backfill", plan, clock=lambda: now[0])
+    for name, total, share, rate in tables:
+        run.on_backfill(BackfillProgress(table=name, pass_no=1, done=int(total * share), total=total,
+                                         rows_per_second=rate))
+    run.on_backfill(BackfillProgress(table="accounts", pass_no=2, done=10_000, total=10_000, rows_per_second=1500.0))
+    now[0] = 1042.0
+    app = make_app(settings, target_label=LABEL)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await app.push_screen(JobScreen("backfill", run))
+        await settle(pilot)
+
+    return app, run_before
 
 
 class TestGate:
@@ -81,3 +100,11 @@ class TestRollbackWizard:
         _in_d(v2_db_url, env_file)
         app = make_app(settings_for(v2_db_url, env_file), target_label=LABEL, env_label="deploy.env")
         assert snap_compare(app, terminal_size=(100, 30), run_before=pressing("b"))
+
+    def test_from_d_at_80x24(self, snap_compare, v2_db_url, env_file):
+        """80x24, b at stage D: the same wizard, every line of it on screen without scrolling: step,
+        path and what it does, the flags line, the env diff for deploy.env, the y / k / escape line;
+        footer short: y Write, k Dual-write, v dimmed, esc Back."""
+        _in_d(v2_db_url, env_file)
+        app = make_app(settings_for(v2_db_url, env_file), target_label=LABEL, env_label="deploy.env")
+        assert snap_compare(app, terminal_size=(80, 24), run_before=pressing("b"))

@@ -29,6 +29,7 @@ from ..protocols import TrafficFigures
 from ..step_keys import STEP_KEYS
 from ..text import field, literal
 from ..widgets.status_view import FactsPanel, FlagsPanel, StageLine, StepsPanel
+from .help import HelpScreen
 
 WIDE = 110  # columns from which flags and facts sit side by side
 # Each key's action as Textual parses it, so a key press finds its step.
@@ -72,20 +73,24 @@ class DashboardScreen(Screen):
             "allows it and red with each reason when it does not. One key per stage runs it: a "
             "job shows what it will do before it starts, a flag change shows the env diff and "
             "asks, then deploys it (p deploys again). x opens the remedies of the backfill's anomalies. "
-            "A dimmed key is refused now; pressing it says why.")
+            "A dimmed key is refused now; pressing it says why. In a small terminal the target and the "
+            "demo's notice (the stand-in API and its cookie) are cut to a line each; i shows them in full.")
 
     BINDINGS: ClassVar[list[BindingType]] = [*(key.binding() for key in STEP_KEYS),
-                                             Binding("x", "remedies", "Remedies")]
+                                             Binding("x", "remedies", "Remedies"),
+                                             Binding("i", "connection", "Connection")]
 
     status: reactive[Status | None] = reactive(None, always_update=True)
     problem: reactive[str | None] = reactive(None)
     label: reactive[str] = reactive("connecting to the database…")
+    notice: reactive[str | None] = reactive(None)  # the demo's stand-in API and its cookie
     traffic: reactive[tuple[TrafficFigures, bool] | None] = reactive(None)  # the demo's traffic: figures, running
     activity: reactive[RunningJob | None] = reactive(None)  # an observer's view of another console's job
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         yield Static(id="target", markup=False)
+        yield Static(id="notice", markup=False)
         yield Static(id="problem", markup=False)
         yield StageLine(id="stage-line")
         yield Static(id="traffic")
@@ -102,6 +107,7 @@ class DashboardScreen(Screen):
         self.query_one("#facts").border_title = "last runs"
         self.query_one("#steps-box").border_title = "next steps"
         self.query_one("#target", Static).update(literal(self.label))
+        self.watch_notice(self.notice)
 
     def on_resize(self, event: Resize) -> None:
         self.set_class(event.size.width >= WIDE, "-wide")
@@ -116,6 +122,8 @@ class DashboardScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """A key whose step the runbook refuses now is dimmed; pressing it says why. Restore is
         dimmed while the flags are legal and match what the console wrote."""
+        if action == "connection":  # shown only where there is more than the target to see
+            return self.notice is not None
         if action == "change" and parameters[:1] == ("restore",):
             steps = self.status.assessment.steps if self.status else ()
             return True if any(s.action == "restore-flags" for s in steps) else None
@@ -168,6 +176,18 @@ class DashboardScreen(Screen):
     def watch_label(self, label: str) -> None:
         if self.is_mounted:
             self.query_one("#target", Static).update(literal(label))
+
+    def watch_notice(self, notice: str | None) -> None:
+        if self.is_mounted:
+            box = self.query_one("#notice", Static)
+            box.update(literal(notice or ""))
+            box.display = notice is not None
+            self.refresh_bindings()
+
+    def action_connection(self) -> None:
+        """The target and the demo's notice in full (cut to a line each in a small terminal)."""
+        self.app.push_screen(HelpScreen("Connection", "\n".join(filter(None, (self.label, self.notice))), [],
+                                        closing="escape closes this"))
 
     def on_screen_resume(self) -> None:
         self._status_changed()

@@ -15,9 +15,10 @@ from textual.widgets import Static
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close")]
 
-    def __init__(self, title: str, purpose: str, keys: list[tuple[str, str]]) -> None:
+    def __init__(self, title: str, purpose: str, keys: list[tuple[str, str]], *,
+                 closing: str = "escape closes this help") -> None:
         super().__init__()
-        self.title_text, self.purpose, self.keys = title, purpose, keys
+        self.title_text, self.purpose, self.keys, self.closing = title, purpose, keys, closing
 
     def compose(self) -> ComposeResult:
         width = max((len(key) for key, _ in self.keys), default=0)
@@ -26,8 +27,9 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-dialog"):
             yield Static(Text(self.title_text, style="bold"), id="help-title")
             yield Static(Text(self.purpose), id="help-purpose")
-            yield Static(keys, id="help-keys")
-            yield Static(Text("escape closes this help", style="dim"))
+            if self.keys:
+                yield Static(keys, id="help-keys")
+            yield Static(Text(self.closing, style="dim"))
 
     def action_close(self) -> None:
         self.dismiss(None)
