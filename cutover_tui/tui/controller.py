@@ -13,6 +13,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.worker import Worker
 
@@ -56,7 +57,10 @@ T = TypeVar("T")
 def _unless_closed(done: Callable[[T], object], result: T) -> None:
     """A result for a screen the operator has closed meanwhile goes nowhere: its widgets are gone."""
     owner = getattr(done, "__self__", None)
-    if isinstance(owner, Widget) and not owner.is_attached:
+    if isinstance(owner, Screen):
+        if owner not in owner.app.screen_stack:  # popped, perhaps not yet taken down
+            return
+    elif isinstance(owner, Widget) and not owner.is_attached:
         return
     done(result)
 
