@@ -280,11 +280,14 @@ class _ProgressLine:
         if not self.enabled or (now - self._last < 0.2 and p.done < p.total):
             return
         self._last = now
+        # `done` counts a resumed run's checkpoint too (the whole table's share) and the rate only
+        # this run's rows: the time left is the rows left at this run's pace, unknown before its first batch.
         share = min(p.done / p.total, 1.0) if p.total else 1.0
-        eta = (p.total - p.done) / p.rows_per_second if p.rows_per_second and p.total > p.done else 0
+        left = max(p.total - p.done, 0)
+        eta = f"{left / p.rows_per_second:5.0f}s" if p.rows_per_second else "    …" if left else "    0s"
         bar = "#" * int(share * 30)
         sys.stderr.write(f"\r\x1b[2K pass {p.pass_no} {p.table:<18} [{bar:<30}] {share:4.0%} "
-                         f"{p.done:>10,}/{p.total:,} {p.rows_per_second:>9,.0f} rows/s ETA {eta:5.0f}s")
+                         f"{p.done:>10,}/{p.total:,} {p.rows_per_second:>9,.0f} rows/s ETA {eta}")
         sys.stderr.flush()
 
     def close(self) -> None:

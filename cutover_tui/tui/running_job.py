@@ -86,9 +86,13 @@ class JobRun:
             self._changed()
 
     def on_backfill(self, p: BackfillProgress) -> None:
+        """A resumed run's `done` starts at its checkpoint's rows, so the bar is the whole table's;
+        its rate is this run's alone, so the time left is the rows left at this run's pace."""
         if p.pass_no != self._pass:
             self._pass = p.pass_no
             self.note(f"Catch-up pass {p.pass_no}: legacy changed while the last pass ran.")
+        if p.checkpoint and p.table not in self._items:
+            self.note(f"{p.table}: resumed at {p.checkpoint:,} of {p.total:,} rows, done by the checkpoint.")
         self.progress(p.table, p.done, p.total, p.rows_per_second)
 
     def on_verify(self, p: VerifyProgress) -> None:

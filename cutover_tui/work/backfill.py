@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -47,6 +47,40 @@ ATTEMPTS = 5
 WORKERS_GONE_SECONDS = 30  # how long a run waits for a killed console's workers to end
 
 
+class ParentKey(NamedTuple):
+    """One foreign key of a v2 table to another table the backfill writes."""
+
+    constraint: str
+    columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str, ...]
+    implied: bool = False  # met whenever the table's other keys are: not probed for every row
+
+
+# v2's foreign keys between the tables the backfill writes, as 0005 declares them, in its order (a
+# test holds this list to the catalog). A row whose parent is not in v2 yet (it arrived in legacy
+# after its table was walked) is left out of its range's write, rather than failing the range and
+# splitting it down to that row; a later pass brings it with its parent.
+PARENT_KEYS: dict[str, tuple[ParentKey, ...]] = {
+    "account_members": (ParentKey("account_members_account_id_fkey", ("account_id",), "accounts", ("id",)),),
+    "identities": (ParentKey("identities_account_id_fkey", ("account_id",), "accounts", ("id",)),),
+    # A book's (account, identity) pair in identities means both are in v2 (an identity's
+    # account is in accounts), so that one probe a row stands for all three keys.
+    "pixbooks": (ParentKey("pixbooks_account_id_fkey", ("account_id",), "accounts", ("id",), implied=True),
+                 ParentKey("pixbooks_identity_id_fkey", ("identity_id",), "identities", ("id",), implied=True),
+                 ParentKey("pixbooks_account_identity_fk", ("account_id", "identity_id"), "identities",
+                           ("account_id", "id"))),
+    "pixbook_snapshots": (ParentKey("pixbook_snapshots_pixbook_id_fkey", ("pixbook_id",), "pixbooks", ("id",)),),
+    "audit_events": (ParentKey("audit_events_account_id_fkey", ("account_id",), "accounts", ("id",)),),
+}
+
+
+def parent_missing(constraint: str) -> str:
+    """The issue of a row left out, or refused, because its parent is not in v2 yet."""
+    return (f"its parent row is not in v2 ({constraint}); written in legacy after its parent's table was "
+            "walked, a later pass brings both")
+
+
 class BackfillOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -62,9 +96,10 @@ class BackfillOptions(BaseModel):
 class BackfillProgress(BaseModel):
     table: str
     pass_no: int
-    done: int
+    done: int  # rows of the table this pass has done, with those a resumed run's checkpoint had
     total: int
-    rows_per_second: float
+    rows_per_second: float  # of this run's rows only: the time left is (total - done) / rows_per_second
+    checkpoint: int = 0  # of `done`, the rows this pass had done before this run (it resumed)
 
 
 ProgressCallback = Callable[[BackfillProgress], None]
@@ -123,20 +158,28 @@ class _Result(BaseModel):
 
 
 # One statement writes a range and returns its counts and its issue rows; {kept} and {conflict}
-# are empty for a range v2 holds nothing of (a plain insert is cheaper than an upsert).
+# are empty for a range v2 holds nothing of (a plain insert is cheaper than an upsert), and the
+# waiting parts (below) when the rows' parents need no probe.
 _WRITE = """
-    WITH s AS MATERIALIZED ({source}),
+    WITH s AS MATERIALIZED ({source}),{waiting}
     w AS (
-        INSERT INTO {v2} AS t ({cols}) SELECT {cols} FROM s WHERE issue_kind IS DISTINCT FROM 'error' {kept}
+        INSERT INTO {v2} AS t ({cols}) SELECT {cols} FROM s WHERE issue_kind IS DISTINCT FROM 'error' {landing}
+            {kept}
         {conflict}
         RETURNING (t.xmax = 0) AS inserted)
     SELECT 0, NULL, NULL, NULL,
-           (SELECT count(*) FROM s WHERE issue_kind IS DISTINCT FROM 'error'),
+           (SELECT count(*) FROM s WHERE issue_kind IS DISTINCT FROM 'error' {landing}),
            (SELECT count(*) FILTER (WHERE inserted) FROM w),
            (SELECT count(*) FILTER (WHERE NOT inserted) FROM w)
     UNION ALL
-    SELECT 1, issue_kind, issue, issue_row, NULL, NULL, NULL FROM s WHERE issue_kind IS NOT NULL
+    SELECT 1, issue_kind, issue, issue_row, NULL, NULL, NULL FROM s WHERE issue_kind IS NOT NULL {landing}
+    {waited}
     ORDER BY 1"""
+# `o`: the rows that wait for their parent, each with its issue (usually none); left out of the
+# write and of the rows counted, reported instead of the rules' issue of the row.
+_WAITING = "\n    o AS MATERIALIZED ({}),"
+_LANDING = "AND NOT EXISTS (SELECT 1 FROM o WHERE o.id = s.id)"
+_WAITED = "UNION ALL SELECT 1, 'error', issue, jsonb_build_object('id', id), NULL, NULL, NULL FROM o"
 
 _SOURCE_HASH = """
     SELECT count(*) FILTER (WHERE issue_kind IS DISTINCT FROM 'error'),
@@ -178,9 +221,37 @@ class TableSQL:
         # Fixed aliases of ours (EXCLUDED must stay unquoted).
         return sql.SQL("({} OR {}.updated_at > {}.updated_at)").format(same, sql.SQL(v2), sql.SQL(source))
 
-    def upsert(self, where: sql.Composable, *, empty: bool = False, keep_newer_v2: bool = False) -> sql.Composed:
+    def _waiting(self) -> sql.Composable | None:
+        """The source rows the rules let land whose parent is not in v2 (yet), each with the
+        issue naming the first of its foreign keys (in 0005's order) it does not meet; None
+        for a table without a parent in v2.
+
+        Each key matched as the foreign key matches it (MATCH SIMPLE: a NULL column matches
+        anything), by one index probe per row: OFFSET 0 keeps the planner from hashing the
+        whole parent table for every range instead (a range is a sliver of its parent table)."""
+        keys = PARENT_KEYS.get(self.map.v2, ())
+        if not keys:
+            return None
+        present = {}
+        for key in keys:
+            nulls = [sql.SQL("s.{} IS NULL").format(sql.Identifier(c)) for c in key.columns]
+            match = sql.SQL(" AND ").join(sql.SQL("p.{} = s.{}").format(sql.Identifier(pc), sql.Identifier(c))
+                                          for c, pc in zip(key.columns, key.parent_columns, strict=True))
+            present[key] = sql.SQL("({} OR EXISTS (SELECT 1 FROM {} p WHERE {} OFFSET 0))").format(
+                sql.SQL(" OR ").join(nulls), sql.Identifier(key.parent), match)
+        # Only a row that waits is probed for every key, to name the one it misses.
+        issue = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+            sql.SQL("WHEN NOT {} THEN {}").format(cond, sql.Literal(parent_missing(key.constraint)))
+            for key, cond in present.items()))
+        return sql.SQL("SELECT s.id, {} AS issue FROM s WHERE issue_kind IS DISTINCT FROM 'error' "
+                       "AND NOT ({})").format(
+            issue, sql.SQL(" AND ").join(cond for key, cond in present.items() if not key.implied))
+
+    def upsert(self, where: sql.Composable, *, empty: bool = False, keep_newer_v2: bool = False,
+               wait_for_parents: bool = False) -> sql.Composed:
         """Write the source rows passing `where`; `empty`: v2 holds none of them yet;
-        `keep_newer_v2`: never overwrite a v2 row updated later than its source row."""
+        `keep_newer_v2`: never overwrite a v2 row updated later than its source row;
+        `wait_for_parents`: leave out (and report) the rows whose parent is not in v2 yet."""
         cols = sql.SQL(", ").join(map(sql.Identifier, self.map.columns))
         kept: sql.Composable = sql.SQL("")
         conflict: sql.Composable = sql.SQL("")
@@ -194,8 +265,13 @@ class TableSQL:
                     sql.SQL("{} = {}").format(sql.Identifier(c), self._rerun_value(c, "t", "EXCLUDED"))
                     for c in self._rerun),
                 kept=self._kept("t", "EXCLUDED", keep_newer_v2))
+        waiting = self._waiting() if wait_for_parents else None
+        parts: dict[str, sql.Composable] = {"waiting": sql.SQL(""), "landing": sql.SQL(""), "waited": sql.SQL("")}
+        if waiting is not None:
+            parts = {"waiting": sql.SQL(_WAITING).format(waiting), "landing": sql.SQL(_LANDING),
+                     "waited": sql.SQL(_WAITED)}
         return sql.SQL(_WRITE).format(source=source_query(self.map, where), v2=self.v2, cols=cols,
-                                      kept=kept, conflict=conflict)
+                                      kept=kept, conflict=conflict, **parts)
 
     def _as_compared(self, column: str, value: sql.Composable) -> sql.Composable:
         """`value` as the row hash sees it: by value, or by its text (jsonb's spelling counts)."""
@@ -232,8 +308,13 @@ class TableSQL:
 
 
 def _run_range(conn: psycopg.Connection, table: TableSQL, lo: str | None, hi: str | None,
-               first_pass: bool) -> _Result:
-    """One range in the caller's transaction: skip it if v2 already matches, else upsert."""
+               first_pass: bool, late_parents: set[str]) -> _Result:
+    """One range in the caller's transaction: skip it if v2 already matches, else upsert.
+
+    A first pass writes a range v2 holds nothing of without probing its rows' parents: their
+    table was walked just before, so only a parent written in legacy since is missing. The first
+    such row costs a savepoint; the range is written again without the rows that wait, and the
+    table joins `late_parents`, whose fresh ranges probe every row's parents from then on."""
     params = {"lo": lo, "hi": hi}
     result = _Result()
     where = range_filter("l", lo, hi)
@@ -242,9 +323,12 @@ def _run_range(conn: psycopg.Connection, table: TableSQL, lo: str | None, hi: st
             raise _Split
         try:
             with conn.transaction():  # a savepoint: an application may have written a row meanwhile
-                return _upsert(conn, table, where, params, empty=True)
+                return _upsert(conn, table, where, params, empty=True,
+                               wait_for_parents=table.map.v2 in late_parents)
         except psycopg.errors.UniqueViolation:
             pass
+        except psycopg.errors.ForeignKeyViolation:
+            late_parents.add(table.map.v2)
     else:
         count, digest, issues = one_row(conn, table.source_hash(lo, hi), params)
         if (count, digest) == tuple(one_row(conn, table.v2_hash(lo, hi), params)):
@@ -258,12 +342,13 @@ def _run_range(conn: psycopg.Connection, table: TableSQL, lo: str | None, hi: st
         if gone:
             result.deleted_in_legacy = gone[0][1]
             result.add_issue("warning", DELETED_IN_LEGACY, [{"id": key} for key, _ in gone], gone[0][1])
-    return result.merge(_upsert(conn, table, where, params))
+    return result.merge(_upsert(conn, table, where, params, wait_for_parents=True))
 
 
 def _upsert(conn: psycopg.Connection, table: TableSQL, where: sql.Composable, params: dict,
-            empty: bool = False, keep_newer_v2: bool = False) -> _Result:
-    rows = conn.execute(table.upsert(where, empty=empty, keep_newer_v2=keep_newer_v2), params).fetchall()
+            empty: bool = False, keep_newer_v2: bool = False, wait_for_parents: bool = False) -> _Result:
+    rows = conn.execute(table.upsert(where, empty=empty, keep_newer_v2=keep_newer_v2,
+                                     wait_for_parents=wait_for_parents), params).fetchall()
     result = _Result(rows=rows[0][4], inserted=rows[0][5], updated=rows[0][6])
     result.unchanged = result.rows - result.inserted - result.updated
     for _, kind, text, row, *_ in rows[1:]:
@@ -314,6 +399,8 @@ class Backfill:
         self.pause = pause or threading.Event()
         self._lock = threading.Lock()
         self._done: dict[str, int] = {}
+        self._checkpoint_rows: dict[str, int] = {}  # of `_done`, the rows a resumed pass had done before
+        self._late_parents: set[str] = set()  # tables that met a row whose parent was not in v2 yet
         self._started: dict[str, float] = {}
 
     # -- connections and the run row -------------------------------------------------
@@ -367,9 +454,9 @@ class Backfill:
         with self._lock:
             self._done[name] = self._done.get(name, 0) + rows
             elapsed = max(time.monotonic() - self._started[name], 1e-6)
-            done = self._done[name]
+            done, before = self._done[name], self._checkpoint_rows.get(name, 0)
         self.progress(BackfillProgress(table=name, pass_no=pass_no, done=done, total=total,
-                                       rows_per_second=done / elapsed))
+                                       rows_per_second=(done - before) / elapsed, checkpoint=before))
 
     def _run_part(self, run_id: int, pass_no: int, part: _Part, total: int) -> _Part:
         table = self.tables[part.table]
@@ -413,7 +500,7 @@ class Backfill:
         params = {"lo": lo, "hi": hi}
         try:
             with conn.transaction():
-                result = _run_range(conn, table, lo, hi, pass_no == 1)
+                result = _run_range(conn, table, lo, hi, pass_no == 1, self._late_parents)
                 result.seconds = result.longest_transaction = time.monotonic() - started
                 result.retried = retried
                 merged = self._checkpoint(conn, run_id, pass_no, part, hi, last, result)
@@ -426,8 +513,7 @@ class Backfill:
             key = conn.execute(table.key_at(lo, hi), params | {"offset": 0}).fetchone()
             result = _Result(retried=retried)
             constraint = exc.diag.constraint_name or "constraint" if isinstance(exc, psycopg.Error) else "constraint"
-            text = (f"its parent row is not in v2 ({constraint}); written in legacy after its parent's table was "
-                    "walked, a later pass brings both" if isinstance(exc, psycopg.errors.ForeignKeyViolation)
+            text = (parent_missing(constraint) if isinstance(exc, psycopg.errors.ForeignKeyViolation)
                     else f"conflicts with existing v2 rows ({constraint})")
             result.add_issue("error", text, [{"id": key[0] if key else None}])
             with conn.transaction():
@@ -458,7 +544,14 @@ class Backfill:
         active: dict[str, int] = dict.fromkeys(names, 0)
         failures: list[BaseException] = []
         ready = threading.Condition()
-        self._done.clear()
+        # A resumed pass counts on from its checkpoint's rows, and shows them before its first batch.
+        self._done = {name: sum(p.result.rows for p in by_table[name]) for name in names}
+        self._checkpoint_rows = dict(self._done)
+        for name in names:
+            if self._done[name]:
+                self.progress(BackfillProgress(table=name, pass_no=pass_no, done=self._done[name],
+                                               total=totals[name], rows_per_second=0.0,
+                                               checkpoint=self._done[name]))
 
         def next_part() -> _Part | None:
             with ready:

@@ -9,9 +9,12 @@ from helpers import record_report
 
 from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.tui.app import make_app
+from cutover_tui.tui.running_job import JobRun
 from cutover_tui.tui.screens.dashboard import DashboardScreen
 from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.tui.screens.report import ReportScreen
+from cutover_tui.work.backfill import BackfillProgress
+from cutover_tui.work.jobs import JobPlan
 from cutover_tui.work.migrate import apply_legacy_baseline
 
 from .support import ROOT, last_action, screen_text, settings_for, settle, wait_until
@@ -94,6 +97,8 @@ async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.screen.run is not None and not app.screen.run.running)
         assert app.screen.run.report.resumed is True
+        # Its bars went on from the checkpoint: the log says where each table the checkpoint had started stood.
+        assert any(": resumed at " in line for line in app.screen.run.snapshot()[1])
         await pilot.press("o")  # its report
         await settle(pilot)
         assert isinstance(app.screen, ReportScreen)
@@ -135,3 +140,22 @@ async def test_a_console_ending_otherwise_than_by_ctrl_q_cancels_its_paused_job(
         assert run.cancel.is_set() and not run.pause.is_set()
     finally:
         run.request_cancel()  # else a failure here would leave its worker waiting: the test would hang
+
+
+def test_a_resumed_backfill_shows_the_whole_table_and_the_time_left_from_the_rows_left():
+    """A resumed run's first figures are its checkpoint's (no pace yet); then the bar goes on from
+    there and the time left is the rows left over this run's own rate."""
+    now = [1000.0]
+    plan = JobPlan(kind="backfill", summary="", writes=None, tables={"identities": 41_000}, notes=[], refused=[])
+    run = JobRun("backfill", plan, clock=lambda: now[0])
+    run.on_backfill(BackfillProgress(table="identities", pass_no=1, done=24_600, total=41_000, rows_per_second=0.0,
+                                     checkpoint=24_600))
+    [item], log, _ = run.snapshot()
+    assert (item.done, item.total, item.eta(now[0])) == (24_600, 41_000, None)
+    assert log == ["identities: resumed at 24,600 of 41,000 rows, done by the checkpoint."]
+    now[0] += 2
+    run.on_backfill(BackfillProgress(table="identities", pass_no=1, done=27_000, total=41_000, rows_per_second=1_200.0,
+                                     checkpoint=24_600))
+    [item], log, _ = run.snapshot()
+    assert item.done == 27_000 and item.eta(now[0]) == (41_000 - 27_000) / 1_200
+    assert len(log) == 1  # said once

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 
 import psycopg
@@ -19,7 +20,7 @@ from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.errors import Refused
 from cutover_tui.rules.mapping import TABLES
 from cutover_tui.store.db import JOB_LOCK_KEY
-from cutover_tui.work.backfill import Backfill, BackfillOptions, repair_rows
+from cutover_tui.work.backfill import PARENT_KEYS, Backfill, BackfillOptions, BackfillProgress, repair_rows
 from cutover_tui.work.migrate import apply_legacy_baseline
 from cutover_tui.work.verify import run_verify
 
@@ -152,6 +153,130 @@ def test_cancel_leaves_a_checkpoint_that_resumes(pg_server_url):
     second = backfill(url, batch_size=10)
     assert second["resumed"] is True and second["cancelled"] is False
     assert fingerprint(url) == fingerprint(reference)
+
+
+def test_a_resumed_backfill_counts_on_from_its_checkpoint_and_times_the_rows_left(pg_server_url, capsys):
+    from cutover_tui.cli import _ProgressLine
+
+    reference, url = seeded(pg_server_url, "bf_ref_progress", 200), seeded(pg_server_url, "bf_progress", 200)
+    backfill(reference)
+    cancel = threading.Event()
+    seen: list[BackfillProgress] = []
+
+    def cancel_partway(p: BackfillProgress) -> None:
+        seen.append(p)
+        if len(seen) == 6:
+            cancel.set()
+
+    first = Backfill(url, "test", BackfillOptions(batch_size=10), progress=cancel_partway, cancel=cancel).run()
+    assert first["cancelled"] is True
+    with psycopg.connect(url) as conn:
+        checkpoint = dict(conn.execute(
+            "SELECT table_name, sum((counters ->> 'rows')::bigint)::bigint FROM cutover.backfill_parts "
+            "WHERE run_id = %(run)s AND pass = (SELECT max(pass) FROM cutover.backfill_parts WHERE run_id = %(run)s) "
+            "GROUP BY 1 HAVING sum((counters ->> 'rows')::bigint) > 0", {"run": first["runId"]}).fetchall())
+    assert checkpoint
+
+    resumed: list[BackfillProgress] = []
+    second = Backfill(url, "test", BackfillOptions(batch_size=10), progress=resumed.append).run()
+    assert second["resumed"] is True and fingerprint(url) == fingerprint(reference)
+    # Before its first batch the run shows every table the checkpoint had started, where it stood.
+    opening = resumed[:len(checkpoint)]
+    assert {p.table: p.done for p in opening} == checkpoint
+    assert all(p.checkpoint == p.done and p.rows_per_second == 0 and p.pass_no == 1 for p in opening)
+    # Then it counts on from there; its rate is of this run's rows alone.
+    for table, before in checkpoint.items():
+        later = [p for p in resumed[len(checkpoint):] if p.table == table and p.pass_no == 1]
+        assert all(p.checkpoint == before and p.done > before for p in later), table
+        assert [p.done for p in later] == sorted(p.done for p in later)
+
+    line = _ProgressLine(enabled=True)
+    line(opening[0])  # no batch of this run yet: no pace to go by
+    assert f"{opening[0].done:>10,}/{opening[0].total:,}" in capsys.readouterr().err.split("rows/s")[0]
+    mid = next(p for p in resumed[len(checkpoint):] if p.rows_per_second and p.done < p.total)
+    line._last = 0.0
+    line(mid)
+    out = capsys.readouterr().err
+    assert f"ETA {(mid.total - mid.done) / mid.rows_per_second:5.0f}s" in out
+
+
+def test_a_row_whose_parent_is_not_in_v2_waits_for_it_without_failing_its_range(v2_db_url):
+    backfill(v2_db_url)
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        # A signup after the backfill: a workspace, its member, an identity and a book, in legacy only.
+        conn.execute("INSERT INTO platform_workspaces (id, name) VALUES ('ws_late', 'Late')")
+        conn.execute("INSERT INTO platform_workspace_members (id, workspace_id, user_id, role) "
+                     "VALUES ('mem_1_late', 'ws_late', 'user_1', 'owner')")
+        conn.execute("INSERT INTO platform_managed_users (id, workspace_id, display_name, user_key) "
+                     "VALUES ('mu_1_late', 'ws_late', 'Late', 'key_late')")
+        conn.execute("INSERT INTO platform_books (id, workspace_id, managed_user_id, name, collection_id) "
+                     "VALUES ('book_1_late', 'ws_late', 'mu_1_late', 'Late', 'primary')")
+        rolled_back = conn.execute("SELECT xact_rollback FROM pg_stat_database "
+                                   "WHERE datname = current_database()").fetchone()[0]
+    # Without accounts, the workspace never reaches v2: its rows wait, each reported under the
+    # key it misses, and every other row is as before.
+    tables = ("account_members", "identities", "pixbooks")
+    report = Backfill(v2_db_url, "test", BackfillOptions(tables=tables, batch_size=100_000)).run()
+    waiting = {(e["stage"], e["error"]): [r["id"] for r in e["rows"]] for e in report["errors"]
+               if e["error"].startswith("its parent row is not in v2")}
+    assert waiting == {
+        ("account_members", "its parent row is not in v2 (account_members_account_id_fkey); written in legacy "
+                            "after its parent's table was walked, a later pass brings both"): ["mem_1_late"],
+        ("identities", "its parent row is not in v2 (identities_account_id_fkey); written in legacy after its "
+                       "parent's table was walked, a later pass brings both"): ["mu_1_late"],
+        ("pixbooks", "its parent row is not in v2 (pixbooks_account_id_fkey); written in legacy after its "
+                     "parent's table was walked, a later pass brings both"): ["book_1_late"]}
+    assert all(s["affectedRows"] == 0 for s in report["stages"])
+    time.sleep(1)  # the workers' statistics reach pg_stat_database when their sessions end
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        # Nothing failed on the way: no range was rolled back and split down to the row.
+        assert conn.execute("SELECT xact_rollback FROM pg_stat_database "
+                            "WHERE datname = current_database()").fetchone()[0] == rolled_back
+    # The full backfill brings the workspace, then everything under it: nothing was lost.
+    full = backfill(v2_db_url)
+    assert not [e for e in full["errors"] if e["error"].startswith("its parent row is not in v2")]
+    landed = {s["stage"]: s["inserted"] for s in full["stages"] if s["inserted"]}
+    assert landed == {"accounts": 1, "account_members": 1, "identities": 1, "pixbooks": 1}
+
+
+def test_a_child_table_walked_before_its_parent_waits_for_it_whole(v2_db_url):
+    """A first pass writes fresh ranges without probing parents; the first row whose parent is
+    missing costs a savepoint, not the range's transaction, and from then on its table probes."""
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        rolled_back = conn.execute("SELECT xact_rollback FROM pg_stat_database "
+                                   "WHERE datname = current_database()").fetchone()[0]
+    report = Backfill(v2_db_url, "test", BackfillOptions(tables=("account_members",), batch_size=7)).run()
+    [stage] = report["stages"]
+    errors = {e["error"]: e["count"] for e in report["errors"]}
+    waiting = errors.pop("its parent row is not in v2 (account_members_account_id_fkey); written in legacy after "
+                         "its parent's table was walked, a later pass brings both")
+    assert set(errors) <= {"workspace missing", "user missing"}
+    assert stage["afterCount"] == 0 and waiting + sum(errors.values()) == stage["oldCount"] == stage["errorRows"]
+    time.sleep(1)  # the workers' statistics reach pg_stat_database when their sessions end
+    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT xact_rollback FROM pg_stat_database "
+                            "WHERE datname = current_database()").fetchone()[0] == rolled_back
+    full = backfill(v2_db_url)
+    members = next(s for s in full["stages"] if s["stage"] == "account_members")
+    assert members["inserted"] == waiting and members["errorRows"] == sum(errors.values())
+
+
+def test_parent_keys_are_the_foreign_keys_between_v2_tables(v2_db_url):
+    with psycopg.connect(v2_db_url) as conn:
+        rows = conn.execute("""
+            SELECT c.conrelid::regclass::text, c.conname, c.confrelid::regclass::text,
+                   array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                   array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                         JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+            FROM pg_constraint c
+            WHERE c.contype = 'f' AND c.conrelid::regclass::text = ANY(%(v2)s)
+                  AND c.confrelid::regclass::text = ANY(%(v2)s)
+            ORDER BY c.oid""", {"v2": V2_TABLES}).fetchall()
+    catalog: dict[str, list[tuple]] = {}
+    for table, name, parent, columns, parent_columns in rows:
+        catalog.setdefault(table, []).append((name, tuple(columns), parent, tuple(parent_columns)))
+    assert catalog == {t: [k[:4] for k in keys] for t, keys in PARENT_KEYS.items()}
 
 
 
