@@ -89,6 +89,8 @@ def render_status(status: Status) -> str:
         summary = (f"{report.generated_at:%Y-%m-%d %H:%M:%S} {'ok' if report.ok else 'FAILED'}"
                    if report else "none yet")
         lines.append(f"{label:<10} {summary}")
+    lines.extend(f"lost       {loss.rows:,} rows accepted as lost by {one_line(loss.operator)}: {one_line(loss.reason)}"
+                 for loss in status.accepted_losses)
     if status.predicted_errors:
         lines.append(f"recon      FAIL: the backfill will leave out {sum(status.predicted_errors.values()):,} rows")
         lines.extend(f"             {count:>8,}  {name}" for name, count in status.predicted_errors.items())

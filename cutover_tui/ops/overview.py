@@ -13,8 +13,10 @@ from ..reports import store as report_store
 from ..rules.flags import Flags
 from ..rules.matrix import Assessment, DeployFact, assess, hours
 from ..rules.runbook import STAGE_ORDER
+from ..store import losses
 from ..store.db import server_now
 from ..store.lock import LockHolder
+from ..store.losses import AcceptedLoss
 from ..store.session import Session
 from . import deploy
 
@@ -31,6 +33,7 @@ class Status(BaseModel):
     last_backfill: report_store.StoredReport | None
     # Before the first backfill: the errors the latest recon predicts, "table: issue" -> rows.
     predicted_errors: dict[str, int] = {}
+    accepted_losses: list[AcceptedLoss] = []  # rows operators accepted as lost, by operator and reason
     last_verify: report_store.StoredReport | None
     clock_skew_seconds: float  # this machine's clock minus the database server's
     rehearsal: str | None = None  # the runbook is a rehearsal's: what its short gates are
@@ -103,6 +106,7 @@ def gather(session: Session, *, read_back: bool = False) -> Status:
         lock_holder=session.lock_holder(),
         last_backfill=(backfilled := report_store.latest(session.conn, "backfill")),
         predicted_errors={} if backfilled is not None else _predicted_errors(session),
+        accepted_losses=losses.accepted(session.conn),
         last_verify=report_store.latest(session.conn, "verify"),
         clock_skew_seconds=skew,
         rehearsal=session.runbook.rehearsal_note(),

@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import psycopg
@@ -79,6 +80,7 @@ class AnomalyClass:
     issue: str  # the issue text, as the backfill's report names it
     rule: str  # the rule behind it, in one sentence
     choices: tuple[Choice, ...]
+    kind: str = "error"  # a warning's rows land (as the rule says), so nothing is lost or to remedy
 
     @property
     def key(self) -> str:
@@ -87,6 +89,9 @@ class AnomalyClass:
     def choice(self, name: str) -> Choice:
         found = next((c for c in self.choices if c.name == name), None)
         if found is None:
+            if self.kind == "warning":
+                raise BadInput(f"{self.key} is a warning: its rows land as the rule says, so there is nothing to "
+                               "remedy.")
             names = ", ".join(c.name for c in self.choices) or "none: accept the loss instead"
             raise BadInput(f"{self.key} has no remedy {name!r}; choose one of: {names}.")
         return found
@@ -151,6 +156,9 @@ CLASSES: tuple[AnomalyClass, ...] = (
                                  _THE_IDS.format(table="platform_audit_events"),
                                  "UPDATE platform_audit_events SET actor_user_id = NULL WHERE id = ANY(%(rows)s)"),
                           )),)),
+    AnomalyClass("identities", "duplicate active fingerprint: landed as deleted",
+                 "Within one account one active identity per key fingerprint: the oldest stays, the later ones "
+                 "land with status 'deleted' (nothing is lost; their books follow them).", (), kind="warning"),
 )
 BY_KEY = {c.key: c for c in CLASSES}
 
@@ -223,8 +231,14 @@ def read_ids(path: Path) -> list[str]:
     return [row[0].strip() for row in rows]
 
 
+def id_page(session: Session, key: str, offset: int, limit: int) -> list[str]:
+    """One page of the class's ids now, for the console to page through."""
+    return list(islice(affected_ids_of(session, anomaly_class(key)), offset, offset + limit))
+
+
 class ClassState(BaseModel):
     key: str
+    kind: str  # error or warning
     table: str
     issue: str
     rule: str
@@ -241,7 +255,8 @@ def states(session: Session) -> list[ClassState]:
             ids = list(affected_ids(conn, cls))
             accepted = scalar(conn, "SELECT count(*) FROM cutover.accepted_losses WHERE table_name = %s "
                                     "AND issue = %s AND row_id = ANY(%s)", (cls.table, cls.issue, ids)) if ids else 0
-            found.append(ClassState(key=cls.key, table=cls.table, issue=cls.issue, rule=cls.rule, count=len(ids),
+            found.append(ClassState(key=cls.key, kind=cls.kind, table=cls.table, issue=cls.issue, rule=cls.rule,
+                                    count=len(ids),
                                     accepted=accepted, choices={c.name: c.summary for c in cls.choices}))
     return found
 
@@ -347,6 +362,8 @@ def _restore(conn: psycopg.Connection, table: str, row_id: str, change: str, bef
 def accept_loss(session: Session, key: str, reason: str, ids: list[str] | None = None) -> journal.JournalEntry:
     """Accept the loss of the class's rows (all of them now, or `ids`, each of which must be one)."""
     cls, conn = anomaly_class(key), session.conn
+    if cls.kind == "warning":
+        raise BadInput(f"{cls.key} is a warning: its rows land as the rule says, so nothing is lost to accept.")
     if not reason.strip() or not reason.isprintable():
         raise BadInput("--reason must say, on one line, why these rows may be lost; nothing was recorded.")
     with session.operator_lock(), conn.transaction():

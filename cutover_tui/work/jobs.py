@@ -21,7 +21,7 @@ from ..rules import steps
 from ..rules.mapping import BY_NAME, TABLES
 from ..rules.matrix import assess, refuse, verify_stage
 from ..rules.steps import JobKind
-from ..store import journal
+from ..store import journal, losses
 from ..store.db import server_now
 from ..store.session import Session
 from . import api_check
@@ -87,8 +87,10 @@ def backfill(session: Session, options: BackfillOptions | None = None, *,
 
     def work() -> dict[str, Any]:
         backfill_.check_ready(session.conn, options.tables)
-        return backfill_.Backfill(session.settings.database_url, session.settings.operator, options,
+        body = backfill_.Backfill(session.settings.database_url, session.settings.operator, options,
                                   progress=progress, cancel=cancel, pause=pause).run()
+        accepted = losses.by_class(session.conn)  # carried in every report after an accepted loss
+        return body | ({"acceptedLosses": accepted} if accepted else {})
 
     return run_job(session, "backfill", work, report_path=report_path, detail={"tables": list(options.tables)})
 

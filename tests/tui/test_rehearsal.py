@@ -55,7 +55,7 @@ async def remedied(pilot) -> int:
     ran = 0
     while True:
         await wait_until(pilot, lambda: bool(screen.states))
-        pending = [i for i, state in enumerate(screen.states) if state.count]
+        pending = [i for i, state in enumerate(screen.states) if state.count and state.kind == "error"]
         if not pending:
             break
         screen.query_one("DataTable").move_cursor(row=pending[0])

@@ -37,6 +37,8 @@ async def test_x_shows_the_classes_and_a_remedy_runs_after_its_sql_is_shown(back
         table.move_cursor(row=[s.key for s in screen.states].index(MOVE))
         await pilot.pause()
         assert "rule: A book lands only in the account of its identity" in screen_text(app)
+        await wait_until(pilot, lambda: bool(screen.ids))  # every affected id, a page at a time
+        assert f"ids 1–{len(screen.ids):,} of" in screen_text(app) and screen.ids[0] in screen_text(app)
         await pilot.press("1")
         await settle(pilot)
         assert isinstance(app.screen, Confirm)
@@ -47,7 +49,7 @@ async def test_x_shows_the_classes_and_a_remedy_runs_after_its_sql_is_shown(back
         assert journal_actions(backfilled_url)[-1] == "remedy"
         await wait_until(pilot, lambda: next(s for s in screen.states if s.key == MOVE).count == 0)
 
-        movable = next(s for s in screen.states if s.count)
+        movable = next(s for s in screen.states if s.count and s.kind == "error")
         table.move_cursor(row=screen.states.index(movable))
         await pilot.press("l")
         await settle(pilot)
@@ -57,6 +59,8 @@ async def test_x_shows_the_classes_and_a_remedy_runs_after_its_sql_is_shown(back
         assert journal_actions(backfilled_url)[-1] == "accept-loss"
         await wait_until(pilot, lambda: next(s for s in screen.states if s.key == movable.key).accepted
                          == movable.count)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "rows accepted as lost by alice: planted by the seed" in screen_text(app))
 
 
 async def test_x_on_a_backfill_report_opens_the_remedies(backfilled_url, env_file):

@@ -23,6 +23,7 @@ from ..text import literal
 from .confirm import Confirm, TypedConfirm
 
 SHOWN_IDS = 200  # `cutover remedy show CLASS --export PATH` writes every one
+IDS_PAGE = 100
 
 
 class RemediesScreen(Screen):
@@ -36,6 +37,8 @@ class RemediesScreen(Screen):
         Binding("1", "remedy(0)", "Remedy 1"),
         Binding("2", "remedy(1)", "Remedy 2"),
         Binding("l", "accept_loss", "Accept loss"),
+        Binding("right_square_bracket", "page(1)", "Next ids", key_display="]"),
+        Binding("left_square_bracket", "page(-1)", "Previous ids", key_display="["),
         Binding("r", "reload", "Reload"),
         Binding("escape", "back", "Back"),
     ]
@@ -43,6 +46,8 @@ class RemediesScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.states: list[ClassState] = []
+        self.page = 0  # of the selected class's ids
+        self.ids: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -73,6 +78,25 @@ class RemediesScreen(Screen):
         return self.states[row] if 0 <= row < len(self.states) else None
 
     def on_data_table_row_highlighted(self) -> None:
+        self.page = 0
+        self._load_ids()
+
+    def action_page(self, step: int) -> None:
+        state = self.selected
+        if state is not None and 0 <= (self.page + step) * IDS_PAGE < max(state.count, 1):
+            self.page += step
+            self._load_ids()
+
+    def _load_ids(self) -> None:
+        state = self.selected
+        self.ids = []
+        self._describe()
+        if state is not None and state.count:
+            console_of(self).run_engine(partial(remedies.id_page, key=state.key, offset=self.page * IDS_PAGE,
+                                                limit=IDS_PAGE), self._show_ids, group="remedy-ids", exclusive=True)
+
+    def _show_ids(self, ids: list[str]) -> None:
+        self.ids = ids
         self._describe()
 
     def _describe(self) -> None:
@@ -83,9 +107,14 @@ class RemediesScreen(Screen):
             return
         choices = [Text.assemble((f"{n}  ", "bold"), (f"--choice {name}: ", "bold"), literal(summary))
                    for n, (name, summary) in enumerate(state.choices.items(), start=1)]
+        first = self.page * IDS_PAGE
+        page = (Text(f"ids {first + 1:,}–{first + len(self.ids):,} of {state.count:,}  ([ ] pages):", style="dim"),
+                literal("  ".join(self.ids))) if self.ids else ()
+        what = (Text("l  accepts the loss of the rows, with a reason", style="dim") if state.kind == "error" else
+                Text("a warning: the rows land as the rule says; nothing to remedy", style="dim"))
         text.update(Group(Text(state.issue, style="bold"), literal(f"rule: {state.rule}"),
-                          Text(f"{state.count:,} rows now; {state.accepted:,} accepted as lost"), *choices,
-                          Text("l  accepts the loss of the rows, with a reason", style="dim")))
+                          Text(f"{state.count:,} rows now; {state.accepted:,} accepted as lost"), *choices, what,
+                          *page))
 
     def action_remedy(self, index: int) -> None:
         state = self.selected

@@ -128,6 +128,9 @@ class FactsPanel(StatusView):
             table.add_row("recon", Text(f"FAIL: the backfill will leave out {total:,} rows", style="bold red"))
             for name, count in status.predicted_errors.items():
                 table.add_row("", literal(f"{count:,}  {name}", "red"))
+        for loss in status.accepted_losses:
+            table.add_row("lost", literal(f"{loss.rows:,} rows accepted as lost by {loss.operator}: {loss.reason}",
+                                          "yellow"))
         holder = status.lock_holder
         table.add_row("lock", field(f"held by {holder.describe()}", "yellow") if holder
                       else Text("free", style="green"))
