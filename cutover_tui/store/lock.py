@@ -70,7 +70,7 @@ def acquire(conn: psycopg.Connection, operator: str) -> LockHolder:
     deadline = time.monotonic() + UNNAMED_WAIT_SECONDS
     while not scalar(conn, "SELECT pg_try_advisory_lock(%s)", (OPERATOR_LOCK_KEY,)):
         other = holder(conn)
-        if other is not None and other.operator == UNKNOWN and time.monotonic() < deadline:
+        if (other is None or other.operator == UNKNOWN) and time.monotonic() < deadline:  # gone, or a moment's
             time.sleep(0.05)
             continue
         who = other.describe() if other else "another console"

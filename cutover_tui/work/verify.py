@@ -346,7 +346,8 @@ class _Statements(TableSQL):
                 SELECT coalesce(s.id, t.id) AS id,
                        CASE WHEN t.id IS NULL THEN 'missing' WHEN s.id IS NULL THEN 'extra'
                             ELSE 'different' END AS kind,
-                       c.columns, {set_aside} AS set_aside, {s_deleted} AS s_deleted, {t_deleted} AS t_deleted
+                       c.columns, {set_aside} AS set_aside, {s_deleted} AS s_deleted, {t_deleted} AS t_deleted,
+                       md5(coalesce(s::text, '') || '|' || coalesce(t::text, '')) AS state
                 FROM s FULL JOIN t ON t.id = s.id
                 CROSS JOIN LATERAL (SELECT CASE WHEN s.id IS NOT NULL AND t.id IS NOT NULL
                                            THEN array_remove(ARRAY[{checks}]::text[], NULL) END AS columns) c),
@@ -364,7 +365,8 @@ class _Statements(TableSQL):
                    array_agg(id ORDER BY id) FILTER (WHERE set_aside IS NULL),
                    array_agg(array_to_string(columns, ',') ORDER BY id) FILTER (WHERE set_aside IS NULL),
                    array_agg(s_deleted ORDER BY id) FILTER (WHERE set_aside IS NULL),
-                   array_agg(t_deleted ORDER BY id) FILTER (WHERE set_aside IS NULL)
+                   array_agg(t_deleted ORDER BY id) FILTER (WHERE set_aside IS NULL),
+                   array_agg(state ORDER BY id) FILTER (WHERE set_aside IS NULL)
             FROM f GROUP BY kind, set_aside""")
 
 
@@ -420,7 +422,7 @@ class _Tally:
         """The differences are the rows that differed at every look (`persistent`); the rows
         only the last look saw are in flight, and leave the reconcile like those set aside."""
         for row_id in sorted(persistent):
-            kind, columns, _, _ = persistent[row_id]
+            kind, columns, *_ = persistent[row_id]
             setattr(self, kind, getattr(self, kind) + 1)
             if kind == "different":
                 self.by_column.update(columns)
@@ -428,7 +430,7 @@ class _Tally:
                 self.examples[kind].append({"id": row_id, "columns": columns} if kind == "different" else row_id)
             if kind != "extra":
                 self.to_repair.append(row_id)
-        for row_id, (_, _, legacy_deleted, v2_deleted) in last.items():
+        for row_id, (_, _, legacy_deleted, v2_deleted, _) in last.items():
             if row_id not in persistent:
                 self.in_flight += 1
                 self.aside_deleted += legacy_deleted
@@ -446,8 +448,9 @@ class _Tally:
         return {text: n for (k, text), n in sorted(self.issues.items()) if k == kind and n}
 
 
-# A row found differing, by id: its kind, the columns that differ, deleted in legacy, deleted in v2.
-_Row = tuple[str, list[str], bool, bool]
+# A row found differing, by id: its kind, the columns that differ, deleted in legacy, deleted in v2,
+# and both sides' contents as one digest (a row that changed between looks is a write in flight).
+_Row = tuple[str, list[str], bool, bool, str]
 
 
 @dataclass
@@ -850,7 +853,9 @@ class _Verify:
             self._settle(f"content:{st.map.v2}")
             tally, last = self._look(conn, st, lo, hi, fresh=True)
             looks += 1
-            persistent = {k: v for k, v in last.items() if k in persistent}
+            # Differing at every look, and unchanged on both sides since the last: a hot row the
+            # API writes again and again is in flight each time, not a difference.
+            persistent = {k: v for k, v in last.items() if persistent.get(k) == v}
             if persistent.keys() == last.keys():
                 break
         tally.found(last, persistent)
@@ -881,7 +886,7 @@ class _Verify:
             if (tally.expected, digest) == (tally.v2_rows, v2_digest):
                 return tally, rows
             tally.rechecked = 1
-            for kind, reason, count, legacy_deleted, v2_deleted, ids, columns, s_del, t_del in conn.execute(
+            for kind, reason, count, legacy_deleted, v2_deleted, ids, columns, s_del, t_del, states in conn.execute(
                     st.diff(lo, hi, fresh), params):
                 if reason is not None:
                     tally.set_aside[reason] += count
@@ -889,7 +894,7 @@ class _Verify:
                     tally.aside_v2_deleted += v2_deleted
                     continue
                 for i, row_id in enumerate(ids):
-                    rows[row_id] = (kind, columns[i].split(",") if columns[i] else [], s_del[i], t_del[i])
+                    rows[row_id] = (kind, columns[i].split(",") if columns[i] else [], s_del[i], t_del[i], states[i])
         return tally, rows
 
     def _phase(self, tables: list[str], others: list[tuple[str, _Check, bool]]) -> dict[str, _Tally]:
