@@ -28,7 +28,7 @@ from ..messages import ChangeKey, ChangeRequested
 from ..protocols import TrafficFigures
 from ..step_keys import STEP_KEYS
 from ..text import field, literal
-from ..widgets.status_view import FactsPanel, FlagsPanel, StageLine, StepsPanel
+from ..widgets.status_view import FactsPanel, FlagsPanel, StageLine, StatusView, StepsPanel
 from .help import HelpScreen
 
 WIDE = 110  # columns from which flags and facts sit side by side
@@ -144,42 +144,41 @@ class DashboardScreen(Screen):
                 self.cutover.refresh_status()  # in case the facts moved since the screen last looked
                 return
 
+    # The dashboard lives as long as the app, and a worker's message may land while the app is
+    # closing and its widgets are already gone: each watcher updates what is still there.
+
     def _status_changed(self) -> None:
         self.refresh_bindings()
-        for view in (StageLine, FlagsPanel, FactsPanel, StepsPanel):
-            self.query_one(view).status = self.status
+        for view in self.query(StatusView):  # the stage line, flags, facts and steps
+            view.status = self.status
 
     def watch_status(self) -> None:
         if self.is_mounted:
             self._status_changed()
 
     def watch_problem(self, problem: str | None) -> None:
-        if self.is_mounted:
-            box = self.query_one("#problem", Static)
+        for box in self.query("#problem").results(Static):
             box.update(literal(problem or ""))
             box.display = bool(problem)
 
     def watch_traffic(self, traffic: tuple[TrafficFigures, bool] | None) -> None:
-        if self.is_mounted:
-            box = self.query_one("#traffic", Static)
+        for box in self.query("#traffic").results(Static):
             box.display = traffic is not None
             if traffic is not None:
                 box.update(traffic_line(*traffic))
 
     def watch_activity(self, job: RunningJob | None) -> None:
-        if self.is_mounted:
-            box = self.query_one("#activity", Static)
+        for box in self.query("#activity").results(Static):
             box.display = job is not None
             if job is not None:
                 box.update(activity_line(job))
 
     def watch_label(self, label: str) -> None:
-        if self.is_mounted:
-            self.query_one("#target", Static).update(literal(label))
+        for box in self.query("#target").results(Static):
+            box.update(literal(label))
 
     def watch_notice(self, notice: str | None) -> None:
-        if self.is_mounted:
-            box = self.query_one("#notice", Static)
+        for box in self.query("#notice").results(Static):
             box.update(literal(notice or ""))
             box.display = notice is not None
             self.refresh_bindings()
