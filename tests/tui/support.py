@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from helpers import ROOT, record_report
 from rich.console import Console, ConsoleRenderable
 from textual.pilot import Pilot
 from textual.widgets import Static
+from textual.worker import WorkerCancelled
 
 from cutover_tui.files.envfile import DUAL_WRITE, READS, WRITES, read_env_file
 from cutover_tui.ops import deploy, transitions
@@ -44,9 +46,11 @@ def promote_through(url: str, env_file: Path, *stages: str, verify_each: bool = 
 
 
 async def settle(pilot: Pilot, rounds: int = 4) -> None:
-    """Let workers finish and the messages they posted be handled, a few times over."""
+    """Let workers finish and the messages they posted be handled, a few times over. A worker
+    a newer one of its exclusive group replaced (a status refresh, say) counts as finished."""
     for _ in range(rounds):
-        await pilot.app.workers.wait_for_complete()
+        with suppress(WorkerCancelled):
+            await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 
 
