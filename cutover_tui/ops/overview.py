@@ -90,6 +90,7 @@ def gather(session: Session, *, read_back: bool = False) -> Status:
     env = session.read_env()
     facts = session.facts(env)
     assessment = session.watching(assess(facts, session.runbook))
+    last_backfill = report_store.latest(session.conn, "backfill")
     running, running_error = None, None
     if read_back and session.runbook.deploy is not None:
         try:
@@ -104,8 +105,8 @@ def gather(session: Session, *, read_back: bool = False) -> Status:
         declared=env.flags,
         assessment=assessment,
         lock_holder=session.lock_holder(),
-        last_backfill=(backfilled := report_store.latest(session.conn, "backfill")),
-        predicted_errors={} if backfilled is not None else _predicted_errors(session),
+        last_backfill=last_backfill,
+        predicted_errors={} if last_backfill is not None else _predicted_errors(session),
         accepted_losses=losses.accepted(session.conn),
         last_verify=report_store.latest(session.conn, "verify"),
         clock_skew_seconds=skew,

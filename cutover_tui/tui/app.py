@@ -155,7 +155,7 @@ class CutoverApp(App[int]):
         self.collector.stop()
         self.controller.close()
 
-    def _changed_elsewhere(self, what: str) -> None:
+    def _changed_elsewhere(self) -> None:
         with suppress(RuntimeError):  # the console is closing: nobody to show it to
             self.call_from_thread(self._refresh_quietly)
 

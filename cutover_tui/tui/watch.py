@@ -31,9 +31,9 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 
 
 class ExternalChanges:
-    """Calls `changed(what)` from its own thread; `stop()` ends it within LOOK_SECONDS."""
+    """Calls `changed()` from its own thread; `stop()` ends it within LOOK_SECONDS."""
 
-    def __init__(self, env_file: Path, database_url: str, changed: Callable[[str], None]) -> None:
+    def __init__(self, env_file: Path, database_url: str, changed: Callable[[], None]) -> None:
         self.env_file, self.database_url, self.changed = env_file, database_url, changed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="external-changes", daemon=True)
@@ -56,27 +56,31 @@ class ExternalChanges:
             try:
                 if conn is not None:
                     if any(True for _ in conn.notifies(timeout=LOOK_SECONDS)):
-                        self.changed("journal")
+                        self.changed()
                 else:
                     self._stop.wait(LOOK_SECONDS)
             except psycopg.Error:  # the database went away: keep watching the file, listen again later
-                conn = self._close(conn)
+                _close(conn)
+                conn = None
             now = _signature(self.env_file)
             if now != seen:
                 seen = now
-                self.changed("env file")
-        self._close(conn)
+                self.changed()
+        _close(conn)
 
     def _listen(self) -> psycopg.Connection | None:
         try:
             conn = connect(self.database_url, autocommit=True)
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(JOURNAL_CHANNEL)))
-            return conn
         except (psycopg.Error, CutoverError):  # unreachable: the console says so itself; try again later
             return None
-
-    @staticmethod
-    def _close(conn: psycopg.Connection | None) -> None:
-        if conn is not None and not conn.closed:
+        try:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(JOURNAL_CHANNEL)))
+        except psycopg.Error:
             conn.close()
-        return None
+            return None
+        return conn
+
+
+def _close(conn: psycopg.Connection | None) -> None:
+    if conn is not None and not conn.closed:
+        conn.close()
