@@ -30,8 +30,8 @@ import secrets
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -59,6 +60,7 @@ SECURE_COOKIE_NAME = f"__Secure-{COOKIE_NAME}"  # BetterAuth's name when its bas
 BASE_URL_VARIABLES = ("AUTH_BASE_URL", "BETTER_AUTH_URL")  # the API's base URL, first one set wins
 DUAL_WRITE_LOG = "[account-schema-dual-write]"
 SESSION_DAYS = 7  # BetterAuth's default session lifetime
+POOL_SIZE = 10  # connections at most, as node-pg's Pool defaults to
 
 # Identifiers come only from these two fixed maps.
 _STORES: dict[str, dict[str, str]] = {
@@ -224,13 +226,21 @@ class _Api:
         self.cookie_name = cookie_name_for(environ)
         self.stats = {"requests": 0, "errors": 0, "mirrorFailures": 0, "resultMismatches": 0}
         self.lock = threading.Lock()
+        # Never prepared: a migration or the archive may change a table under an idle connection.
+        self.pool = ConnectionPool(database_url, min_size=1, max_size=POOL_SIZE, open=False, name="demo-account-api",
+                                   check=ConnectionPool.check_connection, max_idle=60,
+                                   kwargs={"row_factory": dict_row, "connect_timeout": 5, "prepare_threshold": None,
+                                           "application_name": "demo-account-api"})
 
     # -- plumbing -------------------------------------------------------------------
-    def connect(self) -> psycopg.Connection:
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection for one transaction (committed on leaving, rolled back on an error),
+        as the real API's pg pool hands them out."""
         try:
-            return psycopg.connect(self.database_url, row_factory=dict_row, connect_timeout=5,
-                                   application_name="demo-account-api")
-        except psycopg.OperationalError:
+            with self.pool.connection(timeout=5) as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError):
             raise ApiError(503, "The account database is unavailable.") from None
 
     def count(self, key: str) -> None:
@@ -283,30 +293,24 @@ class _Api:
             raise ApiError(403, "You are not an active member of this account.")
         return row
 
+    @contextmanager
     def context(self, request: Request, body: dict[str, Any] | None = None
-                ) -> tuple[str, str, dict[str, Any], psycopg.Connection]:
-        """The signed-in user, the account, the user's membership in it, and an open connection."""
+                ) -> Iterator[tuple[str, str, dict[str, Any], psycopg.Connection]]:
+        """The signed-in user, the account, the user's membership in it, and the connection that read them."""
         token = self.token(request)
-        conn = self.connect()
-        try:
+        with self.connect() as conn:
             user = self.user_id(conn, token)
             account = self.account_id(conn, request, user, body)
-            membership = self.member(conn, account, user)
-        except BaseException:
-            conn.close()
-            raise
-        return user, account, membership, conn
+            yield user, account, self.member(conn, account, user), conn
 
     def checked(self, request: Request, body: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         """A write's preamble: the user, the account and the membership; no connection kept."""
-        user, account, membership, conn = self.context(request, body)
-        conn.close()
-        return user, account, membership
+        with self.context(request, body) as (user, account, membership, _):
+            return user, account, membership
 
     # -- reads ----------------------------------------------------------------------
     def session(self, request: Request) -> dict[str, Any]:
-        user_id, account, ws, conn = self.context(request)
-        with conn:
+        with self.context(request) as (user_id, account, ws, conn):
             user = conn.execute("SELECT id, email, name FROM auth_users WHERE id = %s", (user_id,)).fetchone()
         if user is None:
             raise ApiError(401, "The session's user no longer exists; sign in again.")
@@ -316,8 +320,8 @@ class _Api:
                               "createdAt": _iso(ws["created_at"]), "updatedAt": _iso(ws["updated_at"])}}
 
     def users(self, request: Request, key: str = "users") -> dict[str, Any]:
-        _, account, _, conn = self.context(request)
-        with conn:  # ordered by created_at alone, as the real API: ties come in any order
+        # Ordered by created_at alone, as the real API: ties come in any order.
+        with self.context(request) as (_, account, _, conn):
             rows = conn.execute(_q(self.sw.read, f"SELECT {_IDENT_COLS} FROM {{idents}} WHERE {{acct}} = %s "
                                                  "AND status IS DISTINCT FROM 'deleted' ORDER BY created_at"),
                                 (account,)).fetchall()
@@ -327,8 +331,7 @@ class _Api:
         return self.users(request, "identities")
 
     def books(self, request: Request) -> dict[str, Any]:
-        _, account, _, conn = self.context(request)
-        with conn:
+        with self.context(request) as (_, account, _, conn):
             rows = conn.execute(_q(self.sw.read, _BOOK_SELECT + "WHERE b.{acct} = %s AND b.status IS DISTINCT "
                                                                 "FROM 'deleted' ORDER BY b.created_at"),
                                 (account,)).fetchall()
@@ -338,8 +341,7 @@ class _Api:
         params = request.query_params
         profile, key = (params.get("profileId") or "").strip(), (params.get("identityPublicKey") or "").strip()
         collection = (params.get("collectionId") or "").strip() or "primary"
-        _, account, _, conn = self.context(request)
-        with conn:
+        with self.context(request) as (_, account, _, conn):
             if not (profile and key):
                 raise ApiError(400, "profileId and identityPublicKey are required for pixbook profile resolution.")
             ident = conn.execute(_q(self.sw.read, f"SELECT {_IDENT_COLS} FROM {{idents}} WHERE {{acct}} = %s "
@@ -721,7 +723,15 @@ def make_api(database_url: str, environ: Mapping[str, str]) -> ASGIApp:
         Route("/v1/account/members/{id}", handler(api.remove_member, with_body=True), methods=["DELETE"]),
         Route("/v1/account/pixbook", handler(api.pixbook), methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(api.pool.open)
+        try:
+            yield
+        finally:  # no connection outlives the server (a test's database is dropped after it)
+            await run_in_threadpool(api.pool.close)
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method}, lifespan=lifespan)
 
 
 def make_server(database_url: str, environ: Mapping[str, str]) -> uvicorn.Server:
@@ -729,7 +739,7 @@ def make_server(database_url: str, environ: Mapping[str, str]) -> uvicorn.Server
     import uvicorn
 
     config = uvicorn.Config(make_api(database_url, environ), log_level="warning", access_log=False,
-                            lifespan="off", ws="none", http="h11", log_config=None)
+                            lifespan="on", ws="none", http="h11", log_config=None)
     return uvicorn.Server(config)
 
 

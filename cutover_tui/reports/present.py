@@ -24,7 +24,7 @@ from .store import FILE_PREFIX
 
 # What a stage's rule set aside, as a line says it (verify's SET_ASIDE).
 _ASIDE_WORDS = {"newInV2": "new in v2", "changedInV2": "changed in v2", "removedInV2": "removed in v2",
-                "timestampsSinceBackfill": "with timestamps of their own since the backfill",
+                "timestampsSinceBackfill": "written since the backfill, with each store's own timestamps",
                 "legacyAuditSinceBackfill": "legacy's own audit events since the backfill",
                 "v2AuditSinceBackfill": "v2's own audit events since the backfill"}
 

@@ -257,30 +257,67 @@ class _Statements(TableSQL):
             return sql.SQL("false")
         return sql.SQL("coalesce(s.issue IN ({}), false)").format(sql.SQL(", ").join(texts))
 
+    def _own(self, alias: str) -> sql.Composable:
+        """Whether a row is an audit event one store wrote since the backfill (each store writes its
+        own, with a fresh id): from C on counted per store, never compared."""
+        if not (self.rule.mirrored and self.map is AUDIT_EVENTS):
+            return sql.SQL("false")
+        return sql.SQL("coalesce({} >= {}, false)").format(_col(alias, "created_at"), _SINCE)
+
+    def _hashed(self, alias: str) -> sql.Composable:
+        """The columns as the digest hashes them: from C on, a timestamp at or after the backfill
+        hashes as 'infinity', so that two rows hash alike exactly when the stage's rule accepts
+        their timestamps (equal, or both since the backfill; see `_strict`)."""
+        def one(name: str) -> sql.Composable:
+            col = _col(alias, name)
+            if self.rule.mirrored and name in _STAMPS:
+                return sql.SQL("CASE WHEN {col} >= {since} THEN 'infinity'::timestamptz ELSE {col} END AS {name}"
+                               ).format(col=col, since=_SINCE, name=sql.Identifier(name))
+            return col
+        return sql.SQL(", ").join(one(n) for n, _ in self.types)
+
+    def _written(self, alias: str) -> sql.Composable:
+        """Whether a row carries a timestamp from since the backfill: one of each store's own from C on."""
+        stamps = [n for n, _ in self.types if n in _STAMPS]
+        if not (self.rule.mirrored and stamps):
+            return sql.SQL("false")
+        return sql.SQL("coalesce({}, false)").format(sql.SQL(" OR ").join(
+            sql.SQL("{} >= {}").format(_col(alias, n), _SINCE) for n in stamps))
+
     def digest(self, lo: str | None, hi: str | None, fresh: bool = False) -> sql.Composed:
         """Per range, in one snapshot: count and xor of row hashes of the landing source rows
-        and of the v2 rows, the rows per issue, and the deleted ones.
+        and of the v2 rows (as the stage's rule compares them), the rows per issue, the deleted
+        ones, and what the rule counts apart: each store's own audit rows since the backfill, and
+        the v2 rows written since.
 
         Plain aggregates with FILTER, as a GROUP BY makes the planner sort the range; the
         source sits behind OFFSET 0 so that each of its columns is computed once per row
         (the planner otherwise repeats a rule's sub-query at every use of a column)."""
         landing = sql.SQL("NOT {}").format(self._issue_in("error"))
+        compared = sql.SQL("{} AND NOT s.own").format(landing)
         source = [sql.SQL("count(*)"), sql.SQL("count(*) FILTER (WHERE {})").format(landing),
-                  sql.SQL("coalesce(bit_xor({}) FILTER (WHERE {}), 0)").format(row_hash("s", self.types), landing)]
+                  sql.SQL("coalesce(bit_xor({}) FILTER (WHERE {}), 0)").format(row_hash("s", self.types), compared)]
         source += [sql.SQL("count(*) FILTER (WHERE s.issue = {})").format(sql.Literal(i.text))
                    for i in self.map.issues]
-        v2 = [sql.SQL("count(*)"), sql.SQL("coalesce(bit_xor({}), 0)").format(row_hash("t", self.types))]
+        v2 = [sql.SQL("count(*)"), sql.SQL("coalesce(bit_xor({}) FILTER (WHERE NOT t.own), 0)").format(
+            row_hash("t", self.types))]
         if self.has_status:
             source += [sql.SQL("count(*) FILTER (WHERE {} AND s.status = 'deleted')").format(landing),
                        sql.SQL("count(*) FILTER (WHERE {} AND s.status = 'deleted')").format(
                            self._issue_in("warning"))]
             v2.append(sql.SQL("count(*) FILTER (WHERE t.status = 'deleted')"))
-        columns = sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(n)) for n, _ in self.types)
+        source += [sql.SQL("count(*) FILTER (WHERE {})").format(compared),
+                   sql.SQL("count(*) FILTER (WHERE {} AND s.own)").format(landing)]
+        v2 += [sql.SQL("count(*) FILTER (WHERE NOT t.own)"), sql.SQL("count(*) FILTER (WHERE t.own)"),
+               sql.SQL("count(*) FILTER (WHERE t.written AND NOT t.own)")]
         return sql.SQL("""
-            SELECT * FROM (SELECT {source} FROM (SELECT {columns}, x.issue FROM ({query}) x OFFSET 0) s) a,
-                          (SELECT {v2} FROM {table} t WHERE {range_t}) b""").format(
-            source=sql.SQL(", ").join(source), columns=columns, query=self.source(lo, hi, fresh),
-            v2=sql.SQL(", ").join(v2), table=self.v2, range_t=range_filter("t", lo, hi))
+            SELECT * FROM (SELECT {source} FROM (SELECT {columns}, x.issue, {own_x} AS own
+                                                 FROM ({query}) x OFFSET 0) s) a,
+                          (SELECT {v2} FROM (SELECT {columns_t}, {own_t} AS own, {written} AS written
+                                             FROM {table} t WHERE {range_t}) t) b""").format(
+            source=sql.SQL(", ").join(source), columns=self._hashed("x"), own_x=self._own("x"),
+            query=self.source(lo, hi, fresh), v2=sql.SQL(", ").join(v2), columns_t=self._hashed("t"),
+            own_t=self._own("t"), written=self._written("t"), table=self.v2, range_t=range_filter("t", lo, hi))
 
     def _strict(self, name: str, kind: str) -> sql.Composable:
         """Whether column `name` differs in a way the stage's rule does not accept: from C on, a
@@ -297,15 +334,11 @@ class _Statements(TableSQL):
         rule, name = self.rule, self.map.v2
         if not rule.mirrored:
             return sql.SQL("NULL::text")
-        stamps = [(n, k) for n, k in self.compared if n in _STAMPS]
-        loose = sql.SQL(" OR ").join(_differs(self.map, n, k) for n, k in stamps) if stamps else sql.SQL("false")
+        # Timestamps the rule accepts are no difference (`_strict`), and each store's own audit
+        # rows since the backfill are counted by the digest, never compared: neither is here.
         missing: list[sql.Composable] = []
         extra: list[sql.Composable] = []
-        changed: list[sql.Composable] = [sql.SQL("WHEN cardinality(c.columns) = 0 AND ({}) "
-                                                 "THEN 'timestampsSinceBackfill'").format(loose)]
-        if self.map is AUDIT_EVENTS:  # each store writes its own audit row, with a fresh id
-            missing.append(sql.SQL("WHEN s.created_at >= {} THEN 'legacyAuditSinceBackfill'").format(_SINCE))
-            extra.append(sql.SQL("WHEN t.created_at >= {} THEN 'v2AuditSinceBackfill'").format(_SINCE))
+        changed: list[sql.Composable] = []
         if rule.steady:
             extra.append(sql.SQL("WHEN t.created_at >= {} THEN 'newInV2'").format(_BEGAN))
             # Removed in v2 only: the API's audit trail since E' began names it, or its parent went (the cascade).
@@ -318,7 +351,8 @@ class _Statements(TableSQL):
                     sql.Identifier(parent), _col("s", column)))
             missing.append(sql.SQL("WHEN {} THEN 'removedInV2'").format(sql.SQL(" OR ").join(gone)))
             if "updated_at" in self.map.columns:
-                changed.append(sql.SQL("WHEN t.updated_at >= {} THEN 'changedInV2'").format(_BEGAN))
+                changed.append(sql.SQL("WHEN cardinality(c.columns) > 0 AND t.updated_at >= {} "
+                                       "THEN 'changedInV2'").format(_BEGAN))
             if self.map is AUDIT_EVENTS:  # its account removed in v2 only: the foreign key set it null there
                 changed.append(sql.SQL(
                     "WHEN c.columns = ARRAY['account_id'] AND t.account_id IS NULL "
@@ -340,8 +374,9 @@ class _Statements(TableSQL):
         deleted = [sql.SQL("coalesce({}.status = 'deleted', false)").format(sql.Identifier(a)) if self.has_status
                    else sql.SQL("false") for a in ("s", "t")]
         return sql.SQL("""
-            WITH s AS MATERIALIZED (SELECT {cols} FROM ({source}) x WHERE x.issue_kind IS DISTINCT FROM 'error'),
-            t AS MATERIALIZED (SELECT {cols} FROM {v2} t WHERE {range_t}),
+            WITH s AS MATERIALIZED (SELECT {cols} FROM ({source}) x
+                                    WHERE x.issue_kind IS DISTINCT FROM 'error' AND NOT {own_x}),
+            t AS MATERIALIZED (SELECT {cols} FROM {v2} t WHERE {range_t} AND NOT {own_t}),
             d AS MATERIALIZED (
                 SELECT coalesce(s.id, t.id) AS id,
                        CASE WHEN t.id IS NULL THEN 'missing' WHEN s.id IS NULL THEN 'extra'
@@ -355,7 +390,7 @@ class _Statements(TableSQL):
                                WHERE kind <> 'different' OR cardinality(columns) > 0 OR set_aside IS NOT NULL)
             """).format(cols=cols, source=self.source(lo, hi, fresh), v2=self.v2,
                         range_t=range_filter("t", lo, hi), checks=checks, set_aside=self._set_aside(),
-                        s_deleted=deleted[0], t_deleted=deleted[1])
+                        s_deleted=deleted[0], t_deleted=deleted[1], own_x=self._own("x"), own_t=self._own("t"))
 
     def diff(self, lo: str | None, hi: str | None, fresh: bool = False) -> sql.Composed:
         """Per kind and reason set aside: rows, of them deleted in legacy and in v2; and for the
@@ -793,6 +828,20 @@ def _order(check: dict[str, Any]) -> tuple[int, int]:
     return 9, 0
 
 
+@dataclass
+class _Range:
+    """One range of a content walk: its bounds, its latest look's figures and differing rows, the
+    rows that differed (unchanged) at every look so far, and when it was last looked at."""
+
+    lo: str | None
+    hi: str | None
+    tally: _Tally
+    last: dict[str, _Row]
+    persistent: dict[str, _Row]
+    looked: float
+    looks: int = 1
+
+
 class _Verify:
     def __init__(self, url: str, options: VerifyOptions, progress: ProgressCallback | None,
                  cancel: threading.Event | None, on_check: CheckCallback | None):
@@ -821,50 +870,65 @@ class _Verify:
         return [_Part(name, i, lo, hi) for i, (lo, hi) in enumerate(bounds)], total
 
     def _walk_part(self, pool: _Connections, part: _Part, total: int) -> _Tally:
+        """Walk a part range by range; the ranges that differ at a first look are looked at again
+        once the walk is through (`_look_again_at`), so that the moment a write in flight needs to
+        reach its mirror is waited for once per round, not once per range."""
         st = self.statements[part.table]
         conn = pool.get(landed=st.needs_landed)
-        tally = _Tally()
+        walked: list[_Range] = []
         sizer = RangeSizer(FIRST_RANGE_ROWS, TARGET_RANGE_SECONDS, MIN_RANGE_ROWS, MAX_RANGE_ROWS, step=2.0, far=2.0)
         size, last = sizer.size, part.lo
         while not self._stopping():
             found = conn.execute(st.key_at(last, part.hi), {"lo": last, "hi": part.hi, "offset": size - 1}).fetchone()
             hi = found[0] if found else part.hi
             started = time.monotonic()
-            one = self._check_range(conn, st, last, hi)
-            one.seconds = one.longest = time.monotonic() - started
-            tally.add(one)
+            tally, rows = self._look(conn, st, last, hi)
+            tally.seconds = tally.longest = time.monotonic() - started
+            walked.append(_Range(last, hi, tally, rows, rows, time.monotonic()))
             with self._lock:
-                self._done[part.table] += one.legacy
+                self._done[part.table] += tally.legacy
                 done = self._done[part.table]
             self.progress(VerifyProgress(check=f"content:{part.table}", done=done, total=total))
             if found is None:
-                return tally
+                return self._look_again_at(conn, st, walked)
             last = hi
-            size = sizer.after(one.seconds)
+            size = sizer.after(tally.seconds)
         raise _Stopped
 
-    def _check_range(self, conn: psycopg.Connection, st: _Statements, lo: str | None, hi: str | None) -> _Tally:
-        tally, last = self._look(conn, st, lo, hi)
-        persistent, looks = last, 1
-        while persistent and looks < LOOKS and not self._stopping():
-            # Under live traffic the API commits a write to its primary, then mirrors it in a
-            # second transaction: look again after a moment (reading the landed books afresh),
-            # and report only what differed at every look.
-            self._settle(f"content:{st.map.v2}")
-            tally, last = self._look(conn, st, lo, hi, fresh=True)
-            looks += 1
-            # Differing at every look, and unchanged on both sides since the last: a hot row the
-            # API writes again and again is in flight each time, not a difference.
-            persistent = {k: v for k, v in last.items() if persistent.get(k) == v}
-            if persistent.keys() == last.keys():
-                break
-        tally.found(last, persistent)
-        tally.settled = int(looks > 1 and not persistent)
-        return tally
+    def _look_again_at(self, conn: psycopg.Connection, st: _Statements, walked: list[_Range]) -> _Tally:
+        """The walked ranges' figures, added up in key order, after looking again at those that
+        differed, up to LOOKS looks in all, each a moment after the range's previous look.
 
-    def _settle(self, check: str) -> None:
-        """The moment a write in flight needs to reach its mirror, before `check` looks again."""
-        self.cancel.wait(SETTLE_SECONDS)
+        Under live traffic the API commits a write to its primary, then mirrors it in a second
+        transaction: a later look (reading the landed books afresh) reports only what differed
+        at every look. A row that differed at every look but changed in between is a hot row the
+        API writes again and again, in flight each time, not a difference; a range whose every
+        differing row stayed as it was needs no further look."""
+        again, looks = [r for r in walked if r.persistent], 1
+        while again and looks < LOOKS and not self._stopping():
+            still = []
+            for one in again:
+                self._settle(f"content:{st.map.v2}", until=one.looked + SETTLE_SECONDS)
+                started = time.monotonic()
+                tally, last = self._look(conn, st, one.lo, one.hi, fresh=True)
+                one.looked = time.monotonic()
+                tally.seconds = tally.longest = one.tally.seconds + one.looked - started
+                persistent = {k: v for k, v in last.items() if one.persistent.get(k) == v}
+                one.tally, one.last, one.persistent, one.looks = tally, last, persistent, looks + 1
+                if persistent and persistent.keys() != last.keys():
+                    still.append(one)
+            again, looks = still, looks + 1
+        total = _Tally()
+        for one in walked:
+            one.tally.found(one.last, one.persistent)
+            one.tally.settled = int(one.looks > 1 and not one.persistent)
+            total.add(one.tally)
+        return total
+
+    def _settle(self, check: str, until: float | None = None) -> None:
+        """The moment a write in flight needs to reach its mirror, before `check` looks again:
+        SETTLE_SECONDS, or until `until` (monotonic), which may have passed already."""
+        self.cancel.wait(SETTLE_SECONDS if until is None else max(until - time.monotonic(), 0.0))
 
     def _look(self, conn: psycopg.Connection, st: _Statements, lo: str | None, hi: str | None,
               fresh: bool = False) -> tuple[_Tally, dict[str, _Row]]:
@@ -880,10 +944,13 @@ class _Verify:
             if st.has_status:
                 tally.landed_deleted, tally.forced_deleted = row[:2]
                 row = row[2:]
-            tally.v2_rows, v2_digest = row[:2]
+            compared, legacy_own, tally.v2_rows, v2_digest = row[:4]
             if st.has_status:
-                tally.v2_deleted = row[2]
-            if (tally.expected, digest) == (tally.v2_rows, v2_digest):
+                tally.v2_deleted = row[4]
+            v2_compared, v2_own, v2_written = row[-3:]
+            tally.set_aside.update({"legacyAuditSinceBackfill": legacy_own, "v2AuditSinceBackfill": v2_own,
+                                    "timestampsSinceBackfill": v2_written})
+            if (compared, digest) == (v2_compared, v2_digest):
                 return tally, rows
             tally.rechecked = 1
             for kind, reason, count, legacy_deleted, v2_deleted, ids, columns, s_del, t_del, states in conn.execute(

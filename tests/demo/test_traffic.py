@@ -32,7 +32,8 @@ from cutover_tui.work.backfill import Backfill, BackfillOptions
 from cutover_tui.work.verify import VerifyOptions, run_verify
 
 READ_ACCOUNT, READ_USER = "ws_1", "user_1"  # verify-reads looks here; the traffic stays out of it
-RATE = 60.0  # operations per second: what both cores sustain beside a verify and the API
+RATE = 200.0  # operations per second (the issue's rehearsal rate)
+ACCOUNTS = 10  # each account's requests go one at a time: enough of them to keep RATE up
 
 
 def apply_v2(url: str) -> None:
@@ -279,7 +280,7 @@ def test_the_runbook_walk_under_steady_traffic(session, api, deploy, env_file):
     promote(session, "C")
     assert flags(env_file) == (True, False, False)
     deploy()
-    cookies = demo_cookies(api, url, 3, exclude={READ_ACCOUNT})
+    cookies = demo_cookies(api, url, ACCOUNTS, exclude={READ_ACCOUNT})
     held = 0.0  # seconds the traffic was held for deploys
     with Traffic(api, cookies, RATE, seed=7, max_seconds=180) as traffic:
         steady(traffic)
@@ -386,8 +387,8 @@ def test_a_corruption_planted_at_each_stage_is_caught_at_that_stage(session, api
     verify_ok(session)
     promote(session, "C")
     deploy()
-    cookies = demo_cookies(api, url, 3, exclude={READ_ACCOUNT})
-    quiet = next(a for a in demo_cookies(api, url, 5, exclude={READ_ACCOUNT}) if a not in cookies)
+    cookies = demo_cookies(api, url, ACCOUNTS, exclude={READ_ACCOUNT})
+    quiet = next(a for a in demo_cookies(api, url, ACCOUNTS + 2, exclude={READ_ACCOUNT}) if a not in cookies)
     with Traffic(api, cookies, RATE, seed=13, max_seconds=180) as traffic:
         for stage in ("C", "D", "E", "E'"):
             if stage == "D":
@@ -435,7 +436,7 @@ def content(report: dict, table: str) -> dict:
 def test_a_broken_mirror_is_found_row_for_row_and_repaired(session, api, deploy):
     url = session.settings.database_url
     to_d(session, api, deploy)
-    cookies = demo_cookies(api, url, 3, exclude={READ_ACCOUNT})
+    cookies = demo_cookies(api, url, ACCOUNTS, exclude={READ_ACCOUNT})
     with Traffic(api, cookies, RATE, seed=11, max_seconds=60) as traffic:
         steady(traffic)
         before = traffic.stats()

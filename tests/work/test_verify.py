@@ -690,11 +690,11 @@ def test_a_write_in_flight_is_looked_at_again_and_passes(filled_url, monkeypatch
                         "VALUES ('book_in_flight', %s, %s, 'In flight', 'fresh')", params=(account, identity))
     settle, mirrored = verify_module._Verify._settle, []
 
-    def mirror_then_settle(self, check: str) -> None:
+    def mirror_then_settle(self, check: str, until: float | None = None) -> None:
         if check == name and not mirrored:
             execute(filled_url, IN_FLIGHT_BOOK)
             mirrored.append(check)
-        settle(self, check)
+        settle(self, check, until)
 
     monkeypatch.setattr(verify_module._Verify, "_settle", mirror_then_settle)
     check = by_key(verify(filled_url))[name]
