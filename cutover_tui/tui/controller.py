@@ -219,11 +219,11 @@ class Controller:
         if run.kind == "recon":
             return jobs.recon(session, progress=run.on_recon)
         if run.kind == "backfill":
-            return jobs.backfill(session, progress=run.on_backfill, cancel=run.cancel, pause=run.pause, in_child=True)
+            return jobs.backfill(session, progress=run.on_backfill, cancel=run.cancel, pause=run.pause)
         if run.kind == "verify-reads":
             return jobs.verify_reads(session, self.api_target or jobs.api_target(session))
         return jobs.verify(session, VerifyOptions(repair=run.kind == "repair"), progress=run.on_verify,
-                           cancel=run.cancel, on_check=run.on_check, in_child=True)
+                           cancel=run.cancel, on_check=run.on_check)
 
     def _run_job(self, run: JobRun) -> None:
         try:

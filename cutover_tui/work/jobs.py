@@ -24,7 +24,7 @@ from ..rules.steps import JobKind
 from ..store import journal, losses
 from ..store.db import server_now
 from ..store.session import Session
-from . import api_check, child
+from . import api_check
 from . import backfill as backfill_
 from . import recon as recon_
 from . import verify as verify_
@@ -82,17 +82,13 @@ def recon(session: Session, *, sample_rows: int = 2000, progress: recon_.Progres
 
 def backfill(session: Session, options: BackfillOptions | None = None, *,
              progress: backfill_.ProgressCallback | None = None, cancel: threading.Event | None = None,
-             pause: threading.Event | None = None, report_path: Path | None = None, in_child: bool = False) -> Stored:
-    """The backfill; `in_child`: in a process of its own (the console's, so its UI keeps the GIL)."""
+             pause: threading.Event | None = None, report_path: Path | None = None) -> Stored:
     options = options or BackfillOptions()
 
     def work() -> dict[str, Any]:
         backfill_.check_ready(session.conn, options.tables)
-        url, operator = session.settings.database_url, session.settings.operator
-        if in_child:
-            body = child.backfill_in_child(url, operator, options, progress=progress, cancel=cancel, pause=pause)
-        else:
-            body = backfill_.Backfill(url, operator, options, progress=progress, cancel=cancel, pause=pause).run()
+        body = backfill_.Backfill(session.settings.database_url, session.settings.operator, options,
+                                  progress=progress, cancel=cancel, pause=pause).run()
         accepted = losses.by_class(session.conn)  # carried in every report after an accepted loss
         return body | ({"acceptedLosses": accepted} if accepted else {})
 
@@ -101,15 +97,12 @@ def backfill(session: Session, options: BackfillOptions | None = None, *,
 
 def verify(session: Session, options: VerifyOptions | None = None, *,
            progress: verify_.ProgressCallback | None = None, cancel: threading.Event | None = None,
-           on_check: verify_.CheckCallback | None = None, report_path: Path | None = None,
-           in_child: bool = False) -> Stored:
-    """The verify; `in_child`: in a process of its own (as `backfill`)."""
+           on_check: verify_.CheckCallback | None = None, report_path: Path | None = None) -> Stored:
     # What "v2 matches legacy" means depends on the stage the verify counts for, and in E' on when it began.
     facts = session.facts()
     options = (options or VerifyOptions()).model_copy(
         update={"stage": verify_stage(facts, session.runbook), "stage_began": facts.stage_began})
-    run = child.verify_in_child if in_child else verify_.run_verify
-    return run_job(session, "verify", lambda: run(
+    return run_job(session, "verify", lambda: verify_.run_verify(
         session.settings.database_url, options, progress=progress, cancel=cancel, on_check=on_check),
         report_path=report_path, detail={"repair": options.repair, "sample_size": options.sample_size},
         action="repair" if options.repair else "verify", detail_from=_repaired_rows if options.repair else None)
