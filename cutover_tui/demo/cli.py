@@ -63,7 +63,8 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     traffic.add_argument("--api", required=True, help="the stand-in API's address (shown by `cutover demo`)")
     traffic.add_argument("--rate", type=float, required=True, help="requests per second")
     traffic.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
-    traffic.add_argument("--accounts", type=int, default=3, help="accounts to spread the traffic over")
+    traffic.add_argument("--accounts", type=int, default=3,
+                         help="accounts to spread the traffic over (one request at a time each: 10 keep 200/s up)")
     traffic.add_argument("--seed", type=int, default=1)
     traffic.add_argument("--database-url", default=argparse.SUPPRESS, help="the demo database (else DATABASE_URL)")
 

@@ -409,6 +409,7 @@ class Backfill:
         conn = ranges.job_connection(self.url, "cutover backfill")
         if worker:
             conn.execute("SELECT pg_advisory_lock_shared(%s)", (JOB_WORKERS_KEY,))
+
         return conn
 
     def _open_run(self, conn: psycopg.Connection) -> tuple[int, dict[str, int]]:
@@ -500,6 +501,7 @@ class Backfill:
         params = {"lo": lo, "hi": hi}
         try:
             with conn.transaction():
+                ranges.probe_by_index(conn)
                 result = _run_range(conn, table, lo, hi, pass_no == 1, self._late_parents)
                 result.seconds = result.longest_transaction = time.monotonic() - started
                 result.retried = retried
@@ -533,12 +535,14 @@ class Backfill:
 
     def _run_pass(self, conn: psycopg.Connection, run_id: int, pass_no: int) -> dict[str, list[_Part]]:
         """Every part of every table, on `workers` threads; a part starts once the tables
-        its rules read are done, and workers spread over tables where they can, since two
-        bulk writers into one table queue on its heap."""
+        its rules read are done. The tables others wait for go first (every worker on them:
+        accounts, identities, books lie on the way to the snapshots, half of all rows), then
+        the biggest; a table no other waits for fills the time its parent's last part leaves."""
         names = list(self.options.tables)
         by_table = {name: self._parts(conn, run_id, pass_no, name) for name in names}
         totals = {name: scalar(conn, self.tables[name].count("legacy")) for name in names}
         needs = {name: [d for d in BY_NAME[name].depends_on if d in names] for name in names}
+        awaited = {d for name in names for d in needs[name]}
         pending = [p for name in names for p in by_table[name] if not p.finished]
         unfinished = {p.table for p in pending}
         active: dict[str, int] = dict.fromkeys(names, 0)
@@ -558,7 +562,7 @@ class Backfill:
                 while not (self.cancel.is_set() or failures):
                     runnable = [p for p in pending if not any(d in unfinished for d in needs[p.table])]
                     if runnable:
-                        part = min(runnable, key=lambda p: (active[p.table], -totals[p.table], p.part))
+                        part = min(runnable, key=lambda p: (p.table not in awaited, -totals[p.table], p.part))
                         pending.remove(part)
                         active[part.table] += 1
                         self._started.setdefault(part.table, time.monotonic())

@@ -937,6 +937,7 @@ class _Verify:
         rows: dict[str, _Row] = {}
         params = {"lo": lo, "hi": hi} | self.rule.params(st.map.v2)
         with conn.transaction():
+            ranges.probe_by_index(conn)
             row = list(one_row(conn, st.digest(lo, hi, fresh), params))
             tally.legacy, tally.expected, digest = row[:3]
             issues, row = row[3:3 + len(st.map.issues)], row[3 + len(st.map.issues):]
