@@ -3,18 +3,20 @@
     python bench/pipeline.py --size S|M|L [--keep] [--postgres 17 18] [--traffic RATE]
 
 Seeds an embedded Postgres (kept under the temp folder with --keep, so a second run
-reuses it), then times, on the same server and data: the baseline (the same mapping
-as one plain INSERT ... SELECT per table into empty v2 tables, one transaction), our
-first backfill, our idle re-run, our verify with the content check, count(*) over the same
-tables, and a bare md5(row::text) scan of them (one connection). The idle re-run is timed twice: as it runs by default (the watermarks
-prove nothing changed) and with --full-compare (every range compared by hash); the
-second has a target of its own. With --size M it also runs S first, and with L (ten times M,
-seeded in some minutes) M first, for the rows/s ratios. Prints the server, the machine, each
-figure and the ratios the pipeline issues set, and exits 1 if a ratio is missed. --postgres runs
-the whole measurement on each server version named (default 18), each against its own baseline,
-and prints the versions side by side. --traffic also times verify under stage C's rule twice, without
-traffic and while the demo's account API (its own process, with C's flags) takes RATE requests a second
-through ten accounts, against the target of 0.3 x the first backfill.
+reuses it), then times, on the same server and data: the baseline (the same mapping as
+one plain INSERT ... SELECT per table into empty v2 tables, one transaction), our first
+backfill, our idle re-run, our verify with the content check, count(*) over the same
+tables, and a bare md5(row::text) scan of them (planned with the server's defaults). The
+idle re-run is timed twice: as it runs by default (the watermarks prove nothing changed)
+and with --full-compare (every range compared by hash); the second has a target of its
+own. With --size M it also runs S first, and with L (ten times M, seeded in some minutes)
+M first, for the rows/s ratios. Prints the server, the machine, each figure and the
+ratios the pipeline issues set, and exits 1 if a ratio is missed. --postgres runs the
+whole measurement on each server version named (default 18), each against its own
+baseline, and prints the versions side by side. --traffic also times verify under stage
+C's rule twice, without traffic and while the demo's account API (its own process, with
+C's flags) takes RATE requests a second through ten accounts, against the target of
+0.3 x the first backfill.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from cutover_tui.demo.embedded import create_database, database_url
 from cutover_tui.demo.envfile_text import DEMO_ENV
 from cutover_tui.demo.seed import SIZES, seed_legacy
 from cutover_tui.demo.traffic import Traffic, demo_cookies
+from cutover_tui.files.envfile import READS, read_env_file, write_flags
 from cutover_tui.rules.mapping import TABLES, source_query
 from cutover_tui.store.db import ensure_console_schema
 from cutover_tui.work import migrate
@@ -135,7 +138,8 @@ def under_traffic(url: str, rate: float, tag: str) -> dict[str, float]:
     print(f"[{tag}] quiet verify: {content_figures(quiet)}")
     folder = Path(tempfile.mkdtemp())
     env = folder / "deploy.env"
-    env.write_text(DEMO_ENV.replace("ACCOUNT_SCHEMA_V2_READS=false", "ACCOUNT_SCHEMA_V2_READS=true"))
+    env.write_text(DEMO_ENV)
+    write_flags(read_env_file(env), {READS: True})  # C: reads from v2, writes legacy mirrored into v2
     api = start_api(folder, url, env, os.getpid())
     try:
         with Traffic(api, demo_cookies(api, url, TRAFFIC_ACCOUNTS), rate, seed=5, max_seconds=3600) as traffic:

@@ -104,17 +104,19 @@ def record_report(url: str, kind: ReportKind, *, ok: bool, stage: str | None = N
 
 
 @contextmanager
-def password_role(server_url: str, database_url: str, secret: str) -> Iterator[str]:
-    """`database_url` through a new superuser role that must give `secret` (scram over the socket):
-    its URL, with the password in it; the server's pg_hba.conf is restored and the role dropped after."""
+def password_role(server_url: str, database_url: str, secret: str, role: str | None = None) -> Iterator[str]:
+    """`database_url` through a new superuser role (`role`, else a fresh name) that must give `secret`
+    (scram over the socket): its URL, with the password in it; the server's pg_hba.conf is restored
+    and the role dropped after. The file is replaced whole and only then reloaded: a reload that
+    read it half written would shut every role out of this test session's server."""
     import uuid
 
-    role = f"pw_{uuid.uuid4().hex[:8]}"
+    role = role or f"pw_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{secret}'")
         hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
     original = hba.read_text()
-    hba.write_text(f"local all {role} scram-sha-256\n" + original)
+    _replace_hba(hba, f"local all {role} scram-sha-256\n" + original)
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute("SELECT pg_reload_conf()")
     try:
@@ -122,12 +124,18 @@ def password_role(server_url: str, database_url: str, secret: str) -> Iterator[s
         assert url != database_url
         yield url
     finally:
-        hba.write_text(original)
+        _replace_hba(hba, original)
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f"REASSIGN OWNED BY {role} TO postgres")
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
             conn.execute(f"DROP ROLE {role}")
+
+
+def _replace_hba(hba: Path, text: str) -> None:
+    staged = hba.with_name(hba.name + ".test")
+    staged.write_text(text)
+    os.replace(staged, hba)
 
 
 def age_journal(url: str, hours: float) -> None:

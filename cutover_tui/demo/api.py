@@ -220,7 +220,6 @@ class _Write:
 
 class _Api:
     def __init__(self, database_url: str, environ: Mapping[str, str]) -> None:
-        self.database_url = database_url
         # Fixed for the life of the process, as in the real API.
         self.sw = switch_for(flags_of(environ))
         self.cookie_name = cookie_name_for(environ)

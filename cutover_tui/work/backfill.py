@@ -409,7 +409,6 @@ class Backfill:
         conn = ranges.job_connection(self.url, "cutover backfill")
         if worker:
             conn.execute("SELECT pg_advisory_lock_shared(%s)", (JOB_WORKERS_KEY,))
-
         return conn
 
     def _open_run(self, conn: psycopg.Connection) -> tuple[int, dict[str, int]]:
@@ -545,7 +544,6 @@ class Backfill:
         awaited = {d for name in names for d in needs[name]}
         pending = [p for name in names for p in by_table[name] if not p.finished]
         unfinished = {p.table for p in pending}
-        active: dict[str, int] = dict.fromkeys(names, 0)
         failures: list[BaseException] = []
         ready = threading.Condition()
         # A resumed pass counts on from its checkpoint's rows, and shows them before its first batch.
@@ -564,7 +562,6 @@ class Backfill:
                     if runnable:
                         part = min(runnable, key=lambda p: (p.table not in awaited, -totals[p.table], p.part))
                         pending.remove(part)
-                        active[part.table] += 1
                         self._started.setdefault(part.table, time.monotonic())
                         return part
                     if not pending:
@@ -579,7 +576,6 @@ class Backfill:
                 except BaseException as exc:
                     failures.append(exc)
                 with ready:
-                    active[part.table] -= 1
                     if all(p.finished for p in by_table[part.table]):
                         unfinished.discard(part.table)
                     ready.notify_all()

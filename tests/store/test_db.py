@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import helpers
 import psycopg
 import pytest
 from helpers import ROOT
@@ -32,26 +33,10 @@ def test_unreachable_database_exit_3_without_password(capsys, tmp_path, env_file
 
 @pytest.fixture
 def password_role(pg_server_url, empty_db_url):
-    """A role that must log in with a password over the socket (pgserver trusts by default)."""
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE pw_user LOGIN SUPERUSER PASSWORD '{SECRET}'")
-        hba = conn.execute("SHOW hba_file").fetchone()[0]
-        original = conn.execute("SELECT pg_read_file(%s)", (hba,)).fetchone()[0]
-        conn.execute("SELECT pg_catalog.pg_reload_conf()")
-    import pathlib
-    path = pathlib.Path(hba)
-    path.write_text("local all pw_user scram-sha-256\n" + original)
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_reload_conf()")
-    try:
-        yield empty_db_url.replace("postgres:@", "pw_user:{}@")
-    finally:
-        path.write_text(original)
-        with psycopg.connect(empty_db_url, autocommit=True) as conn:
-            conn.execute("REASSIGN OWNED BY pw_user TO postgres")
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute("SELECT pg_reload_conf()")
-            conn.execute("DROP ROLE pw_user")
+    """A role that must log in with a password over the socket (pgserver trusts by default): its
+    URL with `{}` where the password goes."""
+    with helpers.password_role(pg_server_url, empty_db_url, SECRET, role="pw_user") as url:
+        yield url.replace(f":{SECRET}@", ":{}@")
 
 
 def test_wrong_password_is_unreachable_and_redacted(capsys, password_role, env_file):

@@ -1,0 +1,49 @@
+"""A range reads its parent tables row by row through their indexes, never whole: the walks of
+the backfill and of verify stay linear in the table's size (BENCHMARKS.md, ten times M)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from cutover_tui.rules.mapping import PIXBOOKS, column_types
+from cutover_tui.work import ranges
+from cutover_tui.work import verify as verify_module
+from cutover_tui.work.backfill import Backfill, BackfillOptions
+from cutover_tui.work.verify import VerifyOptions, run_verify
+
+
+def plan(conn: psycopg.Connection, statement: sql.Composable, params: dict) -> str:
+    return "\n".join(row[0] for row in conn.execute(sql.SQL("EXPLAIN ") + statement, params))
+
+
+def test_a_range_probes_its_parents_instead_of_hashing_them(backfilled_url):
+    """The books' rules read identities and accounts: inside a range, by index, row by row."""
+    with psycopg.connect(backfilled_url, autocommit=True) as conn:  # as the walks' connections
+        st = verify_module._Statements(PIXBOOKS, column_types(conn, "pixbooks"), verify_module._Rule())
+        params = {"lo": "book_1", "hi": "book_5", "since": None, "began": None}
+        with conn.transaction():
+            assert "Hash" in plan(conn, st.digest("book_1", "book_5"), params)  # as the planner would
+        with conn.transaction():
+            ranges.probe_by_index(conn)
+            probed = plan(conn, st.digest("book_1", "book_5"), params)
+        assert "Hash" not in probed and "Merge" not in probed and "Nested Loop" in probed
+        # Only for the range's transaction: the next one plans as ever.
+        assert conn.execute("SHOW enable_hashjoin").fetchone()[0] == "on"
+
+
+def test_every_range_of_both_walks_is_probed(backfilled_url, monkeypatch):
+    probed: list[bool] = []  # each call: inside a transaction (SET LOCAL lasts just that long)
+    original = ranges.probe_by_index
+
+    def probe(conn: psycopg.Connection) -> None:
+        probed.append(conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS)
+        original(conn)
+
+    monkeypatch.setattr(ranges, "probe_by_index", probe)
+    report = run_verify(backfilled_url, VerifyOptions())
+    ranges_walked = sum(c["ranges"] for c in report["checks"] if c["type"] == "content")
+    assert len(probed) == ranges_walked and all(probed)
+    probed.clear()
+    Backfill(backfilled_url, "tester", BackfillOptions(full_compare=True)).run()
+    assert probed and all(probed)
