@@ -16,7 +16,7 @@ whole measurement on each server version named (default 18), each against its ow
 baseline, and prints the versions side by side. --traffic also times verify under stage
 C's rule twice, without traffic and while the demo's account API (its own process, with
 C's flags) takes RATE requests a second through ten accounts, against the target of
-0.3 x the first backfill.
+0.3 x the first backfill, and prints how the machine's cores were shared meanwhile.
 """
 
 from __future__ import annotations
@@ -132,6 +132,34 @@ def content_figures(report: dict) -> str:
                                     sorted(report["checks"], key=lambda c: -c.get("seconds", 0))[:3]))
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far (user and system): of the whole machine, of this process (verify's threads
+    and the traffic's clients) and of its child processes that are not Postgres (the stand-in API).
+    What the machine spent besides is the server's (the API's backends and verify's alike)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    out = {"machine": sum(int(busy[i]) for i in (0, 1, 2, 5, 6, 7)) / tick, "this process": 0.0, "stand-in API": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if int(stat.parent.name) == os.getpid():
+            out["this process"] += seconds
+        elif int(fields[1]) == os.getpid() and b"postgres" not in command:
+            out["stand-in API"] += seconds
+    return out
+
+
+def cores(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    used = {name: (after[name] - before[name]) / seconds for name in before}
+    rest = used["machine"] - used["this process"] - used["stand-in API"]
+    return (f"{used['machine']:.2f} of {os.cpu_count()} cores busy: the stand-in API {used['stand-in API']:.2f}, "
+            f"this process {used['this process']:.2f}, the rest (Postgres) {rest:.2f}")
+
+
 def under_traffic(url: str, rate: float, tag: str) -> dict[str, float]:
     """Verify under C's rule, quiet, then while the demo API (C's flags, its own process) takes traffic."""
     quiet_s, quiet = timed(lambda: run_verify(url, VerifyOptions(stage="C")))
@@ -144,11 +172,14 @@ def under_traffic(url: str, rate: float, tag: str) -> dict[str, float]:
     try:
         with Traffic(api, demo_cookies(api, url, TRAFFIC_ACCOUNTS), rate, seed=5, max_seconds=3600) as traffic:
             time.sleep(3)  # under way before verify starts
+            before = cpu_seconds()
             busy_s, busy = timed(lambda: run_verify(url, VerifyOptions(stage="C")))
+            used = cores(before, cpu_seconds(), busy_s)
             stats = traffic.stats()
     finally:
         stop_api(folder)
     print(f"[{tag}] verify under traffic: {content_figures(busy)}")
+    print(f"[{tag}] while it ran: {used}")
     failed = [c.get("name") or f"{c['type']}:{c['table']}" for c in busy["checks"]
               if not c["ok"] and c["type"] != "count"]  # the seed's anomalies fail the count checks by design
     return {"verify C quiet s": quiet_s, "verify C traffic s": busy_s,

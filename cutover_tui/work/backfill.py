@@ -608,13 +608,13 @@ class Backfill:
                 pass_no = first
                 while True:
                     passes[pass_no] = self._run_pass(conn, run_id, pass_no)
+                    counts = self._counts(conn)
                     if (self.cancel.is_set() or pass_no >= self.options.max_passes
-                            or not self._legacy_changed(conn, run_id, pass_no, passes[pass_no])):
+                            or not self._legacy_changed(conn, run_id, pass_no, passes[pass_no], counts)):
                         break
                     pass_no += 1
                 for earlier in range(1, first):
                     passes[earlier] = {n: self._parts(conn, run_id, earlier, n) for n in self.options.tables}
-                counts = self._counts(conn)
                 if self.cancel.is_set():
                     conn.execute("UPDATE cutover.backfill_runs SET state = 'cancelled', finished_at = now() "
                                  "WHERE id = %s", (run_id,))
@@ -678,20 +678,21 @@ class Backfill:
         report = self._report(run_id, before, counts, {0: parts}, seconds)
         return report | {"unchangedSince": last_id}
 
-    def _legacy_changed(self, conn, run_id: int, pass_no: int, parts: dict[str, list[_Part]]) -> bool:
+    def _legacy_changed(self, conn, run_id: int, pass_no: int, parts: dict[str, list[_Part]],
+                        counts: dict[str, list[int]]) -> bool:
         """Whether legacy may differ from what this pass read, so a catch-up pass is due.
 
         A row inserted or updated since the pass began carries an xmin at or after the
         pass's snapshot xmin (one sequential scan per table); a deleted row shows as
-        fewer rows now than the pass read. Rows that conflicted may land on a retry.
+        fewer rows in `counts` (taken before the scans) than the pass read. Rows that
+        conflicted may land on a retry.
         """
         since = scalar(conn, "SELECT min(started_xmin) FROM cutover.backfill_parts WHERE run_id = %s AND pass = %s",
                              (run_id, pass_no))
         if any(_newer_rows(conn, name, since) for name in sorted({t.legacy for t in TABLES} | {"auth_users"})):
             return True
         for name, table_parts in parts.items():
-            seen = sum(p.result.seen for p in table_parts)
-            if seen != scalar(conn, self.tables[name].count("legacy")):
+            if sum(p.result.seen for p in table_parts) != counts[name][0]:
                 return True
             if any("conflicts with existing v2 rows" in key for p in table_parts for key in p.result.issues):
                 return True

@@ -700,3 +700,24 @@ def test_a_write_in_flight_is_looked_at_again_and_passes(filled_url, monkeypatch
     check = by_key(verify(filled_url))[name]
     assert mirrored == [name]
     assert (check["ok"], check["firstLookCount"], check["count"], check["rows"]) == (True, 1, 0, [])
+
+
+def test_the_sample_check_reads_the_books_that_land_in_its_own_snapshot(filled_url):
+    """A book the API created (and mirrored) after verify began is no difference at the first
+    look: the sample check applies the rules to its accounts' books as they are now, not to the
+    landed books a worker connection built when verify started."""
+    account, identity = _one(filled_url, "SELECT account_id, id FROM identities WHERE status <> 'deleted' "
+                                         "ORDER BY id LIMIT 1")
+    accounts = scalar(filled_url, "SELECT count(*) FROM platform_workspaces")
+    conn = verify_module._connect(filled_url, read_only=True)
+    try:
+        verify_module._create_landed_books(conn)
+        execute(filled_url, "INSERT INTO platform_books (id, workspace_id, managed_user_id, name, collection_id) "
+                            "VALUES ('book_in_flight', %s, %s, 'In flight', 'fresh')", params=(account, identity))
+        execute(filled_url, IN_FLIGHT_BOOK)
+        with conn.transaction():
+            result, found = verify_module._sample_check(conn, accounts, None)
+    finally:
+        conn.close()
+    assert account in result["accounts"] or result["sampled"] == accounts
+    assert (result["ok"], result["count"], found) == (True, 0, [])

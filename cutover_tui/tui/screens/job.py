@@ -32,6 +32,7 @@ from ..widgets.job_progress import JobProgress, duration
 from .report import ReportScreen
 
 REDRAW_SECONDS = 0.2
+_COMPARED = ("verify", "repair")  # the jobs whose checks fill in against the previous verify
 _STATE_STYLES = {"running": "bold yellow", "paused": "bold cyan", "cancelling": "bold yellow",
                  "done": "bold green", "failed": "bold red", "cancelled": "bold yellow"}
 _MARK_STYLES = {"new_failure": "bold red", "still_failing": "red", "fixed": "bold green", "changed": "yellow",
@@ -69,6 +70,7 @@ class JobScreen(Screen):
         self._shown_version = -1
         self._shown_log = 0
         self._shown_checks = 0
+        self._shown_state = Text()
 
     @property
     def cutover(self) -> Console:
@@ -81,17 +83,18 @@ class JobScreen(Screen):
         with VerticalScroll(id="job-body"):
             yield Static(id="job-plan")
             yield JobProgress(id="job-progress")
-            with Vertical(id="live-diff-box"):
-                yield DataTable(id="live-diff", cursor_type="row", zebra_stripes=True, show_cursor=False)
+            if self.kind in _COMPARED:  # a DataTable is the dearest part of opening the screen
+                with Vertical(id="live-diff-box"):
+                    yield DataTable(id="live-diff", cursor_type="row", zebra_stripes=True, show_cursor=False)
         yield RichLog(id="job-log", max_lines=2000, wrap=True, markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#job-log").border_title = "log"
-        box = self.query_one("#live-diff-box")
-        box.border_title = "against the previous verify"
-        box.display = False
-        self.query_one("#live-diff", DataTable).add_columns("", "check", "before", "now", "what changed")
+        for box in self.query("#live-diff-box"):
+            box.border_title = "against the previous verify"
+            box.display = False
+            self.query_one("#live-diff", DataTable).add_columns("", "check", "before", "now", "what changed")
         if self.plan is None:
             api = self.cutover.api_target.api if self.cutover.api_target else None
             self.cutover.run_engine(partial(jobs.plan_with_previous, kind=self.kind, api=api), self._planned,
@@ -102,8 +105,8 @@ class JobScreen(Screen):
 
     def _planned(self, planned: tuple[JobPlan, VerifyReport | None]) -> None:
         self.plan, self.previous = planned
-        self.query_one("#live-diff-box").display = (
-            self.kind in ("verify", "repair") and self.previous is not None)
+        for box in self.query("#live-diff-box"):
+            box.display = self.previous is not None
         self._show_plan()
         self.refresh_bindings()
         self._redraw(force=True)
@@ -145,15 +148,19 @@ class JobScreen(Screen):
         elif run.stored is not None:
             line.append(f"  report {run.stored.id} ", style="bold")
             line.append("passed" if run.stored.ok else "has FAILURES", style="green" if run.stored.ok else "bold red")
-        state.update(line)
+        if line != self._shown_state:  # the clock moves once a second, not at every redraw
+            state.update(line)
+            self._shown_state = line
         if run.version == self._shown_version and not force:
             return
         self._shown_version = run.version
         items, log, checks = run.snapshot()
         progress = self.query_one(JobProgress)
+        rows = len(progress.items)
         progress.items, progress.now = items, run.clock()
         progress.display = bool(items) or (run.running and self.kind != "verify-reads")  # that one has no tables
-        progress.refresh(layout=True)
+        # A line per table: the screen's layout moves only when a table joins, not with each figure.
+        progress.refresh(layout=len(items) != rows or force)
         journal = self.query_one(RichLog)
         for entry in log[self._shown_log:]:
             journal.write(literal(entry, "red" if entry.startswith(("FAIL", "ERROR")) else ""))
@@ -163,7 +170,7 @@ class JobScreen(Screen):
         self.refresh_bindings()
 
     def _add_checks(self, checks: list[VerifyCheck]) -> None:
-        if self.previous is None or not checks:
+        if self.previous is None or not checks or self.kind not in _COMPARED:
             return
         before = {check.key: check for check in self.previous.checks}
         table = self.query_one("#live-diff", DataTable)
