@@ -206,6 +206,8 @@ def run_size(size: str, keep: bool, version: int, traffic: float | None = None) 
                                         for t in TABLES for n in (t.legacy, t.v2)])
             md5_s, _ = timed(lambda: md5_scan(conn))
             server_version = conn.execute("SHOW server_version").fetchone()[0]
+            # The console's own memory: the traffic's HTTP clients below run in this process too.
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             busy = under_traffic(url, traffic, f"{size} pg{version}") if traffic else {}
     finally:
         srv.cleanup()
@@ -216,7 +218,7 @@ def run_size(size: str, keep: bool, version: int, traffic: float | None = None) 
         "verify rows/s": rows / verify_s,
         "longest transaction s": first["longestTransactionSeconds"], "idle tuples written": idle_written,
         "verify ok": verify["ok"], "passes": first["passes"], **busy,
-        "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak RSS MB": rss,
     }
     tag = f"{size} pg{version}"
     print(f"[{tag}] server {server_version}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}")

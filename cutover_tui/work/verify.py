@@ -936,7 +936,11 @@ class _Verify:
         rows: dict[str, _Row] = {}
         params = {"lo": lo, "hi": hi} | self.rule.params(st.map.v2)
         with conn.transaction():
-            ranges.probe_by_index(conn)
+            # A later look reads the books that land afresh: row by row through indexes that
+            # applies the book rules once per snapshot, hashed once per book (a 100,000-snapshot
+            # range on M: 1.08 s, 0.58 s).
+            if not (fresh and st.needs_landed):
+                ranges.probe_by_index(conn)
             row = list(one_row(conn, st.digest(lo, hi, fresh), params))
             tally.legacy, tally.expected, digest = row[:3]
             issues, row = row[3:3 + len(st.map.issues)], row[3 + len(st.map.issues):]

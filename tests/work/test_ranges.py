@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from cutover_tui.rules.mapping import PIXBOOKS, column_types
+from cutover_tui.rules.mapping import BY_NAME, PIXBOOKS, column_types
 from cutover_tui.work import ranges
 from cutover_tui.work import verify as verify_module
 from cutover_tui.work.backfill import Backfill, BackfillOptions
@@ -47,3 +47,28 @@ def test_every_range_of_both_walks_is_probed(backfilled_url, monkeypatch):
     probed.clear()
     Backfill(backfilled_url, "tester", BackfillOptions(full_compare=True)).run()
     assert probed and all(probed)
+
+
+def test_a_later_look_at_snapshots_applies_the_book_rules_hashed(backfilled_url, monkeypatch):
+    """A later look reads the books that land afresh. Through indexes that would apply the book
+    rules once per snapshot, so that look alone plans as the server would (once per book); every
+    other look is probed, and a later look finds what the first found."""
+    looks: list[tuple[str, bool]] = []
+    original = ranges.probe_by_index
+    monkeypatch.setattr(ranges, "probe_by_index", lambda conn: (looks.append((name, fresh)), original(conn)))
+    verify = verify_module._Verify(backfilled_url, VerifyOptions(), None, None, None)
+    verify.rule = verify_module._Rule()
+    conn = verify_module._connect(backfilled_url, read_only=True)
+    try:
+        verify_module._create_landed_books(conn)
+        figures = {}
+        for name in ("pixbook_snapshots", "pixbooks"):
+            st = verify_module._Statements(BY_NAME[name], column_types(conn, name), verify.rule)
+            for fresh in (False, True):
+                tally, rows = verify._look(conn, st, None, None, fresh=fresh)
+                figures[name, fresh] = (tally.legacy, tally.expected, tally.v2_rows, rows)
+    finally:
+        conn.close()
+    assert looks == [("pixbook_snapshots", False), ("pixbooks", False), ("pixbooks", True)]
+    for name in ("pixbook_snapshots", "pixbooks"):
+        assert figures[name, True] == figures[name, False] and figures[name, False][0] > 0
