@@ -1,5 +1,7 @@
 """A range reads its parent tables row by row through their indexes, never whole: the walks of
-the backfill and of verify stay linear in the table's size (BENCHMARKS.md, ten times M)."""
+the backfill and of verify stay linear in the table's size (BENCHMARKS.md, ten times M). One
+look is planned by the server: verify's later look at a snapshot range, which reads the books
+that land afresh (once per book, not once per snapshot)."""
 
 from __future__ import annotations
 
