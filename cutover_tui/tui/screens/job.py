@@ -91,7 +91,8 @@ class JobScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#job-log").border_title = "log"
-        for box in self.query("#live-diff-box"):
+        if self.kind in _COMPARED:
+            box = self.query_one("#live-diff-box")
             box.border_title = "against the previous verify"
             box.display = False
             self.query_one("#live-diff", DataTable).add_columns("", "check", "before", "now", "what changed")
@@ -105,8 +106,8 @@ class JobScreen(Screen):
 
     def _planned(self, planned: tuple[JobPlan, VerifyReport | None]) -> None:
         self.plan, self.previous = planned
-        for box in self.query("#live-diff-box"):
-            box.display = self.previous is not None
+        if self.kind in _COMPARED:
+            self.query_one("#live-diff-box").display = self.previous is not None
         self._show_plan()
         self.refresh_bindings()
         self._redraw(force=True)
@@ -170,7 +171,7 @@ class JobScreen(Screen):
         self.refresh_bindings()
 
     def _add_checks(self, checks: list[VerifyCheck]) -> None:
-        if self.previous is None or not checks or self.kind not in _COMPARED:
+        if self.previous is None or not checks:  # only a verify or a repair has a previous verify
             return
         before = {check.key: check for check in self.previous.checks}
         table = self.query_one("#live-diff", DataTable)
