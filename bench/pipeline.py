@@ -176,10 +176,13 @@ def under_traffic(url: str, rate: float, tag: str) -> dict[str, float]:
             busy_s, busy = timed(lambda: run_verify(url, VerifyOptions(stage="C")))
             used = cores(before, cpu_seconds(), busy_s)
             stats = traffic.stats()
+            last_error = traffic.last_error
     finally:
         stop_api(folder)
     print(f"[{tag}] verify under traffic: {content_figures(busy)}")
     print(f"[{tag}] while it ran: {used}")
+    if stats.errors:
+        print(f"[{tag}] traffic: {stats.errors} of {stats.requests} requests failed; the last: {last_error}")
     failed = [c.get("name") or f"{c['type']}:{c['table']}" for c in busy["checks"]
               if not c["ok"] and c["type"] != "count"]  # the seed's anomalies fail the count checks by design
     return {"verify C quiet s": quiet_s, "verify C traffic s": busy_s,

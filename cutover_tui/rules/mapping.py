@@ -9,6 +9,7 @@ range (lo, hi] of the legacy table, aliased `l`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -204,6 +205,17 @@ def source_query(table: TableMap, where: sql.Composable,
     template = (table.source_sql().replace("{", "{{").replace("}", "}}")
                 .replace("{{landed_books}}", "{landed}").replace("{{range}}", "{where}"))
     return sql.SQL(template).format(where=where, landed=landed_books)
+
+
+def own_columns(table: TableMap, where: sql.Composable) -> sql.Composed:
+    """The v2 columns of `table`'s legacy rows passing `where` (alias `l`), from the legacy row
+    alone: without the rules' joins and issues, which for the books decide only whether a row
+    lands, never what it holds. Only for a table whose columns read nothing but `l`."""
+    if set(re.findall(r"\b([a-z_]+)\.", table.select)) != {"l"}:
+        raise ValueError(f"the columns of {table.v2} read more than its legacy row")
+    return sql.SQL("SELECT * FROM (SELECT {} FROM {} l WHERE {}) AS own({})").format(
+        sql.SQL(table.select), sql.Identifier(table.legacy), where,
+        sql.SQL(", ").join(map(sql.Identifier, table.columns)))
 
 
 def column_types(conn: psycopg.Connection, table: str) -> tuple[tuple[str, str], ...]:
