@@ -107,6 +107,7 @@ class CutoverApp(App[int]):
         self.env_path = str(settings.env_file)
         self.fixed_label = target_label
         self.dashboard = DashboardScreen()
+        self._watched: JobScreen | None = None  # the running job's screen, kept from one J to the next
         self.collector = IdleCollector()
         self.external = ExternalChanges(settings.env_file, settings.database_url, self._changed_elsewhere)
         self.observer = settings.observer
@@ -288,7 +289,10 @@ class CutoverApp(App[int]):
         if job is not None and job.running and job.kind != kind:
             self._job_in_the_way()
             return
-        self.push_screen(JobScreen(kind, job if job is not None and job.kind == kind and job.running else None))
+        if job is not None and job.kind == kind and job.running:
+            self.push_screen(self._job_screen(job))
+        else:
+            self.push_screen(JobScreen(kind))
 
     def start_job(self, kind: JobKind, plan: JobPlan, previous: VerifyReport | None) -> JobRun | None:
         if self._served(steps.job(kind).title) or self._job_in_the_way():
@@ -314,7 +318,24 @@ class CutoverApp(App[int]):
         if job is None:
             self.notify("No job has run in this console yet.", timeout=4)
         elif not (isinstance(self.screen, JobScreen) and self.screen.run is job):
-            self.push_screen(JobScreen(job.kind, job))
+            self.push_screen(self._job_screen(job))
+
+    def _job_screen(self, job: JobRun) -> JobScreen:
+        """The job's screen, kept (installed) while it is the job last watched: composing it anew at
+        each J was the dearest key while a job ran (BENCHMARKS.md). A new job's screen takes its
+        place once the old one is off the screen stack; one still on it is not pushed twice."""
+        kept = self._watched
+        if kept is not None and kept.run is job and not any(kept is s for s in self.screen_stack):
+            return kept
+        if kept is not None and not any(kept is s for s in self.screen_stack):
+            self.uninstall_screen(kept)
+            kept.remove()
+            self._watched = None
+        screen = JobScreen(job.kind, job)
+        if self._watched is None:
+            self.install_screen(screen, f"job-{id(job)}")
+            self._watched = screen
+        return screen
 
     # -- the demo's live traffic ------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from cutover_tui.tui.running_job import JobRun
 from cutover_tui.tui.screens.dashboard import DashboardScreen
 from cutover_tui.tui.screens.job import JobScreen
 from cutover_tui.tui.screens.report import ReportScreen
+from cutover_tui.tui.widgets.job_progress import JobProgress
 from cutover_tui.work.backfill import BackfillProgress
 from cutover_tui.work.jobs import JobPlan
 from cutover_tui.work.migrate import apply_legacy_baseline
@@ -102,6 +103,36 @@ async def test_pause_holds_the_backfill_and_cancel_keeps_a_checkpoint(bigger_url
         await pilot.press("o")  # its report
         await settle(pilot)
         assert isinstance(app.screen, ReportScreen)
+
+
+async def test_the_running_jobs_screen_is_kept_between_looks_and_catches_up_when_back(bigger_url, env_file):
+    """J brings back the same screen (composing it anew was the dearest key while a job ran). Out
+    of sight it draws nothing; back in sight it shows what the job did meanwhile; the next job's
+    screen takes its place."""
+    app = make_app(settings_for(bigger_url, env_file))
+    async with app.run_test(size=(120, 40)) as pilot:
+        run = await paused_backfill(pilot)
+        await pilot.press("escape", "J")
+        await wait_until(pilot, lambda: getattr(app.screen, "run", None) is run)
+        kept = app.screen
+        shown = [(i.name, i.done) for i in kept.query_one(JobProgress).items]
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        run.toggle_pause()  # the job moves on while its screen is out of sight
+        await wait_until(pilot, lambda: [(i.name, i.done) for i in run.snapshot()[0]] != shown)
+        await pilot.pause(0.5)  # two redraw ticks
+        assert [(i.name, i.done) for i in kept.query_one(JobProgress).items] == shown
+        await pilot.press("J")
+        await wait_until(pilot, lambda: app.screen is kept)
+        assert [(i.name, i.done) for i in kept.query_one(JobProgress).items] != shown
+        await pilot.press("x")
+        await wait_until(pilot, lambda: not run.running)
+        await pilot.press("escape", "v", "enter")
+        await wait_until(pilot, lambda: app.job is not run and app.job is not None)
+        await pilot.press("escape", "J")
+        await wait_until(pilot, lambda: getattr(app.screen, "run", None) is app.job)
+        assert app.screen is not kept and not app.is_screen_installed(kept)
+        await wait_until(pilot, lambda: not app.job.running)
 
 
 async def test_a_verify_fills_in_its_diff_against_the_previous_one(backfilled_url, env_file):

@@ -131,7 +131,12 @@ class JobScreen(Screen):
 
     # -- the running job, redrawn on a timer --------------------------------------------------
 
+    def on_screen_resume(self) -> None:
+        self._redraw()  # what a kept screen missed while out of sight
+
     def _redraw(self, force: bool = False) -> None:
+        if not (self.is_current or force):  # a kept screen out of sight: redrawn when it is back
+            return
         run = self.run
         state = self.query_one("#job-state", Static)
         if run is None:
