@@ -24,6 +24,9 @@ def job_connection(url: str, application: str) -> psycopg.Connection:
     # hash joins fit in memory.
     conn.execute("SET max_parallel_workers_per_gather = 0")
     conn.execute("SET work_mem = '64MB'")
+    # No JIT: a range is a statement of a fraction of a second, planned with its values, whose
+    # cost estimate still passes the JIT thresholds; compiling it took longer than it saved.
+    conn.execute("SET jit = off")
     return conn
 
 
@@ -40,14 +43,24 @@ def pieces(total: int, workers: int) -> int:
     return workers if total > SPLIT_ROWS else 1
 
 
+def estimate(conn: psycopg.Connection, table: str) -> int | None:
+    """The planner's row count of `table`: its last statistics scaled to its size now, as the
+    planner scales them; None before its first ANALYZE or VACUUM."""
+    return scalar(conn, "SELECT CASE WHEN c.reltuples >= 0 AND c.relpages > 0 THEN c.reltuples / c.relpages "
+                        "* (pg_relation_size(c.oid) / current_setting('block_size')::int) END::bigint "
+                        "FROM pg_class c WHERE c.oid = %s::regclass", (table,))
+
+
 Bounds = list[tuple[str | None, str | None]]
 
 
 def cut(conn: psycopg.Connection, key_at: sql.Composed, total: int, workers: int) -> Bounds:
-    """The parts' (lo, hi] bounds: `key_at` finds the key `%(offset)s` rows in."""
+    """The parts' (lo, hi] bounds: `key_at` finds the key `%(offset)s` rows in. With `total` an
+    estimate, an offset past the last row cuts nothing: the parts still hold every key once."""
     count = pieces(total, workers)
-    cuts = [scalar(conn, key_at, {"lo": None, "hi": None, "offset": total * k // count})
-            for k in range(1, count)]
+    found = [conn.execute(key_at, {"lo": None, "hi": None, "offset": total * k // count}).fetchone()
+             for k in range(1, count)]
+    cuts = sorted({row[0] for row in found if row is not None})
     return list(zip([None, *cuts], [*cuts, None]))
 
 
@@ -65,32 +78,3 @@ class RangeSizer:
         factor = min(max(ratio, 0.5), self.far if ratio > self.far else self.step)
         self.size = max(self.lowest, min(int(self.size * factor), self.highest))
         return self.size
-
-
-# Keys a sampled cut reads (`cut_sampled`): enough for parts even to about a percent.
-SAMPLE_KEYS = 10_000
-
-
-def estimate(conn: psycopg.Connection, table: sql.Identifier) -> int | None:
-    """The planner's row count of `table`: its last statistics scaled to its size now, as the
-    planner scales them; None before its first ANALYZE or VACUUM."""
-    row = conn.execute(sql.SQL(
-        "SELECT CASE WHEN c.reltuples >= 0 AND c.relpages > 0 THEN c.reltuples / c.relpages "
-        "* (pg_relation_size(c.oid) / current_setting('block_size')::int) END "
-        "FROM pg_class c WHERE c.oid = {}::regclass").format(sql.Literal(table.as_string()))).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
-
-
-def cut_sampled(conn: psycopg.Connection, table: sql.Identifier, total: int, workers: int) -> Bounds:
-    """The parts' (lo, hi] bounds of `table` by its `id`, from the keys on pages picked at random:
-    parts as even as a count and an offset into the key index make them, for a few milliseconds
-    where those walk the whole index."""
-    count = pieces(total, workers)
-    if count == 1:
-        return [(None, None)]
-    share = min(100.0, 100.0 * SAMPLE_KEYS / total)
-    row = conn.execute(sql.SQL(
-        "SELECT percentile_disc(%(at)s::float8[]) WITHIN GROUP (ORDER BY id) FROM {} TABLESAMPLE SYSTEM (%(share)s)"
-    ).format(table), {"at": [k / count for k in range(1, count)], "share": share}).fetchone()
-    cuts = sorted(set(row[0] or [])) if row else []
-    return list(zip([None, *cuts], [*cuts, None]))

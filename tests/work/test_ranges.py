@@ -5,6 +5,8 @@ that land afresh (once per book, not once per snapshot)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import psycopg
 from psycopg import sql
 
@@ -77,21 +79,34 @@ def test_a_later_look_at_snapshots_applies_the_book_rules_hashed(backfilled_url,
         assert figures[name, True] == figures[name, False] and figures[name, False][0] > 0
 
 
-def test_a_sampled_cut_covers_every_key_once_in_parts_near_even(backfilled_url, monkeypatch):
-    """Verify cuts a table from a sample of its keys and the planner's estimate of its rows:
-    the parts still hold every key once, about evenly; a table with no statistics is counted."""
-    legacy = sql.Identifier("platform_book_snapshots")
+def test_a_cut_from_an_estimate_covers_every_key_once_in_parts_near_even(backfilled_url, monkeypatch):
+    """Verify cuts a table by the planner's estimate of its rows (a table with no statistics is
+    counted): the parts still hold every key once, about evenly, even when the estimate is far off."""
+    st = verify_module._Statements(BY_NAME["pixbook_snapshots"], (), verify_module._Rule())
     with psycopg.connect(backfilled_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE fresh_keys (id text PRIMARY KEY)")
-        assert ranges.estimate(conn, sql.Identifier("fresh_keys")) is None
+        assert ranges.estimate(conn, "fresh_keys") is None
         conn.execute("VACUUM ANALYZE platform_book_snapshots")
         total = conn.execute("SELECT count(*) FROM platform_book_snapshots").fetchone()[0]
-        assert abs(ranges.estimate(conn, legacy) - total) <= total // 20
+        assert abs(ranges.estimate(conn, "platform_book_snapshots") - total) <= total // 20
         monkeypatch.setattr(ranges, "SPLIT_ROWS", 10)
-        monkeypatch.setattr(ranges, "SAMPLE_KEYS", total)  # every page: the cut is exact
-        for workers in (1, 2, 3):
-            bounds = ranges.cut_sampled(conn, legacy, total, workers)
-            assert len(bounds) == workers and bounds[0][0] is None and bounds[-1][1] is None
+        for estimate, workers in ((total, 2), (total, 3), (total * 3, 2), (total * 3, 4)):
+            bounds = ranges.cut(conn, st.key_at(None, None), estimate, workers)
+            assert bounds[0][0] is None and bounds[-1][1] is None
+            assert all(hi == lo for (_, hi), (lo, _) in pairwise(bounds))
             counts = [conn.execute(sql.SQL("SELECT count(*) FROM platform_book_snapshots l WHERE {}").format(
                 range_filter("l", lo, hi)), {"lo": lo, "hi": hi}).fetchone()[0] for lo, hi in bounds]
-            assert sum(counts) == total and max(counts) - min(counts) <= workers
+            assert sum(counts) == total
+            if estimate == total:
+                assert len(bounds) == workers and max(counts) - min(counts) <= workers
+
+
+def test_a_walks_connection_never_compiles_its_statements(backfilled_url):
+    """A range's statement passes the server's JIT thresholds though it runs a fraction of a
+    second: compiling it cost more than it saved (BENCHMARKS.md, PostgreSQL 15 with LLVM)."""
+    conn = ranges.job_connection(backfilled_url, "test")
+    try:
+        assert conn.execute("SHOW jit").fetchone()[0] == "off"
+        assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
+    finally:
+        conn.close()
