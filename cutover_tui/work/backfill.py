@@ -431,7 +431,9 @@ class Backfill:
         self.resumed = False
         return run_id, before
 
-    def _parts(self, conn: psycopg.Connection, run_id: int, pass_no: int, name: str) -> list[_Part]:
+    def _parts(self, conn: psycopg.Connection, run_id: int, pass_no: int, name: str,
+               total: int | None = None) -> list[_Part]:
+        """The pass's parts of a table: as stored, or cut now from its `total` legacy rows."""
         rows = conn.execute(
             "SELECT part, lo, hi, last_key, finished, counters, issues FROM cutover.backfill_parts "
             "WHERE run_id = %s AND pass = %s AND table_name = %s ORDER BY part", (run_id, pass_no, name)).fetchall()
@@ -439,7 +441,8 @@ class Backfill:
             return [_Part(table=name, part=p, lo=lo, hi=hi, last_key=k, finished=f,
                           result=_Result(**c, issues=i)) for p, lo, hi, k, f, c, i in rows]
         table = self.tables[name]
-        total = scalar(conn, table.count("legacy"))
+        if total is None:
+            total = scalar(conn, table.count("legacy"))
         bounds = ranges.cut(conn, table.key_at(None, None), total, self.options.workers)
         with conn.transaction():
             for number, (lo, hi) in enumerate(bounds):
@@ -538,8 +541,8 @@ class Backfill:
         accounts, identities, books lie on the way to the snapshots, half of all rows), then
         the biggest; a table no other waits for fills the time its parent's last part leaves."""
         names = list(self.options.tables)
-        by_table = {name: self._parts(conn, run_id, pass_no, name) for name in names}
         totals = {name: scalar(conn, self.tables[name].count("legacy")) for name in names}
+        by_table = {name: self._parts(conn, run_id, pass_no, name, totals[name]) for name in names}
         needs = {name: [d for d in BY_NAME[name].depends_on if d in names] for name in names}
         awaited = {d for name in names for d in needs[name]}
         pending = [p for name in names for p in by_table[name] if not p.finished]
