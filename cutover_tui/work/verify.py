@@ -56,7 +56,8 @@ REPAIR_CHUNK = 5_000  # ids re-copied per committed transaction
 # books found the rules leave out (a hashed list, as each range is planned with its values). A
 # snapshot's book recurs in its next versions, so the server remembers each look-up (Memoize):
 # cheaper than a per-connection table of the landed books, whose build alone cost 0.12 s.
-_BOOK_LANDED = sql.SQL("(SELECT b.id FROM platform_books b WHERE b.id <> ALL(%(left_out)s))")
+_BOOK_LANDED = sql.SQL("(SELECT b.id FROM {} b WHERE b.id <> ALL(%(left_out)s))").format(
+    sql.Identifier(PIXBOOKS.legacy))
 
 # The upstream order of the count checks (audit events are the console's addition).
 COUNT_TABLES = ("accounts", "account_members", "identities", "pixbooks", "pixbook_snapshots", "audit_events")
@@ -102,7 +103,6 @@ def _connect(url: str, *, read_only: bool) -> psycopg.Connection:
     # hashed list (a generic plan reads the whole list for every snapshot: 2.8 x a range's time).
     conn.prepare_threshold = None
     if read_only:
-        conn.execute("SET temp_buffers = '64MB'")
         # Each range reads both sides in one snapshot; BEGIN carries these.
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
