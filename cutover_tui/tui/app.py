@@ -325,9 +325,9 @@ class CutoverApp(App[int]):
         each J was the dearest key while a job ran (BENCHMARKS.md). A new job's screen takes its
         place once the old one is off the screen stack; one still on it is not pushed twice."""
         kept = self._watched
-        if kept is not None and kept.run is job and not any(kept is s for s in self.screen_stack):
-            return kept
         if kept is not None and not any(kept is s for s in self.screen_stack):
+            if kept.run is job:
+                return kept
             self.uninstall_screen(kept)
             kept.remove()
             self._watched = None

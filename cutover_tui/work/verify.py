@@ -52,12 +52,6 @@ SETTLE_SECONDS = 0.5  # time for a dual-write in flight to reach its mirror
 LOOKS = 3  # at most this many looks at what differs: a write in flight at every one is no accident
 FOUND_LIMIT = 10_000  # differing rows a sample check keeps to compare looks; beyond, the last look stands
 REPAIR_CHUNK = 5_000  # ids re-copied per committed transaction
-# The books that land, for a snapshot range to join: every legacy book but those the walk of the
-# books found the rules leave out (a hashed list, as each range is planned with its values). A
-# snapshot's book recurs in its next versions, so the server remembers each look-up (Memoize):
-# cheaper than a per-connection table of the landed books, whose build alone cost 0.12 s.
-_BOOK_LANDED = sql.SQL("(SELECT b.id FROM {} b WHERE b.id <> ALL(%(left_out)s))").format(
-    sql.Identifier(PIXBOOKS.legacy))
 
 # The upstream order of the count checks (audit events are the console's addition).
 COUNT_TABLES = ("accounts", "account_members", "identities", "pixbooks", "pixbook_snapshots", "audit_events")
@@ -109,11 +103,12 @@ def _connect(url: str, *, read_only: bool) -> psycopg.Connection:
     return conn
 
 
-def _landed_books(left_out: sql.Composable) -> sql.Composed:
-    """The books the rules land, from legacy alone: every legacy book but those the walk of the
-    books found the rules leave out (`left_out`, an array), so that the book rules run once a
-    verify (built again per connection, the books cost 0.9 s of a 5.6 s verify on M)."""
-    return own_columns(PIXBOOKS, sql.SQL("l.id <> ALL({})").format(left_out))
+# The books the rules land, from legacy alone: every legacy book but those the walk of the books
+# found the rules leave out (bound as `%(left_out)s`, a hashed list, as each statement is planned
+# with its values), so that the book rules run once a verify (built per connection, they cost
+# 0.9 s of a 5.6 s verify on M). A snapshot range joins it: a snapshot's book recurs in its next
+# versions, so the server remembers each look-up (Memoize).
+_BOOKS_LANDED = sql.SQL("({})").format(own_columns(PIXBOOKS, sql.SQL("l.id <> ALL(%(left_out)s)")))
 
 
 class _Connections:
@@ -244,7 +239,7 @@ class _Statements(TableSQL):
     def source(self, lo: str | None, hi: str | None, fresh: bool = False) -> sql.Composed:
         """The range's source rows; `fresh`: the books that land read now, in this snapshot, not
         by the list the walk of the books made (a book the API created since may be left out)."""
-        landed: sql.Composable = _BOOK_LANDED
+        landed: sql.Composable = _BOOKS_LANDED
         if fresh and self.needs_landed:
             landed = _landing_books(sql.SQL("l.id IN (SELECT x.book_id FROM {} x WHERE {})").format(
                 self.legacy, range_filter("x", lo, hi)))
@@ -749,7 +744,7 @@ def _collections_check(conn: psycopg.Connection, began: datetime | None, left_ou
     the rules leave out: `left_out`) against v2, one set difference over all identities; with
     the rows found differing (at most FOUND_LIMIT). In E' (`began`), a collection of a book or
     identity v2 changed since, or of an identity v2 removed, is set aside."""
-    books: sql.Composable = sql.SQL("({})").format(_landed_books(sql.SQL("%(left_out)s")))
+    books: sql.Composable = _BOOKS_LANDED
     only: sql.Composable = sql.SQL("true")
     if identities is not None:
         books = _landing_books(sql.SQL("l.managed_user_id = ANY(%(ids)s)"))
@@ -876,9 +871,8 @@ class _Verify:
     # -- the content walk ----------------------------------------------------------
 
     def _parts(self, conn: psycopg.Connection, name: str) -> tuple[list[_Part], int]:
-        """A table's parts and its rows as the planner estimates them (counted when it cannot):
-        a count walked each big table once more, on a third connection while the workers walk
-        the books (0.3 s of the two cores on M)."""
+        """A table's parts and its rows as the planner estimates them (counted when it cannot: a
+        count of each big table, beside the walk of the books, took 0.3 s of the two cores on M)."""
         st = self.statements[name]
         total = ranges.estimate(conn, st.map.legacy)
         if total is None:

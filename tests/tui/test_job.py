@@ -11,7 +11,7 @@ from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.tui.app import make_app
 from cutover_tui.tui.running_job import JobRun
 from cutover_tui.tui.screens.dashboard import DashboardScreen
-from cutover_tui.tui.screens.job import JobScreen
+from cutover_tui.tui.screens.job import REDRAW_SECONDS, JobScreen
 from cutover_tui.tui.screens.report import ReportScreen
 from cutover_tui.tui.widgets.job_progress import JobProgress
 from cutover_tui.work.backfill import BackfillProgress
@@ -120,7 +120,7 @@ async def test_the_running_jobs_screen_is_kept_between_looks_and_catches_up_when
         await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
         run.toggle_pause()  # the job moves on while its screen is out of sight
         await wait_until(pilot, lambda: [(i.name, i.done) for i in run.snapshot()[0]] != shown)
-        await pilot.pause(0.5)  # two redraw ticks
+        await pilot.pause(2 * REDRAW_SECONDS + 0.1)  # a window for the redraw timer to fire twice: nothing drawn
         assert [(i.name, i.done) for i in kept.query_one(JobProgress).items] == shown
         await pilot.press("J")
         await wait_until(pilot, lambda: app.screen is kept)
