@@ -18,9 +18,18 @@ from helpers import ROOT, apply_v2, fingerprint
 
 from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.errors import Refused
-from cutover_tui.rules.mapping import TABLES
+from cutover_tui.rules.mapping import BY_NAME, TABLES, column_types
 from cutover_tui.store.db import JOB_LOCK_KEY
-from cutover_tui.work.backfill import PARENT_KEYS, Backfill, BackfillOptions, BackfillProgress, repair_rows
+from cutover_tui.work.backfill import (
+    PARENT_KEYS,
+    Backfill,
+    BackfillOptions,
+    BackfillProgress,
+    TableSQL,
+    _run_range,
+    checks_parents_itself,
+    repair_rows,
+)
 from cutover_tui.work.migrate import apply_legacy_baseline
 from cutover_tui.work.verify import run_verify
 
@@ -200,9 +209,62 @@ def test_a_resumed_backfill_counts_on_from_its_checkpoint_and_times_the_rows_lef
     assert f"ETA {(mid.total - mid.done) / mid.rows_per_second:5.0f}s" in out
 
 
-def test_a_row_whose_parent_is_not_in_v2_waits_for_it_without_failing_its_range(v2_db_url):
-    backfill(v2_db_url)
+@pytest.fixture(params=["superuser", "plain role"])
+def writer_url(request, v2_db_url):
+    """The database as the console's role sees it: a superuser, whose first pass switches the
+    foreign keys' triggers off and checks the parents itself, or a role that may read and
+    write every table but not that (a production migration role, say), whose triggers check."""
+    if request.param == "superuser":
+        yield v2_db_url
+        return
+    role = f"writer_{os.getpid()}_{random.getrandbits(32)}"
     with psycopg.connect(v2_db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT pg_read_all_data, pg_write_all_data TO {role}")
+    try:
+        yield psycopg.conninfo.make_conninfo(v2_db_url, user=role)
+    finally:
+        with psycopg.connect(v2_db_url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_first_pass_checks_the_parents_itself_only_where_no_trigger_but_the_keys_would_be_silenced(writer_url):
+    with psycopg.connect(writer_url, autocommit=True) as conn:
+        superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+        assert checks_parents_itself(conn, V2_TABLES) is superuser
+        if superuser:
+            conn.execute("CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'")
+            conn.execute("CREATE TRIGGER noop BEFORE INSERT ON pixbooks FOR EACH ROW EXECUTE FUNCTION noop()")
+            assert not checks_parents_itself(conn, V2_TABLES)
+            assert checks_parents_itself(conn, [t for t in V2_TABLES if t != "pixbooks"])
+
+
+def test_a_first_pass_without_the_keys_triggers_locks_every_parent_it_writes_under(v2_db_url):
+    backfill(v2_db_url, tables=("accounts", "identities"))
+    with psycopg.connect(v2_db_url) as conn:
+        table = TableSQL(BY_NAME["pixbooks"], column_types(conn, "pixbooks"))
+        result = _run_range(conn, table, None, None, True, set(), own_checks=True)
+        assert result.inserted > 0
+        # The session's next statements (the range's checkpoint) have their triggers again.
+        assert conn.execute("SHOW session_replication_role").fetchone()[0] == "origin"
+        book = conn.execute("SELECT id, account_id, identity_id FROM pixbooks LIMIT 1").fetchone()
+        with psycopg.connect(v2_db_url, autocommit=True) as other:
+            other.execute("SET lock_timeout = '200ms'")
+            # Nobody may delete a parent of a row written, or change its key, until the range
+            # commits: the foreign key's own check would hold the same locks.
+            for statement in ("DELETE FROM accounts WHERE id = %(account)s",
+                              "DELETE FROM identities WHERE id = %(identity)s",
+                              "UPDATE identities SET id = id || 'x' WHERE id = %(identity)s"):
+                with pytest.raises(psycopg.errors.LockNotAvailable):
+                    other.execute(statement, {"account": book[1], "identity": book[2]})
+            # Another writer's own rows under the same parents are no conflict.
+            other.execute("SELECT 1 FROM accounts WHERE id = %s FOR KEY SHARE", (book[1],))
+        conn.rollback()
+
+
+def test_a_row_whose_parent_is_not_in_v2_waits_for_it_without_failing_its_range(writer_url):
+    backfill(writer_url)
+    with psycopg.connect(writer_url, autocommit=True) as conn:
         # A signup after the backfill: a workspace, its member, an identity and a book, in legacy only.
         conn.execute("INSERT INTO platform_workspaces (id, name) VALUES ('ws_late', 'Late')")
         conn.execute("INSERT INTO platform_workspace_members (id, workspace_id, user_id, role) "
@@ -216,7 +278,7 @@ def test_a_row_whose_parent_is_not_in_v2_waits_for_it_without_failing_its_range(
     # Without accounts, the workspace never reaches v2: its rows wait, each reported under the
     # key it misses, and every other row is as before.
     tables = ("account_members", "identities", "pixbooks")
-    report = Backfill(v2_db_url, "test", BackfillOptions(tables=tables, batch_size=100_000)).run()
+    report = Backfill(writer_url, "test", BackfillOptions(tables=tables, batch_size=100_000)).run()
     waiting = {(e["stage"], e["error"]): [r["id"] for r in e["rows"]] for e in report["errors"]
                if e["error"].startswith("its parent row is not in v2")}
     assert waiting == {
@@ -228,24 +290,25 @@ def test_a_row_whose_parent_is_not_in_v2_waits_for_it_without_failing_its_range(
                      "parent's table was walked, a later pass brings both"): ["book_1_late"]}
     assert all(s["affectedRows"] == 0 for s in report["stages"])
     time.sleep(1)  # the workers' statistics reach pg_stat_database when their sessions end
-    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+    with psycopg.connect(writer_url, autocommit=True) as conn:
         # Nothing failed on the way: no range was rolled back and split down to the row.
         assert conn.execute("SELECT xact_rollback FROM pg_stat_database "
                             "WHERE datname = current_database()").fetchone()[0] == rolled_back
     # The full backfill brings the workspace, then everything under it: nothing was lost.
-    full = backfill(v2_db_url)
+    full = backfill(writer_url)
     assert not [e for e in full["errors"] if e["error"].startswith("its parent row is not in v2")]
     landed = {s["stage"]: s["inserted"] for s in full["stages"] if s["inserted"]}
     assert landed == {"accounts": 1, "account_members": 1, "identities": 1, "pixbooks": 1}
 
 
-def test_a_child_table_walked_before_its_parent_waits_for_it_whole(v2_db_url):
-    """A first pass writes fresh ranges without probing parents; the first row whose parent is
-    missing costs a savepoint, not the range's transaction, and from then on its table probes."""
-    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+def test_a_child_table_walked_before_its_parent_waits_for_it_whole(writer_url):
+    """A first pass without the keys' triggers locks its parents and leaves out the rows they
+    lack. With them, it writes fresh ranges without probing parents; the first row whose parent
+    is missing costs a savepoint, not the range's transaction, and from then on its table probes."""
+    with psycopg.connect(writer_url, autocommit=True) as conn:
         rolled_back = conn.execute("SELECT xact_rollback FROM pg_stat_database "
                                    "WHERE datname = current_database()").fetchone()[0]
-    report = Backfill(v2_db_url, "test", BackfillOptions(tables=("account_members",), batch_size=7)).run()
+    report = Backfill(writer_url, "test", BackfillOptions(tables=("account_members",), batch_size=7)).run()
     [stage] = report["stages"]
     errors = {e["error"]: e["count"] for e in report["errors"]}
     waiting = errors.pop("its parent row is not in v2 (account_members_account_id_fkey); written in legacy after "
@@ -253,10 +316,10 @@ def test_a_child_table_walked_before_its_parent_waits_for_it_whole(v2_db_url):
     assert set(errors) <= {"workspace missing", "user missing"}
     assert stage["afterCount"] == 0 and waiting + sum(errors.values()) == stage["oldCount"] == stage["errorRows"]
     time.sleep(1)  # the workers' statistics reach pg_stat_database when their sessions end
-    with psycopg.connect(v2_db_url, autocommit=True) as conn:
+    with psycopg.connect(writer_url, autocommit=True) as conn:
         assert conn.execute("SELECT xact_rollback FROM pg_stat_database "
                             "WHERE datname = current_database()").fetchone()[0] == rolled_back
-    full = backfill(v2_db_url)
+    full = backfill(writer_url)
     members = next(s for s in full["stages"] if s["stage"] == "account_members")
     assert members["inserted"] == waiting and members["errorRows"] == sum(errors.values())
 
