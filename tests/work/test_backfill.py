@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 from helpers import ROOT, apply_v2, fingerprint
+from psycopg import sql
 
 from cutover_tui.demo.seed import seed_legacy
 from cutover_tui.errors import Refused
-from cutover_tui.rules.mapping import BY_NAME, TABLES, column_types
+from cutover_tui.rules.mapping import BY_NAME, TABLES, column_types, range_filter
 from cutover_tui.store.db import JOB_LOCK_KEY
+from cutover_tui.work import ranges
 from cutover_tui.work.backfill import (
     PARENT_KEYS,
     Backfill,
@@ -260,6 +262,19 @@ def test_a_first_pass_without_the_keys_triggers_locks_every_parent_it_writes_und
             # Another writer's own rows under the same parents are no conflict.
             other.execute("SELECT 1 FROM accounts WHERE id = %s FOR KEY SHARE", (book[1],))
         conn.rollback()
+
+
+@pytest.mark.parametrize("lock_parents", [True, False])
+def test_the_rows_that_wait_are_left_out_through_a_hashed_list_never_a_join_per_row(v2_db_url, lock_parents):
+    """A range's transaction joins row by row (ranges.probe_by_index); leaving the rows that
+    wait out by such a join would take the square of the range's size when they all wait."""
+    with psycopg.connect(v2_db_url) as conn:
+        table = TableSQL(BY_NAME["account_members"], column_types(conn, "account_members"))
+        ranges.probe_by_index(conn)
+        plan = "\n".join(r[0] for r in conn.execute(
+            sql.SQL("EXPLAIN ") + table.upsert(range_filter("l", None, None), empty=True, wait_for_parents=True,
+                                               lock_parents=lock_parents), {"lo": None, "hi": None}))
+        assert "Anti Join" not in plan and "hashed SubPlan" in plan, plan
 
 
 def test_a_row_whose_parent_is_not_in_v2_waits_for_it_without_failing_its_range(writer_url):
