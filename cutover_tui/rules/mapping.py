@@ -36,18 +36,40 @@ class Issue:
 
 
 @dataclass(frozen=True)
+class Parent:
+    """A legacy row a rule needs only to exist: joined as `alias`, whose `id` is NULL when no
+    row of `table` has the id in `column` of the row `l` (or of the row joined as `via`: its
+    alias and legacy table). Declared apart from the other joins so that a verify can take
+    the ids named but absent once (`absent_ids`) instead of looking each one up."""
+
+    alias: str
+    table: str
+    column: str
+    via: tuple[str, str] | None = None
+
+    def join(self, listed: bool) -> str:
+        value = f"{self.via[0] if self.via else 'l'}.{self.column}"
+        if not listed:
+            return f"LEFT JOIN {self.table} {self.alias} ON {self.alias}.id = {value}"
+        # Read from the list bound as %(absent_<table>)s: no row when the id is absent or NULL.
+        return (f"LEFT JOIN LATERAL (SELECT {value} AS id WHERE {value} <> ALL(%(absent_{self.table})s)) "
+                f"{self.alias} ON true")
+
+
+@dataclass(frozen=True)
 class TableMap:
     v2: str
     legacy: str
     columns: tuple[str, ...]
     select: str  # the v2 columns as expressions over `l` and the joins, in `columns` order
-    joins: str
+    joins: str  # joined before `parents`
     issues: tuple[Issue, ...]
     example: tuple[str, ...]  # legacy columns shown for a row with an issue
     depends_on: tuple[str, ...] = ()
     # How a re-run sets a column (SQL over {v2} and EXCLUDED; None leaves it); others take the source.
     # Upstream's rules, so that a re-run never moves a timestamp the API wrote (§3).
     on_rerun: tuple[tuple[str, str | None], ...] = ()
+    parents: tuple[Parent, ...] = ()
 
     def rerun_expression(self, column: str) -> str | None:
         return dict(self.on_rerun).get(column, f"EXCLUDED.{column}")
@@ -62,8 +84,9 @@ class TableMap:
         whens = " ".join(f"WHEN {i.condition} THEN {then(i)}" for i in self.issues)
         return f"CASE {whens} END" if self.issues else empty
 
-    def source_sql(self) -> str:
-        """The source SELECT, columns named like the v2 table; `{range}` marks the key filter."""
+    def source_sql(self, listed: bool = False) -> str:
+        """The source SELECT, columns named like the v2 table; `{range}` marks the key filter;
+        `listed`: the parents read from lists of absent ids (`Parent.join`)."""
         example = "jsonb_build_object(" + ", ".join(f"'{c}', l.{c}" for c in self.example) + ")"
         names = ", ".join((*self.columns, "issue_kind", "issue", "issue_row"))
         return (
@@ -71,7 +94,8 @@ class TableMap:
             f"{self._case(lambda i: _quote(i.kind), 'NULL::text')}, "
             f"{self._case(lambda i: _quote(i.text), 'NULL::text')}, "
             f"{self._case(lambda i: example, 'NULL::jsonb')} "
-            f"FROM {self.legacy} l {self.joins} WHERE {{range}}) AS src({names})"
+            f"FROM {self.legacy} l {self.joins} {' '.join(p.join(listed) for p in self.parents)} "
+            f"WHERE {{range}}) AS src({names})"
         )
 
 
@@ -92,8 +116,8 @@ ACCOUNT_MEMBERS = TableMap(
     v2="account_members", legacy="platform_workspace_members",
     columns=("id", "account_id", "user_id", "role", "status", "created_at", "updated_at"),
     select="l.id, l.workspace_id, l.user_id, l.role, l.status, l.created_at, l.updated_at",
-    joins="LEFT JOIN platform_workspaces w ON w.id = l.workspace_id "
-          "LEFT JOIN auth_users u ON u.id = l.user_id",
+    joins="",
+    parents=(Parent("w", "platform_workspaces", "workspace_id"), Parent("u", "auth_users", "user_id")),
     issues=(Issue("error", "workspace missing", "w.id IS NULL"),
             Issue("error", "user missing", "u.id IS NULL")),
     example=("id", "workspace_id", "user_id"),
@@ -109,12 +133,12 @@ IDENTITIES = TableMap(
     select="l.id, l.workspace_id, l.display_name, l.avatar_public_id, l.user_key, l.profile_id, "
            "l.identity_public_key, l.identity_key_fingerprint, "
            "CASE WHEN dup.older THEN 'deleted' ELSE l.status END, l.created_at, l.updated_at",
-    joins="""LEFT JOIN platform_workspaces w ON w.id = l.workspace_id
-        CROSS JOIN LATERAL (SELECT l.status <> 'deleted' AND l.identity_key_fingerprint IS NOT NULL AND EXISTS (
+    joins="""CROSS JOIN LATERAL (SELECT l.status <> 'deleted' AND l.identity_key_fingerprint IS NOT NULL AND EXISTS (
             SELECT 1 FROM platform_managed_users o
             WHERE o.workspace_id = l.workspace_id
               AND o.identity_key_fingerprint = l.identity_key_fingerprint
               AND o.status <> 'deleted' AND (o.created_at, o.id) < (l.created_at, l.id)) AS older OFFSET 0) dup""",
+    parents=(Parent("w", "platform_workspaces", "workspace_id"),),
     issues=(Issue("error", "account missing", "w.id IS NULL"),
             Issue("warning", "duplicate active fingerprint: landed as deleted", "dup.older")),
     example=("id", "workspace_id", "identity_key_fingerprint", "status", "created_at"),
@@ -131,12 +155,12 @@ PIXBOOKS = TableMap(
     select=f"l.id, l.workspace_id, l.managed_user_id, {_collection('l')}, l.name, l.status, "
            "l.current_version, l.created_at, l.updated_at",
     joins=f"""LEFT JOIN platform_managed_users mu ON mu.id = l.managed_user_id
-        LEFT JOIN platform_workspaces w ON w.id = mu.workspace_id
         CROSS JOIN LATERAL (SELECT l.status <> 'deleted' AND EXISTS (
             SELECT 1 FROM platform_books o
             WHERE o.workspace_id = l.workspace_id AND o.managed_user_id = l.managed_user_id
               AND o.status <> 'deleted' AND {_collection('o')} = {_collection('l')}
               AND (o.created_at, o.id) < (l.created_at, l.id)) AS older OFFSET 0) dup""",
+    parents=(Parent("w", "platform_workspaces", "workspace_id", via=("mu", "platform_managed_users")),),
     issues=(Issue("error", "identity missing", "mu.id IS NULL"),
             Issue("error", "identity did not land (its account is missing)", "w.id IS NULL"),
             Issue("error", "identity belongs to another account", "mu.workspace_id <> l.workspace_id"),
@@ -164,8 +188,8 @@ AUDIT_EVENTS = TableMap(
     v2="audit_events", legacy="platform_audit_events",
     columns=("id", "account_id", "actor_user_id", "event_type", "payload", "created_at"),
     select="l.id, l.workspace_id, l.actor_user_id, l.event_type, l.payload, l.created_at",
-    joins="LEFT JOIN platform_workspaces w ON w.id = l.workspace_id "
-          "LEFT JOIN auth_users u ON u.id = l.actor_user_id",
+    joins="",
+    parents=(Parent("w", "platform_workspaces", "workspace_id"), Parent("u", "auth_users", "actor_user_id")),
     issues=(Issue("error", "account missing", "l.workspace_id IS NOT NULL AND w.id IS NULL"),
             Issue("error", "actor user missing", "l.actor_user_id IS NOT NULL AND u.id IS NULL")),
     example=("id", "workspace_id", "actor_user_id"),
@@ -198,13 +222,29 @@ _PIXBOOKS = sql.Identifier("pixbooks")  # the books that land, unless a caller b
 
 
 def source_query(table: TableMap, where: sql.Composable,
-                 landed_books: sql.Composable = _PIXBOOKS) -> sql.Composed:
+                 landed_books: sql.Composable = _PIXBOOKS, *, listed: bool = False) -> sql.Composed:
     """The source rows of `table` whose legacy row (alias `l`) passes `where`;
-    `landed_books` is the relation whose `id`s are the books that landed."""
+    `landed_books` is the relation whose `id`s are the books that landed; `listed`: the
+    parents read from the lists of absent ids bound as %(absent_<table>)s (`absent_ids`)."""
     # Braces in the rules' SQL are literal; only the two placeholders are ours.
-    template = (table.source_sql().replace("{", "{{").replace("}", "}}")
+    template = (table.source_sql(listed).replace("{", "{{").replace("}", "}}")
                 .replace("{{landed_books}}", "{landed}").replace("{{range}}", "{where}"))
     return sql.SQL(template).format(where=where, landed=landed_books)
+
+
+# The legacy tables some rule needs a row of to exist (each a `Parent`).
+PARENT_TABLES = tuple(sorted({p.table for t in TABLES for p in t.parents}))
+
+
+def absent_ids(parent: str) -> sql.Composed:
+    """The ids legacy rows name as a `Parent` in `parent` that no row of it has, as one array."""
+    named = dict.fromkeys((p.via[1] if p.via else t.legacy, p.column)
+                          for t in TABLES for p in t.parents if p.table == parent)
+    return sql.SQL("SELECT coalesce(array_agg(id), '{{}}') FROM ({}) a(id)").format(sql.SQL(" UNION ").join(
+        sql.SQL("SELECT c.{col} FROM {child} c WHERE c.{col} IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM {parent} x WHERE x.id = c.{col})").format(
+            col=sql.Identifier(column), child=sql.Identifier(child), parent=sql.Identifier(parent))
+        for child, column in named))
 
 
 def own_columns(table: TableMap, where: sql.Composable) -> sql.Composed:
