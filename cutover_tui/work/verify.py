@@ -109,8 +109,7 @@ def _connect(url: str, *, read_only: bool) -> psycopg.Connection:
 # The books the rules land, from legacy alone: every legacy book but those the walk of the books
 # found the rules leave out (bound as `%(left_out)s`, a hashed list, as each statement is planned
 # with its values), so that the book rules run once a verify (built per connection, they cost
-# 0.9 s of a 5.6 s verify on M). A snapshot range joins it: a snapshot's book recurs in its next
-# versions, so the server remembers each look-up (Memoize).
+# 0.9 s of a 5.6 s verify on M). The collections check reads them.
 _BOOKS_LANDED = sql.SQL("({})").format(own_columns(PIXBOOKS, sql.SQL("l.id <> ALL(%(left_out)s)")))
 # A snapshot range's first look reads no book at all: its snapshots' books land but those the
 # walk of the books left out and those no legacy book has (`%(not_landing)s`, both taken
@@ -257,13 +256,13 @@ class _Statements(TableSQL):
         the snapshots' books, from lists taken before the walk (`_Verify._lists`): a look-up per
         row took 1.5 of verify's 9.8 worker-seconds on M. `fresh`: read them all now, in this
         snapshot (one the API wrote or removed since is a difference at the first look only)."""
+        where = range_filter("l", lo, hi)
         if not fresh:
-            return source_query(self.map, range_filter("l", lo, hi), landed_books=_BOOKS_NAMED, listed=True)
-        landed: sql.Composable = _BOOKS_LANDED
-        if self.needs_landed:
-            landed = _landing_books(sql.SQL("l.id IN (SELECT x.book_id FROM {} x WHERE {})").format(
-                self.legacy, range_filter("x", lo, hi)))
-        return source_query(self.map, range_filter("l", lo, hi), landed_books=landed)
+            return source_query(self.map, where, landed_books=_BOOKS_NAMED, listed=True)
+        if not self.needs_landed:
+            return source_query(self.map, where)
+        return source_query(self.map, where, landed_books=_landing_books(
+            sql.SQL("l.id IN (SELECT x.book_id FROM {} x WHERE {})").format(self.legacy, range_filter("x", lo, hi))))
 
     def _issue_in(self, kind: str) -> sql.Composable:
         """Whether a source row's issue (each issue text belongs to one kind) is of `kind`."""
@@ -870,7 +869,7 @@ class _Verify:
         self._failed = threading.Event()
         self._books_walked = threading.Event()
         self._unlanded: list[str] = []
-        # Taken before any walk (`_take_lists`): for each parent table the ids named but absent
+        # Taken before any walk (`_take_list`): for each parent table the ids named but absent
         # (`absent_<table>`, see mapping.Parent), and the books no legacy book has (`nameless`).
         self._lists: dict[str, list[str]] = {}
         self._listed = threading.Event()
@@ -890,13 +889,13 @@ class _Verify:
         self._wait_for(self._books_walked)
         return self._unlanded
 
-    def _take_list(self, pool: _Connections, name: str, query: sql.Composed, left: list[int]) -> None:
-        """Take one of the lists a first look reads (`_Statements.source`); the last to end lets the walks begin."""
+    def _take_list(self, pool: _Connections, name: str, query: sql.Composed, lists: int) -> None:
+        """Take one of the `lists` lists a first look reads (`_Statements.source`); the last to end
+        lets the walks begin."""
         taken = scalar(pool.get(), query)
         with self._lock:
             self._lists[name] = taken
-            left[0] -= 1
-            if not left[0]:
+            if len(self._lists) == lists:
                 self._listed.set()
 
     def _emit(self, check: dict[str, Any]) -> None:
@@ -1050,9 +1049,8 @@ class _Verify:
                     # first, so that both connections stay busy to the end.
                     lists: dict[str, sql.Composed] = {"nameless": _NAMELESS_BOOKS} | {
                         t: absent_ids(t) for t in PARENT_TABLES}
-                    left = [len(lists)]
                     for name, query in lists.items():
-                        futures[executor.submit(self._take_list, pool, name, query, left)] = name
+                        futures[executor.submit(self._take_list, pool, name, query, len(lists))] = name
                     walk([n for n in tables if n == PIXBOOKS.v2])
                     walk([n for n in tables if n != PIXBOOKS.v2])
                     for name, check in others:
