@@ -89,6 +89,24 @@ def checks_parents_itself(conn: psycopg.Connection, tables: Iterable[str]) -> bo
         (list(tables),)))
 
 
+def _locking(number: int, key: ParentKey) -> sql.Composable:
+    """The CTE `k<number>`: the parent rows of `key` the landing rows of `s` name, each looked up
+    once and locked as the foreign key's trigger would lock it. A subquery that locks is never
+    merged into its query, so each is one index probe and one lock, never a scan of the parent."""
+    cols, parent_cols = list(map(sql.Identifier, key.columns)), list(map(sql.Identifier, key.parent_columns))
+    named = [sql.Identifier(f"c{i}") for i in range(len(cols))]
+    return sql.SQL(
+        "{locked} AS MATERIALIZED (SELECT p.* FROM (SELECT DISTINCT {named} FROM s "
+        "WHERE issue_kind IS DISTINCT FROM 'error' AND {present}) d, "
+        "LATERAL (SELECT {parent_cols} FROM {parent} p WHERE {match} FOR KEY SHARE) p),").format(
+        locked=sql.Identifier(f"k{number}"),
+        named=sql.SQL(", ").join(sql.SQL("s.{} AS {}").format(c, n) for c, n in zip(cols, named)),
+        present=sql.SQL(" AND ").join(sql.SQL("s.{} IS NOT NULL").format(c) for c in cols),
+        parent_cols=sql.SQL(", ").join(sql.SQL("p.{}").format(pc) for pc in parent_cols),
+        parent=sql.Identifier(key.parent),
+        match=sql.SQL(" AND ").join(sql.SQL("p.{} = d.{}").format(pc, n) for pc, n in zip(parent_cols, named)))
+
+
 def parent_missing(constraint: str) -> str:
     """The issue of a row left out, or refused, because its parent is not in v2 yet."""
     return (f"its parent row is not in v2 ({constraint}); written in legacy after its parent's table was "
@@ -252,37 +270,22 @@ class TableSQL:
         keys = PARENT_KEYS.get(self.map.v2, ())
         if not keys:
             return None
-        ctes: list[sql.Composable] = []
+        ctes: list[sql.Composable] = [_locking(n, key) for n, key in enumerate(keys) if lock and not key.same_row_as]
         present = {}
         for number, key in enumerate(keys):
             cols, parent_cols = list(map(sql.Identifier, key.columns)), list(map(sql.Identifier, key.parent_columns))
             nulls = sql.SQL(" OR ").join(sql.SQL("s.{} IS NULL").format(c) for c in cols)
-            if not lock:
+            if lock:
+                locked = (next(n for n, k in enumerate(keys) if k.constraint == key.same_row_as)
+                          if key.same_row_as else number)
+                present[key] = sql.SQL("({} OR ({}) IN (SELECT {} FROM {}))").format(
+                    nulls, sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in cols),
+                    sql.SQL(", ").join(parent_cols), sql.Identifier(f"k{locked}"))
+            else:
                 match = sql.SQL(" AND ").join(sql.SQL("p.{} = s.{}").format(pc, c)
                                               for c, pc in zip(cols, parent_cols, strict=True))
                 present[key] = sql.SQL("({} OR EXISTS (SELECT 1 FROM {} p WHERE {} OFFSET 0))").format(
                     nulls, sql.Identifier(key.parent), match)
-                continue
-            locked = sql.Identifier(f"k{number}")
-            if key.same_row_as:
-                locked = sql.Identifier(f"k{next(n for n, k in enumerate(keys) if k.constraint == key.same_row_as)}")
-            else:
-                keyed = [sql.Identifier(f"c{i}") for i in range(len(cols))]
-                # A subquery that locks is never merged into its query, so each parent is
-                # one index probe and one lock, never a scan of the parent table.
-                ctes.append(sql.SQL(
-                    "{locked} AS MATERIALIZED (SELECT p.* FROM (SELECT DISTINCT {named} FROM s "
-                    "WHERE issue_kind IS DISTINCT FROM 'error' AND NOT ({nulls})) d, "
-                    "LATERAL (SELECT {parent_cols} FROM {parent} p WHERE {match} FOR KEY SHARE) p),").format(
-                    locked=locked, nulls=nulls,
-                    named=sql.SQL(", ").join(sql.SQL("s.{} AS {}").format(c, k) for c, k in zip(cols, keyed)),
-                    parent_cols=sql.SQL(", ").join(sql.SQL("p.{}").format(pc) for pc in parent_cols),
-                    parent=sql.Identifier(key.parent),
-                    match=sql.SQL(" AND ").join(sql.SQL("p.{} = d.{}").format(pc, k)
-                                                for pc, k in zip(parent_cols, keyed))))
-            present[key] = sql.SQL("({} OR ({}) IN (SELECT {} FROM {}))").format(
-                nulls, sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in cols),
-                sql.SQL(", ").join(parent_cols), locked)
         # Only a row that waits is probed for every key, to name the one it misses.
         issue = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
             sql.SQL("WHEN NOT {} THEN {}").format(cond, sql.Literal(parent_missing(key.constraint)))
