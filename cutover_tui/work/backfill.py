@@ -80,7 +80,7 @@ PARENT_KEYS: dict[str, tuple[ParentKey, ...]] = {
 def checks_parents_itself(conn: psycopg.Connection, tables: Iterable[str]) -> bool:
     """Whether a first pass may switch off the foreign keys' triggers for its plain inserts
     (`session_replication_role`, for this session only) and check and lock each range's
-    parents itself, set-based: a per-row trigger check is about half the cost of a row. Only
+    parents itself, set-based: the per-row trigger checks are nearly half a row's cost. Only
     for a role allowed to, and only while the tables have no trigger but the foreign keys'
     (replica mode would silence any other)."""
     return bool(scalar(conn, """
