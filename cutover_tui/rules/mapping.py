@@ -10,7 +10,7 @@ range (lo, hi] of the legacy table, aliased `l`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psycopg
@@ -236,15 +236,20 @@ def source_query(table: TableMap, where: sql.Composable,
 PARENT_TABLES = tuple(sorted({p.table for t in TABLES for p in t.parents}))
 
 
+def named_but_absent(parent: str, named: Iterable[tuple[str, str]]) -> sql.Composed:
+    """The ids the (table, column)s `named` hold that no row of `parent` has, as one array."""
+    return sql.SQL("SELECT coalesce(array_agg(DISTINCT id), '{{}}') FROM ({}) a(id)").format(
+        sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT c.{col} FROM {child} c WHERE c.{col} IS NOT NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM {parent} x WHERE x.id = c.{col})").format(
+                col=sql.Identifier(column), child=sql.Identifier(child), parent=sql.Identifier(parent))
+            for child, column in dict.fromkeys(named)))
+
+
 def absent_ids(parent: str) -> sql.Composed:
     """The ids legacy rows name as a `Parent` in `parent` that no row of it has, as one array."""
-    named = dict.fromkeys((p.via[1] if p.via else t.legacy, p.column)
-                          for t in TABLES for p in t.parents if p.table == parent)
-    return sql.SQL("SELECT coalesce(array_agg(id), '{{}}') FROM ({}) a(id)").format(sql.SQL(" UNION ").join(
-        sql.SQL("SELECT c.{col} FROM {child} c WHERE c.{col} IS NOT NULL "
-                "AND NOT EXISTS (SELECT 1 FROM {parent} x WHERE x.id = c.{col})").format(
-            col=sql.Identifier(column), child=sql.Identifier(child), parent=sql.Identifier(parent))
-        for child, column in named))
+    return named_but_absent(parent, ((p.via[1] if p.via else t.legacy, p.column)
+                                     for t in TABLES for p in t.parents if p.table == parent))
 
 
 def own_columns(table: TableMap, where: sql.Composable) -> sql.Composed:

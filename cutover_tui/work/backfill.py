@@ -89,17 +89,18 @@ def checks_parents_itself(conn: psycopg.Connection, tables: Iterable[str]) -> bo
         (list(tables),)))
 
 
-def _locking(number: int, key: ParentKey) -> sql.Composable:
-    """The CTE `k<number>`: the parent rows of `key` the landing rows of `s` name, each looked up
-    once and locked as the foreign key's trigger would lock it. A subquery that locks is never
-    merged into its query, so each is one index probe and one lock, never a scan of the parent."""
+def _locking(key: ParentKey) -> sql.Composable:
+    """The CTE named after `key`'s constraint: the parent rows of `key` the landing rows of `s`
+    name, each looked up once and locked as the foreign key's trigger would lock it. A subquery
+    that locks is never merged into its query, so each is one index probe and one lock, never a
+    scan of the parent."""
     cols, parent_cols = list(map(sql.Identifier, key.columns)), list(map(sql.Identifier, key.parent_columns))
     named = [sql.Identifier(f"c{i}") for i in range(len(cols))]
     return sql.SQL(
         "{locked} AS MATERIALIZED (SELECT p.* FROM (SELECT DISTINCT {named} FROM s "
         "WHERE issue_kind IS DISTINCT FROM 'error' AND {present}) d, "
         "LATERAL (SELECT {parent_cols} FROM {parent} p WHERE {match} FOR KEY SHARE) p),").format(
-        locked=sql.Identifier(f"k{number}"),
+        locked=sql.Identifier(key.constraint),
         named=sql.SQL(", ").join(sql.SQL("s.{} AS {}").format(c, n) for c, n in zip(cols, named)),
         present=sql.SQL(" AND ").join(sql.SQL("s.{} IS NOT NULL").format(c) for c in cols),
         parent_cols=sql.SQL(", ").join(sql.SQL("p.{}").format(pc) for pc in parent_cols),
@@ -263,24 +264,21 @@ class TableSQL:
         Each key matched as the foreign key matches it (MATCH SIMPLE: a NULL column matches
         anything). Without `lock`, by one index probe per row (OFFSET 0 keeps the planner from
         hashing the whole parent table for every range instead: a range is a sliver of its
-        parent table). With `lock` (the foreign keys' triggers are off), each parent row the
-        range names is looked up once and locked as the trigger's check would (FOR KEY SHARE:
-        nobody deletes it or changes its key until the range commits), and a row lands only
-        if its parent row was locked."""
+        parent table). With `lock` (the foreign keys' triggers are off), a row lands only if
+        `_locking` locked its parent row (FOR KEY SHARE: nobody deletes it or changes its key
+        until the range commits)."""
         keys = PARENT_KEYS.get(self.map.v2, ())
         if not keys:
             return None
-        ctes: list[sql.Composable] = [_locking(n, key) for n, key in enumerate(keys) if lock and not key.same_row_as]
+        ctes: list[sql.Composable] = [_locking(key) for key in keys if lock and not key.same_row_as]
         present = {}
-        for number, key in enumerate(keys):
+        for key in keys:
             cols, parent_cols = list(map(sql.Identifier, key.columns)), list(map(sql.Identifier, key.parent_columns))
             nulls = sql.SQL(" OR ").join(sql.SQL("s.{} IS NULL").format(c) for c in cols)
             if lock:
-                locked = (next(n for n, k in enumerate(keys) if k.constraint == key.same_row_as)
-                          if key.same_row_as else number)
                 present[key] = sql.SQL("({} OR ({}) IN (SELECT {} FROM {}))").format(
                     nulls, sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in cols),
-                    sql.SQL(", ").join(parent_cols), sql.Identifier(f"k{locked}"))
+                    sql.SQL(", ").join(parent_cols), sql.Identifier(key.same_row_as or key.constraint))
             else:
                 match = sql.SQL(" AND ").join(sql.SQL("p.{} = s.{}").format(pc, c)
                                               for c, pc in zip(cols, parent_cols, strict=True))

@@ -36,6 +36,7 @@ from ..rules.mapping import (
     absent_ids,
     column_types,
     compared_by_value,
+    named_but_absent,
     own_columns,
     range_filter,
     row_hash,
@@ -120,10 +121,7 @@ _BOOKS_NAMED = sql.SQL("LATERAL (SELECT l.book_id AS id WHERE l.book_id <> ALL(%
 if "LEFT JOIN {landed_books} p ON p.id = l.book_id" not in PIXBOOK_SNAPSHOTS.joins:
     raise ValueError("the snapshots' first look names the book of `l.book_id`: the join changed")
 # The book ids legacy's snapshots name that no legacy book has (its foreign key may be NOT VALID).
-_NAMELESS_BOOKS = sql.SQL(
-    "SELECT coalesce(array_agg(DISTINCT s.book_id), '{{}}') FROM {} s "
-    "WHERE s.book_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {} b WHERE b.id = s.book_id)").format(
-    sql.Identifier(PIXBOOK_SNAPSHOTS.legacy), sql.Identifier(PIXBOOKS.legacy))
+_NAMELESS_BOOKS = named_but_absent(PIXBOOKS.legacy, [(PIXBOOK_SNAPSHOTS.legacy, "book_id")])
 
 
 class _Connections:

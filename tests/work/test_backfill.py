@@ -230,10 +230,20 @@ def writer_url(request, v2_db_url):
             conn.execute(f"DROP ROLE {role}")
 
 
-def test_a_first_pass_checks_the_parents_itself_only_where_no_trigger_but_the_keys_would_be_silenced(writer_url):
+def test_a_first_pass_checks_the_parents_itself_only_where_no_trigger_but_the_keys_would_be_silenced(
+        writer_url, monkeypatch):
+    import cutover_tui.work.backfill as backfill_module
+
     with psycopg.connect(writer_url, autocommit=True) as conn:
         superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
         assert checks_parents_itself(conn, V2_TABLES) is superuser
+        # And a run's every range goes the way the role allows.
+        ways: list[bool] = []
+        run_range = backfill_module._run_range
+        monkeypatch.setattr(backfill_module, "_run_range",
+                            lambda *args: (ways.append(args[-1]), run_range(*args))[1])
+        backfill(writer_url, tables=("accounts", "account_members"))
+        assert ways and set(ways) == {superuser}
         if superuser:
             conn.execute("CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'")
             conn.execute("CREATE TRIGGER noop BEFORE INSERT ON pixbooks FOR EACH ROW EXECUTE FUNCTION noop()")
