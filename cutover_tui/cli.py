@@ -22,8 +22,8 @@ from .errors import BadInput, CutoverError
 from .ops import deploy, remedies, transitions
 from .ops.overview import Status, gather
 from .reports.diff import diff_reports, render_diff
-from .reports.models import VerifyCheck, dump_report
-from .reports.present import check_line, outcome_lines, summary_lines
+from .reports.models import VerifyCheck, VerifyReport, dump_report
+from .reports.present import check_line, outcome_lines, summary_lines, unchanged_line
 from .reports.store import load_report
 from .rules.mapping import BY_NAME
 from .rules.matrix import refuse
@@ -349,7 +349,7 @@ def cmd_backfill(session: Session, args: argparse.Namespace) -> int:
 def cmd_verify(session: Session, args: argparse.Namespace) -> int:
     if args.sample_size <= 0:
         raise BadInput(f"--sample-size must be a positive number of accounts (got {args.sample_size}).")
-    options = VerifyOptions(sample_size=args.sample_size, reconcile=args.reconcile, repair=args.repair)
+    options = VerifyOptions(sample_size=args.sample_size, reconcile=args.reconcile, repair=args.repair, full=args.full)
     live = sys.stdout.isatty() and not args.json
 
     def show(check: dict) -> None:
@@ -362,6 +362,8 @@ def cmd_verify(session: Session, args: argparse.Namespace) -> int:
     for check in report.checks:
         if not check.ok and check.examples:
             lines.append(f"  {check.key}: {json.dumps(check.examples, default=str)[:300]}")
+    if isinstance(report, VerifyReport) and (line := unchanged_line(report)):
+        lines.append(line)
     return _print_report(stored, report, args.json, lines)
 
 
@@ -479,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the deleted-row reconciliation checks (default on)")
     p.add_argument("--repair", action="store_true",
                    help="re-copy the rows the content check finds missing or different, then check again")
+    p.add_argument("--full", action="store_true",
+                   help="read every row again, trusting no earlier verify (by default a row nothing wrote "
+                        "since the last verify found it matching is read by key alone)")
     p = command("verify-reads", cmd_verify_reads,
                 "Check the account API's answers against the read store the flags declare.")
     p.add_argument("--api", help=f"API base (else ${API_ENV}, else the runbook file)")

@@ -326,10 +326,17 @@ def test_verify_command_passes_after_backfill_and_repairs(cutover, tmp_path):
         conn.execute("UPDATE pixbooks SET name = name || 'x' WHERE id = (SELECT min(id) FROM pixbooks)")
     code, out, _ = cutover("verify", "--report", str(tmp_path / "v2.json"))
     assert code == 1 and set(_failed(out)) == {*counts, "content:pixbooks"}
+    # It trusted the first where nothing changed since, and says so; --full trusts nothing.
+    first = json.loads((tmp_path / "v1.json").read_text())
+    assert json.loads((tmp_path / "v2.json").read_text())["unchangedSince"] == first["reference"]["began"]
+    assert "were read by key alone (`cutover verify --full` reads every row again)." in out
+    code, out, _ = cutover("verify", "--full", "--report", str(tmp_path / "v2full.json"))
+    assert set(_failed(out)) == {*counts, "content:pixbooks"} and "read by key alone" not in out
+    assert "unchangedSince" not in json.loads((tmp_path / "v2full.json").read_text())
     code, out, _ = cutover("verify", "--repair", "--report", str(tmp_path / "v3.json"))
     assert code == 1 and "PASS repair:pixbooks" in out and _failed(out) == counts
     journal = json.loads(cutover("journal", "--json")[1])
-    assert [r["action"] for r in journal][-3:] == ["verify", "verify", "repair"]
+    assert [r["action"] for r in journal][-4:] == ["verify", "verify", "verify", "repair"]
     assert journal[-1]["detail"]["repair"] is True
     code, out, _ = cutover("diff", str(tmp_path / "v1.json"), str(tmp_path / "v2.json"))
     assert code == 1 and "content:pixbooks" in out

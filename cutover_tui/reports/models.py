@@ -326,7 +326,7 @@ CHECK_DETAILS: dict[str, frozenset[str]] = {
                         "acceptedByIssue"}) | SET_ASIDE_DETAILS,
     "content": frozenset({"compared", "different", "expectedLeftOut", "differentByColumn", "ranges",
                           "rangesRechecked", "rangesSettled", "seconds", "longestRangeSeconds", "missingInV2",
-                          "extraInV2", "rowsInFlight"}) | SET_ASIDE_DETAILS,
+                          "extraInV2", "rowsInFlight", "rowsUnchanged"}) | SET_ASIDE_DETAILS,
     "reconcile": frozenset({"expected", "actual", "legacyDeleted", "forcedByFingerprintRule"}),
     "integrity": frozenset({"count", "rowCount", "rows", "warning", "alsoOnIdentitiesDeletedInLegacy", "accounts",
                             "seconds"}),
@@ -386,6 +386,10 @@ class VerifyReport(_Report):
     cancelled: StrictBool | None = None
     duration_seconds: float | None = Field(default=None, alias="durationSeconds")
     options: dict[str, Any] | None = None
+    # When the verify began whose findings this one trusted where nothing changed since, and
+    # what the next verify may trust of this one (work.verify._Trust).
+    unchanged_since: str | None = Field(default=None, alias="unchangedSince")
+    reference: dict[str, Any] | None = None
 
     def item_keys(self) -> tuple[str, list[str]]:
         return "checks", [check.key for check in self.checks]

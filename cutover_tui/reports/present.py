@@ -62,6 +62,16 @@ def _count_gap(check: VerifyCheck) -> str:
     return "; ".join(parts)
 
 
+def unchanged_line(report: VerifyReport) -> str | None:
+    """What a verify took as an earlier one found it (README: "What an earlier verify found stands")."""
+    since = report.unchanged_since
+    if not since:
+        return None
+    rows = sum(check.detail("rowsUnchanged") or 0 for check in report.checks if check.type == "content")
+    return (f"{rows:,} v2 rows nothing wrote since the verify of {since} found them matching were read "
+            "by key alone (`cutover verify --full` reads every row again).")
+
+
 def summary_lines(report: Mapping[str, Any] | VerifyReport) -> list[str]:
     """One `check_line` per check of a verify report (or of a verify's body as the engine returns it)."""
     checks = report.checks if isinstance(report, VerifyReport) else map(VerifyCheck.model_validate, report["checks"])

@@ -40,20 +40,52 @@ class Parent:
     """A legacy row a rule needs only to exist: joined as `alias`, whose `id` is NULL when no
     row of `table` has the id in `column` of the row `l` (or of the row joined as `via`: its
     alias and legacy table). Declared apart from the other joins so that a verify can take
-    the ids named but absent once (`absent_ids`) instead of looking each one up."""
+    the ids named but absent once (`absent_ids`) instead of looking each one up. `listed_as`:
+    the name of that list when it is not %(absent_<table>)s, the caller's own."""
 
     alias: str
     table: str
     column: str
     via: tuple[str, str] | None = None
+    listed_as: str | None = None
 
     def join(self, listed: bool) -> str:
         value = f"{self.via[0] if self.via else 'l'}.{self.column}"
         if not listed:
             return f"LEFT JOIN {self.table} {self.alias} ON {self.alias}.id = {value}"
-        # Read from the list bound as %(absent_<table>)s: no row when the id is absent or NULL.
-        return (f"LEFT JOIN LATERAL (SELECT {value} AS id WHERE {value} <> ALL(%(absent_{self.table})s)) "
-                f"{self.alias} ON true")
+        # NULL when the id is on the list or NULL: one row of expressions, which the planner
+        # folds into the row (a join to a list ran a plan node per row).
+        return (f"CROSS JOIN LATERAL (SELECT CASE WHEN {value} <> ALL(%({self.listed_as or 'absent_' + self.table})s) "
+                f"THEN {value} END AS id) {self.alias}")
+
+
+@dataclass(frozen=True)
+class Twins:
+    """Of the rows of `table` that are `active` and share `keys` (SQL over the alias `{a}`),
+    the oldest (`created_at`, then `id`) is the one; each later one has an older twin
+    (`dup.older`). Declared apart from the other joins so that a verify can take the rows
+    with an older twin once (`twin_ids`) instead of looking up each row's twins."""
+
+    table: str
+    keys: tuple[str, ...]
+    active: str
+
+    def _older(self) -> str:
+        """Whether the row `l` has an older twin, looked up."""
+        same = " AND ".join(f"{k.replace('{a}', 'o')} = {k.replace('{a}', 'l')}" for k in self.keys)
+        return (f"{self.active.replace('{a}', 'l')} AND EXISTS (SELECT 1 FROM {self.table} o WHERE {same} "
+                f"AND {self.active.replace('{a}', 'o')} AND (o.created_at, o.id) < (l.created_at, l.id))")
+
+    def join(self, listed: bool) -> str:
+        if listed:  # read from the list bound as %(twins_<table>)s
+            return f"CROSS JOIN LATERAL (SELECT l.id = ANY(%(twins_{self.table})s) AS older) dup"
+        return f"CROSS JOIN LATERAL (SELECT {self._older()} AS older OFFSET 0) dup"
+
+    def ids(self) -> sql.Composed:
+        """The ids of the rows with an older twin, as one array: the same test over the whole
+        table at once, which the server makes one hashed semi-join."""
+        return sql.Composed([sql.SQL(f"SELECT coalesce(array_agg(l.id), '{{}}') FROM {self.table} l "
+                                     f"WHERE {self._older()}")])
 
 
 @dataclass(frozen=True)
@@ -70,6 +102,7 @@ class TableMap:
     # Upstream's rules, so that a re-run never moves a timestamp the API wrote (§3).
     on_rerun: tuple[tuple[str, str | None], ...] = ()
     parents: tuple[Parent, ...] = ()
+    twins: Twins | None = None  # joined as `dup`, after `joins`
 
     def rerun_expression(self, column: str) -> str | None:
         return dict(self.on_rerun).get(column, f"EXCLUDED.{column}")
@@ -84,17 +117,40 @@ class TableMap:
         whens = " ".join(f"WHEN {i.condition} THEN {then(i)}" for i in self.issues)
         return f"CASE {whens} END" if self.issues else empty
 
-    def source_sql(self, listed: bool = False) -> str:
+    def content_lists(self) -> tuple[str, ...]:
+        """The lists (`listed`) whose ids the v2 columns of a row depend on, not only whether it
+        lands: its twins when its columns read `dup` (an identity lands deleted behind an older
+        twin). Whether a row lands is decided afresh at every look; what it holds comes from
+        `l` and these alone."""
+        read = set(re.findall(r"\b([a-z_]+)\.", self.select)) - {"l"}
+        if read - {"dup"} or (read and not self.twins):
+            raise ValueError(f"the columns of {self.v2} read {sorted(read)}: say how a verify tells them unchanged")
+        return (f"twins_{self.twins.table}",) if read and self.twins else ()
+
+    def unchanged(self) -> str:
+        """Whether the v2 columns of the row `l` are as they were when a verify found it matching:
+        no transaction wrote its legacy row since %(reference_xid)s, the oldest one running when
+        that verify began, and it has come onto or gone off no list of `content_lists` since
+        (%(changed_<list>)s). Only where %(trusting)s, the bound flag of a range that verify
+        compared at its first look."""
+        tests = ["%(trusting)s", "age(l.xmin) > age(%(reference_xid)s::xid)"]
+        tests += [f"l.id <> ALL(%(changed_{name})s)" for name in self.content_lists()]
+        return " AND ".join(tests)
+
+    def source_sql(self, listed: bool = False, unchanged: bool = False) -> str:
         """The source SELECT, columns named like the v2 table; `{range}` marks the key filter;
-        `listed`: the parents read from lists of absent ids (`Parent.join`)."""
+        `listed`: the parents read from lists of absent ids (`Parent.join`); `unchanged`: and
+        a column of that name (`unchanged`)."""
         example = "jsonb_build_object(" + ", ".join(f"'{c}', l.{c}" for c in self.example) + ")"
-        names = ", ".join((*self.columns, "issue_kind", "issue", "issue_row"))
+        names = ", ".join((*self.columns, "issue_kind", "issue", "issue_row", *(["unchanged"] if unchanged else [])))
         return (
             f"SELECT * FROM (SELECT {self.select}, "
             f"{self._case(lambda i: _quote(i.kind), 'NULL::text')}, "
             f"{self._case(lambda i: _quote(i.text), 'NULL::text')}, "
             f"{self._case(lambda i: example, 'NULL::jsonb')} "
-            f"FROM {self.legacy} l {self.joins} {' '.join(p.join(listed) for p in self.parents)} "
+            f"{', ' + self.unchanged() if unchanged else ''} "
+            f"FROM {self.legacy} l {self.joins} {self.twins.join(listed) if self.twins else ''} "
+            f"{' '.join(p.join(listed) for p in self.parents)} "
             f"WHERE {{range}}) AS src({names})"
         )
 
@@ -133,11 +189,9 @@ IDENTITIES = TableMap(
     select="l.id, l.workspace_id, l.display_name, l.avatar_public_id, l.user_key, l.profile_id, "
            "l.identity_public_key, l.identity_key_fingerprint, "
            "CASE WHEN dup.older THEN 'deleted' ELSE l.status END, l.created_at, l.updated_at",
-    joins="""CROSS JOIN LATERAL (SELECT l.status <> 'deleted' AND l.identity_key_fingerprint IS NOT NULL AND EXISTS (
-            SELECT 1 FROM platform_managed_users o
-            WHERE o.workspace_id = l.workspace_id
-              AND o.identity_key_fingerprint = l.identity_key_fingerprint
-              AND o.status <> 'deleted' AND (o.created_at, o.id) < (l.created_at, l.id)) AS older OFFSET 0) dup""",
+    joins="",
+    twins=Twins("platform_managed_users", ("{a}.workspace_id", "{a}.identity_key_fingerprint"),
+                "{a}.status <> 'deleted' AND {a}.identity_key_fingerprint IS NOT NULL"),
     parents=(Parent("w", "platform_workspaces", "workspace_id"),),
     issues=(Issue("error", "account missing", "w.id IS NULL"),
             Issue("warning", "duplicate active fingerprint: landed as deleted", "dup.older")),
@@ -154,12 +208,9 @@ PIXBOOKS = TableMap(
              "created_at", "updated_at"),
     select=f"l.id, l.workspace_id, l.managed_user_id, {_collection('l')}, l.name, l.status, "
            "l.current_version, l.created_at, l.updated_at",
-    joins=f"""LEFT JOIN platform_managed_users mu ON mu.id = l.managed_user_id
-        CROSS JOIN LATERAL (SELECT l.status <> 'deleted' AND EXISTS (
-            SELECT 1 FROM platform_books o
-            WHERE o.workspace_id = l.workspace_id AND o.managed_user_id = l.managed_user_id
-              AND o.status <> 'deleted' AND {_collection('o')} = {_collection('l')}
-              AND (o.created_at, o.id) < (l.created_at, l.id)) AS older OFFSET 0) dup""",
+    joins="LEFT JOIN platform_managed_users mu ON mu.id = l.managed_user_id",
+    twins=Twins("platform_books", ("{a}.workspace_id", "{a}.managed_user_id", _collection("{a}")),
+                "{a}.status <> 'deleted'"),
     parents=(Parent("w", "platform_workspaces", "workspace_id", via=("mu", "platform_managed_users")),),
     issues=(Issue("error", "identity missing", "mu.id IS NULL"),
             Issue("error", "identity did not land (its account is missing)", "w.id IS NULL"),
@@ -177,7 +228,9 @@ PIXBOOK_SNAPSHOTS = TableMap(
              "ledger_head", "payload_json", "created_at"),
     select="l.id, l.book_id, l.version, l.cipher_object_key, l.cipher_sha256, l.wrapped_dek, "
            "l.ledger_head, l.payload_json, l.created_at",
-    joins="LEFT JOIN {landed_books} p ON p.id = l.book_id",
+    joins="",
+    # The books that landed: a relation the caller gives; in a verify's list, those that did not.
+    parents=(Parent("p", "{landed_books}", "book_id", listed_as="not_landing"),),
     issues=(Issue("error", "its book did not land", "p.id IS NULL"),),
     example=("id", "book_id", "version"),
     depends_on=("pixbooks",),
@@ -221,19 +274,20 @@ def ids_filter(alias: str) -> sql.Composable:
 _PIXBOOKS = sql.Identifier("pixbooks")  # the books that land, unless a caller built its own
 
 
-def source_query(table: TableMap, where: sql.Composable,
-                 landed_books: sql.Composable = _PIXBOOKS, *, listed: bool = False) -> sql.Composed:
+def source_query(table: TableMap, where: sql.Composable, landed_books: sql.Composable = _PIXBOOKS, *,
+                 listed: bool = False, unchanged: bool = False) -> sql.Composed:
     """The source rows of `table` whose legacy row (alias `l`) passes `where`;
     `landed_books` is the relation whose `id`s are the books that landed; `listed`: the
-    parents read from the lists of absent ids bound as %(absent_<table>)s (`absent_ids`)."""
+    parents read from the lists of absent ids bound as %(absent_<table>)s (`absent_ids`);
+    `unchanged`: with the column `TableMap.unchanged`."""
     # Braces in the rules' SQL are literal; only the two placeholders are ours.
-    template = (table.source_sql(listed).replace("{", "{{").replace("}", "}}")
+    template = (table.source_sql(listed, unchanged).replace("{", "{{").replace("}", "}}")
                 .replace("{{landed_books}}", "{landed}").replace("{{range}}", "{where}"))
     return sql.SQL(template).format(where=where, landed=landed_books)
 
 
-# The legacy tables some rule needs a row of to exist (each a `Parent`).
-PARENT_TABLES = tuple(sorted({p.table for t in TABLES for p in t.parents}))
+# The legacy tables some rule needs a row of to exist (each a `Parent` with a list of its own).
+PARENT_TABLES = tuple(sorted({p.table for t in TABLES for p in t.parents if p.listed_as is None}))
 
 
 def named_but_absent(parent: str, named: Iterable[tuple[str, str]]) -> sql.Composed:

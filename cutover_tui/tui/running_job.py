@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..reports.models import Report, VerifyCheck, VerifyReport
-from ..reports.present import check_line, outcome_lines
+from ..reports.present import check_line, outcome_lines, unchanged_line
 from ..reports.store import StoredReport
 from ..rules import steps
 from ..rules.steps import JobKind
@@ -124,6 +124,8 @@ class JobRun:
         if self.kind not in ("verify", "repair"):  # a verify logged each check as it completed
             for line in outcome_lines(report):
                 self.note(line)
+        elif isinstance(report, VerifyReport) and (unchanged := unchanged_line(report)):
+            self.note(unchanged)
         self.note(f"{'Cancelled; report' if self.cancel.is_set() else 'Finished; report'} {stored.id} "
                   f"{'passed' if stored.ok else 'has FAILURES'}, written to {stored.path}.")
 

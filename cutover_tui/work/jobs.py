@@ -22,7 +22,7 @@ from ..rules.mapping import BY_NAME, TABLES
 from ..rules.matrix import assess, refuse, verify_stage
 from ..rules.steps import JobKind
 from ..store import journal, losses
-from ..store.db import server_now
+from ..store.db import scalar, server_now
 from ..store.session import Session
 from . import api_check
 from . import backfill as backfill_
@@ -102,8 +102,13 @@ def verify(session: Session, options: VerifyOptions | None = None, *,
     facts = session.facts()
     options = (options or VerifyOptions()).model_copy(
         update={"stage": verify_stage(facts, session.runbook), "stage_began": facts.stage_began})
+    # The latest verify's findings, which this one trusts where nothing changed since (unless `full`).
+    reference = None if options.full else scalar(
+        session.conn, "SELECT (SELECT body -> 'reference' FROM cutover.reports WHERE kind = 'verify' "
+                      "ORDER BY generated_at DESC LIMIT 1)")
     return run_job(session, "verify", lambda: verify_.run_verify(
-        session.settings.database_url, options, progress=progress, cancel=cancel, on_check=on_check),
+        session.settings.database_url, options, progress=progress, cancel=cancel, on_check=on_check,
+        reference=reference),
         report_path=report_path, detail={"repair": options.repair, "sample_size": options.sample_size},
         action="repair" if options.repair else "verify", detail_from=_repaired_rows if options.repair else None)
 

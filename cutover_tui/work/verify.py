@@ -2,13 +2,16 @@
 
 Counts, row contents and the reconcile figures come from one walk over each legacy
 primary key in ranges, comparing count + xor of row hashes per range and joining the
-two sides only where they differ; integrity and sample checks are single set-wise queries.
+two sides only where they differ (a row nothing wrote since an earlier verify found it
+matching is hashed by its key alone: `_Trust`); integrity and sample checks are single
+set-wise queries.
 What "v2 matches legacy" means depends on the stage the verify counts for (`_Rule`, and the
 README's "The verify"): exact before C, business columns from C on, legacy frozen in E'.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -18,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
@@ -74,6 +77,8 @@ class VerifyOptions(BaseModel):
     reconcile: bool = True
     repair: bool = False
     workers: int = Field(2, ge=1)
+    # Read every row again, trusting no earlier verify (`reference` of run_verify).
+    full: bool = False
     # The stage the verify counts for (None: compared exactly, as before C) and when it began
     # (E': legacy stands still from then); jobs.verify fills both in from the facts.
     stage: StageId | None = None
@@ -112,16 +117,19 @@ def _connect(url: str, *, read_only: bool) -> psycopg.Connection:
 # with its values), so that the book rules run once a verify (built per connection, they cost
 # 0.9 s of a 5.6 s verify on M). The collections check reads them.
 _BOOKS_LANDED = sql.SQL("({})").format(own_columns(PIXBOOKS, sql.SQL("l.id <> ALL(%(left_out)s)")))
-# A snapshot range's first look reads no book at all: its snapshots' books land but those the
-# walk of the books left out and those no legacy book has (`%(not_landing)s`, both taken
-# before the snapshots are walked). The snapshots' join is `ON p.id = l.book_id`; a book
-# looked up per snapshot took 0.7 of verify's 9.8 worker-seconds on M. A book that came or
-# went since is a difference at the first look only: a later look reads the books afresh.
-_BOOKS_NAMED = sql.SQL("LATERAL (SELECT l.book_id AS id WHERE l.book_id <> ALL(%(not_landing)s))")
-if "LEFT JOIN {landed_books} p ON p.id = l.book_id" not in PIXBOOK_SNAPSHOTS.joins:
-    raise ValueError("the snapshots' first look names the book of `l.book_id`: the join changed")
-# The book ids legacy's snapshots name that no legacy book has (its foreign key may be NOT VALID).
-_NAMELESS_BOOKS = named_but_absent(PIXBOOKS.legacy, [(PIXBOOK_SNAPSHOTS.legacy, "book_id")])
+# The lists a first look reads instead of looking up each row's parents and twins (a look-up
+# per row took 1.5 of verify's 9.8 worker-seconds on M, the twins 0.6 of 8.3), taken once before
+# the walks, each by its parameter's name: per parent table the ids named but absent
+# (mapping.Parent), per table with a twin rule the rows with an older twin (mapping.Twins), and
+# the book ids legacy's snapshots name that no legacy book has (its foreign key may be NOT
+# VALID). A snapshot's book lands but those and the books the walk of the books left out
+# (`%(not_landing)s`). Whatever came or went since is a difference at the first look only: a
+# later look reads the tables afresh.
+_LISTS: dict[str, sql.Composed] = {
+    "nameless": named_but_absent(PIXBOOKS.legacy, [(PIXBOOK_SNAPSHOTS.legacy, "book_id")]),
+    **{f"absent_{t}": absent_ids(t) for t in PARENT_TABLES},
+    **{f"twins_{t.twins.table}": t.twins.ids() for t in TABLES if t.twins}}
+_CONTENT_LISTS = tuple(name for t in TABLES for name in t.content_lists())  # what a reference keeps (`_Trust`)
 
 
 class _Connections:
@@ -209,6 +217,19 @@ class _Rule:
 _SINCE = sql.SQL("coalesce(%(since)s::timestamptz, 'infinity')")  # no backfill on record: nothing is newer
 _BEGAN = sql.SQL("coalesce(%(began)s::timestamptz, 'infinity')")
 
+# A row unchanged since a verify found its range matching at the first look (`TableMap.unchanged`
+# for the source's rows) is hashed by its key alone, under a seed of its own: a pair of such rows
+# cancels out as their contents did then, and a row whose partner changed or went since is still
+# a difference, which the later looks read in full. Under traffic only the rows it wrote are
+# hashed whole: a third less time on M (BENCHMARKS.md).
+_KEY_SEED = 0x4B4559  # "KEY"
+_V2_UNCHANGED = sql.SQL("(%(trusting)s AND age(t.xmin) > age(%(reference_xid)s::xid))")
+
+
+def _row_or_key(alias: str, types: tuple[tuple[str, str], ...]) -> sql.Composable:
+    return sql.SQL("CASE WHEN {a}.unchanged THEN hashtextextended({a}.id, {seed}) ELSE {row} END").format(
+        a=sql.Identifier(alias), seed=sql.Literal(_KEY_SEED), row=row_hash(alias, types))
+
 
 def _col(alias: str, name: str) -> sql.Composable:
     return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
@@ -244,19 +265,19 @@ class _Statements(TableSQL):
     def __init__(self, table: TableMap, types: tuple[tuple[str, str], ...], rule: _Rule):
         super().__init__(table, types)
         self.rule = rule
-        self.needs_landed = "{landed_books}" in table.joins
+        self.needs_landed = "{landed_books}" in table.source_sql()
         self.lands_books = table is PIXBOOKS  # its walk names the books the rules leave out
         self.has_status = "status" in table.columns
         self.compared = [(n, k) for n, k in self.types if n != "id"]
 
     def source(self, lo: str | None, hi: str | None, fresh: bool = False) -> sql.Composed:
-        """The range's source rows. A first look reads the parents the rules need to exist, and
-        the snapshots' books, from lists taken before the walk (`_Verify._lists`): a look-up per
-        row took 1.5 of verify's 9.8 worker-seconds on M. `fresh`: read them all now, in this
-        snapshot (one the API wrote or removed since is a difference at the first look only)."""
+        """The range's source rows. A first look reads the parents the rules need to exist, the
+        snapshots' books and the twins from lists taken before the walk (`_LISTS`). `fresh`: read
+        them all now, in this snapshot (one the API wrote or removed since is a difference at
+        the first look only)."""
         where = range_filter("l", lo, hi)
         if not fresh:
-            return source_query(self.map, where, landed_books=_BOOKS_NAMED, listed=True)
+            return source_query(self.map, where, listed=True, unchanged=True)
         if not self.needs_landed:
             return source_query(self.map, where)
         return source_query(self.map, where, landed_books=_landing_books(
@@ -300,7 +321,8 @@ class _Statements(TableSQL):
         """Per range, in one snapshot: count and xor of row hashes of the landing source rows
         and of the v2 rows (as the stage's rule compares them), the rows per issue, the deleted
         ones, and what the rule counts apart: each store's own audit rows since the backfill, and
-        the v2 rows written since.
+        the v2 rows written since; and of those, the rows unchanged since a verify found them
+        matching (a first look only: `_row_or_key`).
 
         Plain aggregates with FILTER, as a GROUP BY makes the planner sort the range; the
         source sits behind OFFSET 0 so that each of its columns is computed once per row
@@ -308,13 +330,13 @@ class _Statements(TableSQL):
         landing = sql.SQL("NOT {}").format(self._issue_in("error"))
         compared = sql.SQL("{} AND NOT s.own").format(landing)
         source = [sql.SQL("count(*)"), sql.SQL("count(*) FILTER (WHERE {})").format(landing),
-                  sql.SQL("coalesce(bit_xor({}) FILTER (WHERE {}), 0)").format(row_hash("s", self.types), compared)]
+                  sql.SQL("coalesce(bit_xor({}) FILTER (WHERE {}), 0)").format(_row_or_key("s", self.types), compared)]
         source += [sql.SQL("count(*) FILTER (WHERE s.issue = {})").format(sql.Literal(i.text))
                    for i in self.map.issues]
         if self.lands_books:
             source.append(sql.SQL("coalesce(array_agg(s.id) FILTER (WHERE NOT {}), '{{}}')").format(landing))
         v2 = [sql.SQL("count(*)"), sql.SQL("coalesce(bit_xor({}) FILTER (WHERE NOT t.own), 0)").format(
-            row_hash("t", self.types))]
+            _row_or_key("t", self.types))]
         if self.has_status:
             source += [sql.SQL("count(*) FILTER (WHERE {} AND s.status = 'deleted')").format(landing),
                        sql.SQL("count(*) FILTER (WHERE {} AND s.status = 'deleted')").format(
@@ -323,15 +345,19 @@ class _Statements(TableSQL):
         source += [sql.SQL("count(*) FILTER (WHERE {})").format(compared),
                    sql.SQL("count(*) FILTER (WHERE {} AND s.own)").format(landing)]
         v2 += [sql.SQL("count(*) FILTER (WHERE NOT t.own)"), sql.SQL("count(*) FILTER (WHERE t.own)"),
-               sql.SQL("count(*) FILTER (WHERE t.written AND NOT t.own)")]
+               sql.SQL("count(*) FILTER (WHERE t.written AND NOT t.own)"),
+               sql.SQL("count(*) FILTER (WHERE t.unchanged AND NOT t.own)")]
         return sql.SQL("""
-            SELECT * FROM (SELECT {source} FROM (SELECT {columns}, x.issue, {own_x} AS own
+            SELECT * FROM (SELECT {source} FROM (SELECT {columns}, x.issue, {own_x} AS own, {unchanged_x} AS unchanged
                                                  FROM ({query}) x OFFSET 0) s) a,
-                          (SELECT {v2} FROM (SELECT {columns_t}, {own_t} AS own, {written} AS written
+                          (SELECT {v2} FROM (SELECT {columns_t}, {own_t} AS own, {written} AS written,
+                                                    {unchanged_t} AS unchanged
                                              FROM {table} t WHERE {range_t}) t) b""").format(
             source=sql.SQL(", ").join(source), columns=self._hashed("x"), own_x=self._own("x"),
+            unchanged_x=sql.SQL("false" if fresh else "x.unchanged"),
             query=self.source(lo, hi, fresh), v2=sql.SQL(", ").join(v2), columns_t=self._hashed("t"),
-            own_t=self._own("t"), written=self._written("t"), table=self.v2, range_t=range_filter("t", lo, hi))
+            own_t=self._own("t"), written=self._written("t"), table=self.v2, range_t=range_filter("t", lo, hi),
+            unchanged_t=sql.SQL("false") if fresh else _V2_UNCHANGED)
 
     def _strict(self, name: str, kind: str) -> sql.Composable:
         """Whether column `name` differs in a way the stage's rule does not accept: from C on, a
@@ -446,6 +472,7 @@ class _Tally:
     unlanded: list[str] = field(default_factory=list)  # the books walk only: ids of the books the rules leave out
     set_aside: Counter = field(default_factory=Counter)  # SET_ASIDE reason -> rows the stage's rule accepts
     in_flight: int = 0  # rows that differed at the last look only: a write on its way to its mirror
+    unchanged: int = 0  # v2 rows a first look took as they were when the reference verify found them matching
     aside_deleted: int = 0  # of the rows set aside or in flight: deleted in legacy (they leave the reconcile)
     aside_v2_deleted: int = 0  # and deleted in v2
     ranges: int = 0
@@ -455,8 +482,8 @@ class _Tally:
     longest: float = 0.0
 
     _SUMS = ("legacy", "expected", "landed_deleted", "forced_deleted", "v2_rows", "v2_deleted", "missing", "extra",
-             "different", "to_repair", "unlanded", "in_flight", "aside_deleted", "aside_v2_deleted", "ranges",
-             "rechecked", "settled", "seconds")
+             "different", "to_repair", "unlanded", "in_flight", "unchanged", "aside_deleted", "aside_v2_deleted",
+             "ranges", "rechecked", "settled", "seconds")
 
     def add(self, other: _Tally) -> None:
         for name in self._SUMS:
@@ -590,7 +617,8 @@ def _content_check(name: str, tally: _Tally, rule: _Rule) -> dict[str, Any]:
         "different": tally.different, "expectedLeftOut": tally.left_out,
         "differentByColumn": dict(sorted(tally.by_column.items())),
         "examples": tally.examples, "ranges": tally.ranges, "rangesRechecked": tally.rechecked,
-        "rangesSettled": tally.settled, "rowsInFlight": tally.in_flight, **_set_aside(tally, rule),
+        "rangesSettled": tally.settled, "rowsInFlight": tally.in_flight, "rowsUnchanged": tally.unchanged,
+        **_set_aside(tally, rule),
         "seconds": round(tally.seconds, 3), "longestRangeSeconds": round(tally.longest, 3),
     }
 
@@ -629,9 +657,14 @@ _ORPHANS = {
         FROM pixbooks p JOIN identities i ON i.id = p.identity_id
         WHERE p.account_id IS DISTINCT FROM i.account_id
         ORDER BY p.id LIMIT %(examples)s""",
+    # The orphans' book ids first, from the book index alone (0.5 of the 0.8 CPU-seconds a
+    # scan of the snapshots took on M), then the examples through it.
     "snapshot_pixbook_fk": """
-        SELECT jsonb_build_object('id', s.id, 'pixbook_id', s.pixbook_id), count(*) OVER ()
-        FROM pixbook_snapshots s WHERE NOT EXISTS (SELECT 1 FROM pixbooks p WHERE p.id = s.pixbook_id)
+        WITH o AS MATERIALIZED (
+            SELECT s.pixbook_id, count(*) AS n FROM pixbook_snapshots s
+            WHERE NOT EXISTS (SELECT 1 FROM pixbooks p WHERE p.id = s.pixbook_id) GROUP BY s.pixbook_id)
+        SELECT jsonb_build_object('id', s.id, 'pixbook_id', s.pixbook_id), (SELECT sum(n) FROM o)::bigint
+        FROM pixbook_snapshots s WHERE s.pixbook_id IN (SELECT pixbook_id FROM o)
         ORDER BY s.id LIMIT %(examples)s""",
 }
 
@@ -857,19 +890,68 @@ class _Range:
     looks: int = 1
 
 
+_XID_SPAN = 1 << 30  # transactions since a reference verify began beyond which it is not trusted (xids wrap at 2**31)
+_OUTSIDE = """SELECT NOT EXISTS (
+    SELECT 1 FROM unnest(%(d_lo)s::text[], %(d_hi)s::text[]) d(lo, hi)
+    WHERE (d.hi IS NULL OR %(lo)s::text IS NULL OR %(lo)s::text < d.hi)
+      AND (d.lo IS NULL OR %(hi)s::text IS NULL OR d.lo < %(hi)s::text))"""
+
+
+@dataclass
+class _Trust:
+    """What a first look may take as it was when a reference verify found it matching: the
+    rows no transaction wrote since that verify began (`TableMap.unchanged`), outside the
+    ranges it had to look at again, whose listed inputs are as they were then."""
+
+    NONE: ClassVar[dict[str, Any]] = {"trusting": False, "reference_xid": "0",
+                                      **{f"changed_{name}": [] for name in _CONTENT_LISTS}}
+
+    reference_xid: str  # the oldest transaction running when the reference verify began, as a 32-bit xid
+    lists: dict[str, list[str]]  # the lists of `_CONTENT_LISTS` its first looks read
+    looked_again: dict[str, list[list[str | None]]]  # per table, the ranges (lo, hi] it looked at again
+    began: str  # when it began, as the server told it
+    changed: dict[str, list[str]] = field(default_factory=dict)  # per list: the ids on it then or now, not both
+
+    def compare(self, name: str, now: list[str]) -> None:
+        if name in _CONTENT_LISTS:
+            self.changed[name] = sorted(set(self.lists[name]) ^ set(now))
+
+    def params(self, conn: psycopg.Connection, table: str, lo: str | None, hi: str | None) -> dict[str, Any]:
+        again = self.looked_again.get(table, [])
+        trusting = not again or scalar(conn, _OUTSIDE, {"lo": lo, "hi": hi, "d_lo": [r[0] for r in again],
+                                                        "d_hi": [r[1] for r in again]})
+        return {**self.NONE, "trusting": bool(trusting), "reference_xid": self.reference_xid,
+                **{f"changed_{name}": ids for name, ids in self.changed.items()}}
+
+
+def _fingerprint(conn: psycopg.Connection, statements: dict[str, _Statements]) -> str:
+    """What a reference verify's findings hold for: this database's tables as they are stored
+    (a rewrite or a restore makes new files), and the rules and comparisons of this console."""
+    names = sorted({t.legacy for t in TABLES} | {t.v2 for t in TABLES} | set(PARENT_TABLES))
+    files = conn.execute("SELECT current_database(), array_agg(concat_ws(':', n, to_regclass(n)::oid, "
+                         "pg_relation_filenode(to_regclass(n))) ORDER BY n) FROM unnest(%s::text[]) n",
+                         (names,)).fetchone()
+    text = json.dumps([files, *(st.digest(None, None).as_string(conn) for st in statements.values()),
+                       *(query.as_string(conn) for query in _LISTS.values())])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class _Verify:
     def __init__(self, url: str, options: VerifyOptions, progress: ProgressCallback | None,
-                 cancel: threading.Event | None, on_check: CheckCallback | None):
+                 cancel: threading.Event | None, on_check: CheckCallback | None,
+                 reference: dict[str, Any] | None = None):
         self.url, self.options = url, options
+        self._given = None if options.full else reference
+        self._trust: _Trust | None = None
+        self._looked_again: dict[str, list[list[str | None]]] = {}
+        self._reference: dict[str, Any] | None = None
         self.progress = progress or (lambda _: None)
         self.cancel = cancel or threading.Event()
         self.on_check = on_check or (lambda _: None)
         self._failed = threading.Event()
         self._books_walked = threading.Event()
         self._unlanded: list[str] = []
-        # Taken before any walk (`_take_list`): for each parent table the ids named but absent
-        # (`absent_<table>`, see mapping.Parent), and the books no legacy book has (`nameless`).
-        self._lists: dict[str, list[str]] = {}
+        self._lists: dict[str, list[str]] = {}  # `_LISTS`, taken before any walk (`_take_list`)
         self._listed = threading.Event()
         self._lock = threading.Lock()
         self.checks: dict[str, dict[str, Any]] = {}
@@ -893,6 +975,8 @@ class _Verify:
         taken = scalar(pool.get(), query)
         with self._lock:
             self._lists[name] = taken
+            if self._trust:
+                self._trust.compare(name, taken)
             if len(self._lists) == lists:
                 self._listed.set()
 
@@ -938,6 +1022,9 @@ class _Verify:
             # The total is the planner's estimate until the table's walk is through (`_finish_table`).
             self.progress(VerifyProgress(check=f"content:{part.table}", done=done, total=max(total, done)))
             if found is None:
+                with self._lock:
+                    self._looked_again.setdefault(part.table, []).extend(
+                        [r.lo, r.hi] for r in walked if r.tally.rechecked)
                 return self._look_again_at(conn, st, walked)
             last = hi
             size = sizer.after(tally.seconds)
@@ -983,9 +1070,9 @@ class _Verify:
         """One look at a range in one snapshot: its figures, and the rows the stage's rule does not accept."""
         tally = _Tally(ranges=1)
         rows: dict[str, _Row] = {}
-        params = {"lo": lo, "hi": hi, "left_out": self._unlanded,
-                  "not_landing": self._unlanded + self._lists["nameless"],
-                  **{f"absent_{t}": self._lists[t] for t in PARENT_TABLES}} | self.rule.params(st.map.v2)
+        params = {"lo": lo, "hi": hi, "left_out": self._unlanded, **self._lists,
+                  "not_landing": self._unlanded + self._lists["nameless"]} | self.rule.params(st.map.v2)
+        params |= self._trust.params(conn, st.map.v2, lo, hi) if self._trust and not fresh else _Trust.NONE
         with conn.transaction():
             # A later look at snapshots reads the books that land afresh: through indexes the book
             # rules would run once per snapshot, as the server plans it once per book (a
@@ -1004,7 +1091,7 @@ class _Verify:
             compared, legacy_own, tally.v2_rows, v2_digest = row[:4]
             if st.has_status:
                 tally.v2_deleted = row[4]
-            v2_compared, v2_own, v2_written = row[-3:]
+            v2_compared, v2_own, v2_written, tally.unchanged = row[-4:]
             tally.set_aside.update({"legacyAuditSinceBackfill": legacy_own, "v2AuditSinceBackfill": v2_own,
                                     "timestampsSinceBackfill": v2_written})
             if (compared, digest) == (v2_compared, v2_digest):
@@ -1045,10 +1132,8 @@ class _Verify:
                     # for the books they leave out (at most one part per worker, so none waits
                     # on a part not yet begun). The other tables are walked biggest pieces
                     # first, so that both connections stay busy to the end.
-                    lists: dict[str, sql.Composed] = {"nameless": _NAMELESS_BOOKS} | {
-                        t: absent_ids(t) for t in PARENT_TABLES}
-                    for name, query in lists.items():
-                        futures[executor.submit(self._take_list, pool, name, query, len(lists))] = name
+                    for name, query in _LISTS.items():
+                        futures[executor.submit(self._take_list, pool, name, query, len(_LISTS))] = name
                     walk([n for n in tables if n == PIXBOOKS.v2])
                     walk([n for n in tables if n != PIXBOOKS.v2])
                     for name, check in others:
@@ -1228,20 +1313,57 @@ class _Verify:
         return self._report(time.monotonic() - started)
 
     def _run(self) -> None:
+        # Before anything is read: a row no transaction running now or later wrote is one this verify sees.
+        xmin, self._began = one_row(self.main, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, now()")
         self.rule = _Rule(self.options.stage, _backfill_starts(self.main), self.options.stage_began)
         self.statements = {t.v2: _Statements(t, column_types(self.main, t.v2), self.rule) for t in TABLES}
         self.reported = _reported_errors(self.main)
+        fingerprint = _fingerprint(self.main, self.statements)
+        self._trust = self._trusted(self._given, fingerprint)
         if self._stopping():
             return
         names = [t.v2 for t in TABLES]
         others = self._other_checks()
         tallies = self._phase(names, [] if self.options.repair else others)
         if not self.options.repair or self._stopping():
+            self._keep_reference(xmin, fingerprint, tallies)
             return
         stats = self._repair(tallies)
         fresh = self._phase([n for n in names if n in stats], others) if not self._stopping() else {}
         for name, repair in stats.items():
             self._emit(self._repair_check(name, repair, tallies[name], fresh.get(name)))
+        self._keep_reference(xmin, fingerprint, tallies)
+
+    def _rule_key(self) -> dict[str, Any]:
+        return json.loads(json.dumps({"name": self.rule.name, "since": self.rule.since,
+                                      "began": self.rule.began if self.rule.steady else None}, default=str))
+
+    def _trusted(self, reference: dict[str, Any] | None, fingerprint: str) -> _Trust | None:
+        """The reference verify's findings, when they hold here: the same tables, rules and stage
+        rule, and begun few enough transactions ago to tell its rows from later ones."""
+        if not reference:
+            return None
+        try:
+            if reference["fingerprint"] != fingerprint or reference["rule"] != self._rule_key():
+                return None
+            xmin = int(reference["xmin"])
+            now = int(scalar(self.main, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"))
+            if not 0 <= now - xmin < _XID_SPAN:
+                return None
+            return _Trust(str(xmin % 2**32), {name: list(reference["lists"][name]) for name in _CONTENT_LISTS},
+                          {k: [list(r) for r in v] for k, v in reference["lookedAgain"].items()},
+                          str(reference["began"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None  # a reference of another shape is no reference
+
+    def _keep_reference(self, xmin: str, fingerprint: str, tallies: dict[str, _Tally]) -> None:
+        """What the next verify may trust of this one's first looks (`_Trust`): only of a walk of every table."""
+        if self._stopping() or len(tallies) < len(TABLES):
+            return
+        self._reference = {"xmin": xmin, "began": self._began.isoformat(), "fingerprint": fingerprint,
+                           "rule": self._rule_key(),
+                           "lists": {name: self._lists[name] for name in _CONTENT_LISTS},
+                           "lookedAgain": self._looked_again}
 
     def _report(self, seconds: float) -> dict[str, Any]:
         cancelled = self.cancel.is_set()
@@ -1254,6 +1376,9 @@ class _Verify:
             "generatedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "checks": checks, "cancelled": cancelled, "durationSeconds": round(seconds, 3),
             "options": self.options.model_dump(mode="json", by_alias=True),
+            # The verify whose first looks this one trusted where nothing changed since, and what the next may trust.
+            **({"unchangedSince": self._trust.began} if self._trust else {}),
+            **({"reference": self._reference} if self._reference else {}),
         }
 
 
@@ -1262,10 +1387,12 @@ class _Stopped(Exception):
 
 
 def run_verify(url: str, options: VerifyOptions | None = None, *, progress: ProgressCallback | None = None,
-               cancel: threading.Event | None = None, on_check: CheckCallback | None = None) -> dict[str, Any]:
+               cancel: threading.Event | None = None, on_check: CheckCallback | None = None,
+               reference: dict[str, Any] | None = None) -> dict[str, Any]:
     """Verify v2 against legacy; returns the §4 verify report body (plus `cancelled`,
-    `durationSeconds`, `options`). `on_check` gets each check as it completes."""
-    return _Verify(url, options or VerifyOptions(), progress, cancel, on_check).run()
+    `durationSeconds`, `options`, and the `reference` a later verify may trust, given back as
+    `reference`; unless `options.full`). `on_check` gets each check as it completes."""
+    return _Verify(url, options or VerifyOptions(), progress, cancel, on_check, reference).run()
 
 
 __all__ = ["EXAMPLE_ROWS", "VerifyOptions", "VerifyProgress", "run_verify"]

@@ -163,3 +163,5 @@ def test_a_book_lands_in_its_btrimmed_collection_and_the_oldest_of_a_collection_
         issue = "another active book of this identity has the same collection" if duplicate else None
         expected.append((f"b{n}", lands, issue))
     assert rows == expected, collections
+    # The list a verify's first look reads names exactly the same books (mapping.Twins).
+    assert sorted(legacy.execute(PIXBOOKS.twins.ids()).fetchone()[0]) == [b for b, _, issue in expected if issue]

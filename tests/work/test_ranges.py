@@ -10,7 +10,7 @@ from itertools import pairwise
 import psycopg
 from psycopg import sql
 
-from cutover_tui.rules.mapping import BY_NAME, PARENT_TABLES, PIXBOOKS, absent_ids, column_types, range_filter
+from cutover_tui.rules.mapping import BY_NAME, PIXBOOKS, column_types, range_filter
 from cutover_tui.work import ranges
 from cutover_tui.work import verify as verify_module
 from cutover_tui.work.backfill import Backfill, BackfillOptions
@@ -27,7 +27,7 @@ def test_a_range_probes_its_parents_instead_of_hashing_them(backfilled_url):
     with psycopg.connect(backfilled_url, autocommit=True) as conn:  # as the walks' connections
         st = verify_module._Statements(PIXBOOKS, column_types(conn, "pixbooks"), verify_module._Rule())
         params = {"lo": "book_1", "hi": "book_5", "since": None, "began": None, "left_out": [],
-                  "not_landing": []} | {f"absent_{t}": [] for t in PARENT_TABLES}
+                  "not_landing": []} | {name: [] for name in verify_module._LISTS} | verify_module._Trust.NONE
         with conn.transaction():
             assert "Hash" in plan(conn, st.digest("book_1", "book_5"), params)  # as the planner would
         with conn.transaction():
@@ -67,8 +67,7 @@ def test_a_later_look_at_snapshots_applies_the_book_rules_hashed(backfilled_url,
     conn = verify_module._connect(backfilled_url, read_only=True)
     try:
         # The lists a first look reads, as verify takes them before its walks.
-        verify._lists = {"nameless": conn.execute(verify_module._NAMELESS_BOOKS).fetchone()[0]} | {
-            t: conn.execute(absent_ids(t)).fetchone()[0] for t in PARENT_TABLES}
+        verify._lists = {name: conn.execute(query).fetchone()[0] for name, query in verify_module._LISTS.items()}
         figures = {}
         for name in ("pixbooks", "pixbook_snapshots"):
             st = verify_module._Statements(BY_NAME[name], column_types(conn, name), verify.rule)
