@@ -199,6 +199,9 @@ def plan(session: Session, kind: JobKind, api: str | None = None) -> JobPlan:
             previous = last.id
             notes.append(f"Its checks are compared live with verify {last.id} of "
                          f"{last.generated_at:%Y-%m-%d %H:%M} UTC ({'passed' if last.ok else 'FAILED'}).")
+            if scalar(conn, "SELECT body ? 'reference' FROM cutover.reports WHERE id = %s", (last.id,)):
+                notes.append("Rows nothing wrote since it found them matching are read by key alone "
+                             "(`cutover verify --full` reads every row).")
     else:
         base = api or os.environ.get(api_check.API_ENV) or session.runbook.api.base or api_check.DEFAULT_API
         notes.append(f"API {api_check.redact_api(base)}; reads are compared with "

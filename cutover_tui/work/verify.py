@@ -16,8 +16,9 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -960,9 +961,27 @@ class _Verify:
         return self.cancel.is_set() or self._failed.is_set()
 
     def _wait_for(self, event: threading.Event) -> None:
-        while not event.wait(0.02):
-            if self._stopping():
-                raise _Stopped
+        with self._idle():
+            while not event.wait(0.02):
+                if self._stopping():
+                    raise _Stopped
+
+    def _in_slot(self, work: Callable[..., Any], *args: Any) -> Any:
+        """Run `work` on a worker thread holding one of the `workers` slots: there are twice as
+        many threads, so that one waiting (`_idle`) leaves its slot to another's statements."""
+        with self._slots:
+            return work(*args)
+
+    @contextmanager
+    def _idle(self) -> Iterator[None]:
+        """While a worker waits (for a list, the books, or a write in flight to land), another
+        runs its statements: under traffic a look again half a second later had left one of
+        the two connections idle that long."""
+        self._slots.release()
+        try:
+            yield
+        finally:
+            self._slots.acquire()
 
     def _unlanded_books(self) -> list[str]:
         """The books the rules leave out, as the walk of the books found them: waits for that walk."""
@@ -1063,7 +1082,8 @@ class _Verify:
     def _settle(self, check: str, until: float | None = None) -> None:
         """The moment a write in flight needs to reach its mirror, before `check` looks again:
         SETTLE_SECONDS, or until `until` (monotonic), which may have passed already."""
-        self.cancel.wait(SETTLE_SECONDS if until is None else max(until - time.monotonic(), 0.0))
+        with self._idle():
+            self.cancel.wait(SETTLE_SECONDS if until is None else max(until - time.monotonic(), 0.0))
 
     def _look(self, conn: psycopg.Connection, st: _Statements, lo: str | None, hi: str | None,
               fresh: bool = False) -> tuple[_Tally, dict[str, _Row]]:
@@ -1117,14 +1137,15 @@ class _Verify:
         results: dict[str, dict[int, _Tally]] = {name: {} for name in tables}
         self._done: Counter[str] = Counter()
         try:
-            with ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="verify") as executor:
+            self._slots = threading.BoundedSemaphore(self.options.workers)
+            with ThreadPoolExecutor(max_workers=2 * self.options.workers, thread_name_prefix="verify") as executor:
                 futures: dict[Future, Any] = {}
 
                 def walk(names: list[str]) -> None:
                     sized.update({name: self._parts(self.main, name) for name in names})
                     for part, total in sorted(((p, sized[n][1]) for n in names for p in sized[n][0]),
                                               key=lambda pt: -pt[1] / len(sized[pt[0].table][0])):
-                        futures[executor.submit(self._walk_part, pool, part, total)] = part
+                        futures[executor.submit(self._in_slot, self._walk_part, pool, part, total)] = part
 
                 try:
                     # The lists a first look reads, on both connections, while the main one
@@ -1133,11 +1154,11 @@ class _Verify:
                     # on a part not yet begun). The other tables are walked biggest pieces
                     # first, so that both connections stay busy to the end.
                     for name, query in _LISTS.items():
-                        futures[executor.submit(self._take_list, pool, name, query, len(_LISTS))] = name
+                        futures[executor.submit(self._in_slot, self._take_list, pool, name, query, len(_LISTS))] = name
                     walk([n for n in tables if n == PIXBOOKS.v2])
                     walk([n for n in tables if n != PIXBOOKS.v2])
                     for name, check in others:
-                        futures[executor.submit(self._other, pool, name, check)] = name
+                        futures[executor.submit(self._in_slot, self._other, pool, name, check)] = name
                     pending = set(futures)
                     while pending:
                         finished, pending = wait(pending, return_when=FIRST_COMPLETED)

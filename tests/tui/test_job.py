@@ -155,6 +155,9 @@ async def test_a_verify_fills_in_its_diff_against_the_previous_one(backfilled_ur
         checks = len(screen.run.report.checks)
         table = screen.query_one("#live-diff")
         assert screen.query_one("#live-diff-box").display
+        # The second trusted the first where nothing changed since, said so before and after.
+        assert any("read by key alone (`cutover verify --full` reads every row)" in note for note in screen.plan.notes)
+        assert any("were read by key alone" in line for line in screen.run.snapshot()[1])
         # One row per check, as each completed; the screen draws on its own timer, so the
         # last check may show a redraw after the job ended.
         await wait_until(pilot, lambda: table.row_count == checks)

@@ -763,3 +763,33 @@ def test_the_sample_check_reads_the_books_that_land_in_its_own_snapshot(filled_u
         conn.close()
     assert account in result["accounts"] or result["sampled"] == accounts
     assert (result["ok"], result["count"], found) == (True, 0, [])
+
+
+def test_a_worker_waiting_for_a_write_in_flight_leaves_its_connection_to_another(filled_url, monkeypatch):
+    """While one worker waits to look again, another reads; never more than `workers` at once."""
+    execute(filled_url, "UPDATE audit_events SET event_type = 'not legacy''s' WHERE id = 'evt_7'")
+    lock, reading, most, looks, overlapped = threading.Lock(), [0], [0], [0], []
+    look, settle = verify_module._Verify._look, verify_module._Verify._settle
+
+    def counted_look(self, *args, **kwargs):
+        with lock:
+            reading[0] += 1
+            looks[0] += 1
+            most[0] = max(most[0], reading[0])
+        try:
+            return look(self, *args, **kwargs)
+        finally:
+            with lock:
+                reading[0] -= 1
+
+    def watched_settle(self, check: str, until: float | None = None) -> None:
+        before = looks[0]
+        settle(self, check, until)
+        overlapped.append(looks[0] > before)
+
+    monkeypatch.setattr(verify_module._Verify, "_look", counted_look)
+    monkeypatch.setattr(verify_module._Verify, "_settle", watched_settle)
+    monkeypatch.setattr(verify_module, "SETTLE_SECONDS", 1.0)
+    check = by_key(verify(filled_url, workers=1))["content:audit_events"]
+    assert check["different"] == 1 and most[0] == 1
+    assert any(overlapped)
