@@ -64,7 +64,7 @@ class Twins:
     """Of the rows of `table` that are `active` and share `keys` (SQL over the alias `{a}`),
     the oldest (`created_at`, then `id`) is the one; each later one has an older twin
     (`dup.older`). Declared apart from the other joins so that a verify can take the rows
-    with an older twin once (`twin_ids`) instead of looking up each row's twins."""
+    with an older twin once (`ids`) instead of looking up each row's twins."""
 
     table: str
     keys: tuple[str, ...]

@@ -222,7 +222,7 @@ _BEGAN = sql.SQL("coalesce(%(began)s::timestamptz, 'infinity')")
 # for the source's rows) is hashed by its key alone, under a seed of its own: a pair of such rows
 # cancels out as their contents did then, and a row whose partner changed or went since is still
 # a difference, which the later looks read in full. Under traffic only the rows it wrote are
-# hashed whole: a third less time on M (BENCHMARKS.md).
+# hashed whole: 0.5-0.7 of the time of reading everything on M (BENCHMARKS.md).
 _KEY_SEED = 0x4B4559  # "KEY"
 _V2_UNCHANGED = sql.SQL("(%(trusting)s AND age(t.xmin) > age(%(reference_xid)s::xid))")
 

@@ -766,30 +766,40 @@ def test_the_sample_check_reads_the_books_that_land_in_its_own_snapshot(filled_u
 
 
 def test_a_worker_waiting_for_a_write_in_flight_leaves_its_connection_to_another(filled_url, monkeypatch):
-    """While one worker waits to look again, another reads; never more than `workers` at once."""
+    """While one worker waits to look again, another reads; never more than `workers` at once.
+    The accounts are walked only once a wait began (as one more wait), so that they can only
+    be read during it or after it."""
     execute(filled_url, "UPDATE audit_events SET event_type = 'not legacy''s' WHERE id = 'evt_7'")
-    lock, reading, most, looks, overlapped = threading.Lock(), [0], [0], [0], []
-    look, settle = verify_module._Verify._look, verify_module._Verify._settle
+    lock, reading, most, during = threading.Lock(), [0], [0], []
+    settling, settled = threading.Event(), threading.Event()
+    look, settle, walk = verify_module._Verify._look, verify_module._Verify._settle, verify_module._Verify._walk_part
 
-    def counted_look(self, *args, **kwargs):
+    def counted_look(self, conn, st, *args, **kwargs):
         with lock:
             reading[0] += 1
-            looks[0] += 1
             most[0] = max(most[0], reading[0])
+            if st.map.v2 == "accounts":
+                during.append(settling.is_set() and not settled.is_set())
         try:
-            return look(self, *args, **kwargs)
+            return look(self, conn, st, *args, **kwargs)
         finally:
             with lock:
                 reading[0] -= 1
 
     def watched_settle(self, check: str, until: float | None = None) -> None:
-        before = looks[0]
+        settling.set()
         settle(self, check, until)
-        overlapped.append(looks[0] > before)
+        settled.set()
+
+    def accounts_after_a_wait(self, pool, part, total):
+        if part.table == "accounts":
+            self._wait_for(settling)
+        return walk(self, pool, part, total)
 
     monkeypatch.setattr(verify_module._Verify, "_look", counted_look)
     monkeypatch.setattr(verify_module._Verify, "_settle", watched_settle)
+    monkeypatch.setattr(verify_module._Verify, "_walk_part", accounts_after_a_wait)
     monkeypatch.setattr(verify_module, "SETTLE_SECONDS", 1.0)
     check = by_key(verify(filled_url, workers=1))["content:audit_events"]
     assert check["different"] == 1 and most[0] == 1
-    assert any(overlapped)
+    assert during and all(during)
