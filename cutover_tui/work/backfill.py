@@ -31,6 +31,7 @@ from ..rules.mapping import (
     range_filter,
     row_hash,
     source_query,
+    written_before,
 )
 from ..store import db
 from ..store.db import JOB_LOCK_KEY, JOB_WORKERS_KEY, one_row, scalar
@@ -834,9 +835,8 @@ def _wait_for_earlier_workers(conn: psycopg.Connection) -> None:
 def _newer_rows(conn: psycopg.Connection, table: str, since) -> bool:
     """Whether any row of `table` was written by a transaction at or after xid8 `since`
     (one sequential scan; xmin is 32-bit, so compare by age)."""
-    return bool(scalar(conn, sql.SQL(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE age(xmin) <= age((%s::text::bigint %% 4294967296)::text::xid))"
-    ).format(sql.Identifier(table)), (since,)))
+    return bool(scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {} x WHERE NOT {})").format(
+        sql.Identifier(table), sql.SQL(written_before("x", "since"))), {"since": since}))
 
 
 def check_ready(conn: psycopg.Connection, tables: Iterable[str]) -> None:

@@ -103,14 +103,17 @@ def verify(session: Session, options: VerifyOptions | None = None, *,
     options = (options or VerifyOptions()).model_copy(
         update={"stage": verify_stage(facts, session.runbook), "stage_began": facts.stage_began})
     # The latest verify's findings, which this one trusts where nothing changed since (unless `full`).
-    reference = None if options.full else scalar(
-        session.conn, "SELECT (SELECT body -> 'reference' FROM cutover.reports WHERE kind = 'verify' "
-                      "ORDER BY generated_at DESC LIMIT 1)")
     return run_job(session, "verify", lambda: verify_.run_verify(
         session.settings.database_url, options, progress=progress, cancel=cancel, on_check=on_check,
-        reference=reference),
+        reference=_latest_reference(session.conn)),
         report_path=report_path, detail={"repair": options.repair, "sample_size": options.sample_size},
         action="repair" if options.repair else "verify", detail_from=_repaired_rows if options.repair else None)
+
+
+def _latest_reference(conn) -> dict[str, Any] | None:
+    """What the latest verify left a later one to trust (`reference` of its report), if anything."""
+    return scalar(conn, "SELECT (SELECT body -> 'reference' FROM cutover.reports WHERE kind = 'verify' "
+                        "ORDER BY generated_at DESC LIMIT 1)")
 
 
 def _repaired_rows(report: Report) -> dict[str, Any]:
@@ -199,7 +202,7 @@ def plan(session: Session, kind: JobKind, api: str | None = None) -> JobPlan:
             previous = last.id
             notes.append(f"Its checks are compared live with verify {last.id} of "
                          f"{last.generated_at:%Y-%m-%d %H:%M} UTC ({'passed' if last.ok else 'FAILED'}).")
-            if scalar(conn, "SELECT body ? 'reference' FROM cutover.reports WHERE id = %s", (last.id,)):
+            if _latest_reference(conn) is not None:
                 notes.append("Rows nothing wrote since it found them matching are read by key alone "
                              "(`cutover verify --full` reads every row).")
     else:

@@ -45,6 +45,7 @@ from ..rules.mapping import (
     range_filter,
     row_hash,
     source_query,
+    written_before,
 )
 from ..rules.runbook import StageId
 from ..store.db import JOB_LOCK_KEY, one_row, scalar
@@ -224,7 +225,7 @@ _BEGAN = sql.SQL("coalesce(%(began)s::timestamptz, 'infinity')")
 # a difference, which the later looks read in full. Under traffic only the rows it wrote are
 # hashed whole: 0.5-0.7 of the time of reading everything on M (BENCHMARKS.md).
 _KEY_SEED = 0x4B4559  # "KEY"
-_V2_UNCHANGED = sql.SQL("(%(trusting)s AND age(t.xmin) > age(%(reference_xid)s::xid))")
+_V2_UNCHANGED = sql.SQL(f"(%(trusting)s AND {written_before('t', 'reference_xmin')})")
 
 
 def _row_or_key(alias: str, types: tuple[tuple[str, str], ...]) -> sql.Composable:
@@ -904,10 +905,10 @@ class _Trust:
     rows no transaction wrote since that verify began (`TableMap.unchanged`), outside the
     ranges it had to look at again, whose listed inputs are as they were then."""
 
-    NONE: ClassVar[dict[str, Any]] = {"trusting": False, "reference_xid": "0",
+    NONE: ClassVar[dict[str, Any]] = {"trusting": False, "reference_xmin": "0",
                                       **{f"changed_{name}": [] for name in _CONTENT_LISTS}}
 
-    reference_xid: str  # the oldest transaction running when the reference verify began, as a 32-bit xid
+    reference_xmin: str  # the oldest transaction running when the reference verify began (xid8)
     lists: dict[str, list[str]]  # the lists of `_CONTENT_LISTS` its first looks read
     looked_again: dict[str, list[list[str | None]]]  # per table, the ranges (lo, hi] it looked at again
     began: str  # when it began, as the server told it
@@ -921,7 +922,7 @@ class _Trust:
         again = self.looked_again.get(table, [])
         trusting = not again or scalar(conn, _OUTSIDE, {"lo": lo, "hi": hi, "d_lo": [r[0] for r in again],
                                                         "d_hi": [r[1] for r in again]})
-        return {**self.NONE, "trusting": bool(trusting), "reference_xid": self.reference_xid,
+        return {**self.NONE, "trusting": bool(trusting), "reference_xmin": self.reference_xmin,
                 **{f"changed_{name}": ids for name, ids in self.changed.items()}}
 
 
@@ -1371,7 +1372,7 @@ class _Verify:
             now = int(scalar(self.main, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"))
             if not 0 <= now - xmin < _XID_SPAN:
                 return None
-            return _Trust(str(xmin % 2**32), {name: list(reference["lists"][name]) for name in _CONTENT_LISTS},
+            return _Trust(str(xmin), {name: list(reference["lists"][name]) for name in _CONTENT_LISTS},
                           {k: [list(r) for r in v] for k, v in reference["lookedAgain"].items()},
                           str(reference["began"]))
         except (KeyError, TypeError, ValueError, AttributeError):

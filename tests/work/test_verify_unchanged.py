@@ -3,6 +3,8 @@ changed since that verify found it matching, and still finds every difference.""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from test_verify import by_key, execute, filled, scalar
 
@@ -102,12 +104,6 @@ def test_nothing_is_trusted_under_another_rule_in_full_or_after_a_table_is_rewri
     assert "unchangedSince" not in rewritten and differences(rewritten) == {}
     # A reference of another shape, or from a verify that did not walk every table, is none.
     assert "unchangedSince" not in verify(url, {"xmin": "not a number"})
-    assert "reference" not in run_verify(url, VerifyOptions(), cancel=_set_event())
-
-
-def _set_event():
-    import threading
-
-    event = threading.Event()
-    event.set()
-    return event
+    cancelled = threading.Event()
+    cancelled.set()
+    assert "reference" not in run_verify(url, VerifyOptions(), cancel=cancelled)
